@@ -1,0 +1,111 @@
+//! The storage capability behind [`CacheService`](crate::CacheService): a trait, and its
+//! Redis and in-process implementations.
+//!
+//! Every method is one atomic step on the backend (one Lua script on Redis, one lock
+//! on the memory store), which is what makes leases and fences sound: the read that
+//! finds a miss and the lease it takes cannot be separated by an invalidation, and
+//! neither can the lease check and the store of a fill.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::Result;
+use crate::key::{CacheKey, Invalidation};
+
+mod memory;
+mod redis;
+
+pub use memory::MemoryBackend;
+pub use redis::RedisBackend;
+
+/// Identifies one lease. Random, so a reader cannot store under another's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseToken(pub u64);
+
+impl LeaseToken {
+    /// A fresh random token.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+}
+
+/// What a reader that missed finds when it asks for a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Someone filled the entry in the meantime.
+    Hit(Bytes),
+    /// The caller now holds the lease: it may load and fill.
+    Leased,
+    /// Another reader holds the lease and is loading.
+    Busy,
+}
+
+/// Result of a fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillOutcome {
+    /// The value was stored.
+    Stored,
+    /// The lease was voided by an invalidation (or expired): the value may predate a
+    /// write, so it was not stored.
+    LeaseLost,
+    /// A versioned invalidation fenced a newer version than the value's.
+    Fenced,
+}
+
+/// Storage for cache entries, leases, fences and group generations.
+///
+/// Implementations must pass the conformance suite in the workspace's `tests/` crate.
+#[async_trait]
+pub trait CacheBackend: Send + Sync + fmt::Debug + 'static {
+    /// The entry's bytes, if present. The hit path: one round trip, no lease.
+    async fn get(&self, key: &CacheKey) -> Result<Option<Bytes>>;
+
+    /// Atomically: return the entry if present; otherwise take the lease with `token` for
+    /// `lease_ttl` if nobody holds it ([`Lookup::Leased`]), or report [`Lookup::Busy`].
+    async fn get_or_lease(
+        &self,
+        key: &CacheKey,
+        token: LeaseToken,
+        lease_ttl: Duration,
+    ) -> Result<Lookup>;
+
+    /// Atomically: store `entry` (in [`codec`](crate::codec) format) for `ttl` if `token`
+    /// still holds the lease and the entry's version is not below the key's fence; the
+    /// lease is released either way.
+    async fn fill(
+        &self,
+        key: &CacheKey,
+        token: LeaseToken,
+        entry: &[u8],
+        ttl: Duration,
+    ) -> Result<FillOutcome>;
+
+    /// Atomically apply one invalidation (see [`Invalidation`]); fences live `fence_ttl`.
+    async fn invalidate(&self, invalidation: &Invalidation, fence_ttl: Duration) -> Result<()>;
+
+    /// The group's current generation. A missing counter is created from the clock, so a
+    /// lost counter never restarts at a number that was already used.
+    async fn generation(&self, key: &str) -> Result<u64>;
+
+    /// Moves the group to a new generation (never a used one) and returns it.
+    async fn bump_generation(&self, key: &str) -> Result<u64>;
+
+    /// Checks that the backend answers.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Microseconds since the Unix epoch: the seed of a new generation counter.
+pub(crate) fn clock_generation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1)
+}
+
+/// Milliseconds as Redis wants them (at least 1, so a tiny TTL never means "forever").
+pub(crate) fn millis(d: Duration) -> u64 {
+    (d.as_millis() as u64).max(1)
+}

@@ -1,0 +1,213 @@
+//! In-process backend: the zero-set-up default, and the reference semantics the Redis
+//! scripts must match.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::{CacheBackend, FillOutcome, LeaseToken, Lookup, clock_generation};
+use crate::codec;
+use crate::error::Result;
+use crate::key::{CacheKey, Invalidation};
+
+const SHARDS: usize = 16;
+
+/// An in-process store with the same lease, fence and generation semantics as
+/// [`RedisBackend`](super::RedisBackend). Bounded: past `max_entries`, expired entries are
+/// purged first, then arbitrary values; leases and fences are never evicted, since
+/// dropping one could let a stale fill in.
+///
+/// Time is read from `tokio::time`, so tests can pause and advance it.
+#[derive(Debug)]
+pub struct MemoryBackend {
+    shards: Box<[Mutex<HashMap<String, Slot>>]>,
+    generations: Mutex<HashMap<String, u64>>,
+    hasher: RandomState,
+    max_per_shard: usize,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    value: Option<(Bytes, Instant)>,
+    lease: Option<(LeaseToken, Instant)>,
+    fence: Option<(u64, Instant)>,
+}
+
+impl Slot {
+    fn expire(&mut self, now: Instant) {
+        if self.value.as_ref().is_some_and(|(_, at)| *at <= now) {
+            self.value = None;
+        }
+        if self.lease.is_some_and(|(_, at)| at <= now) {
+            self.lease = None;
+        }
+        if self.fence.is_some_and(|(_, at)| at <= now) {
+            self.fence = None;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.value.is_none() && self.lease.is_none() && self.fence.is_none()
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new(100_000)
+    }
+}
+
+impl MemoryBackend {
+    /// A store holding at most about `max_entries` values.
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            generations: Mutex::default(),
+            hasher: RandomState::new(),
+            max_per_shard: max_entries.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    /// Number of stored values, expired or not (for tests and reporting).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| lock(s).values().filter(|slot| slot.value.is_some()).count())
+            .sum()
+    }
+
+    /// Whether no value is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs `f` on the key's slot under its shard lock, removing the slot if it ends empty.
+    fn with_slot<R>(&self, key: &str, f: impl FnOnce(&mut Slot, Instant) -> R) -> R {
+        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
+        let mut map = lock(shard);
+        let now = Instant::now();
+        let slot = map.entry(key.to_owned()).or_default();
+        slot.expire(now);
+        let result = f(slot, now);
+        if slot.is_empty() {
+            map.remove(key);
+        } else if map.len() > self.max_per_shard {
+            evict(&mut map, self.max_per_shard, now);
+        }
+        result
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave a slot half-written (every update is a
+    // single assignment), so a poisoned lock is still consistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn evict(map: &mut HashMap<String, Slot>, max: usize, now: Instant) {
+    map.retain(|_, slot| {
+        slot.expire(now);
+        !slot.is_empty()
+    });
+    let mut excess = map.len().saturating_sub(max);
+    if excess == 0 {
+        return;
+    }
+    map.retain(|_, slot| {
+        let evictable = excess > 0 && slot.lease.is_none() && slot.fence.is_none();
+        if evictable {
+            excess -= 1;
+        }
+        !evictable
+    });
+}
+
+#[async_trait]
+impl CacheBackend for MemoryBackend {
+    async fn get(&self, key: &CacheKey) -> Result<Option<Bytes>> {
+        Ok(self.with_slot(key.as_str(), |slot, _| {
+            slot.value.as_ref().map(|(v, _)| v.clone())
+        }))
+    }
+
+    async fn get_or_lease(
+        &self,
+        key: &CacheKey,
+        token: LeaseToken,
+        lease_ttl: Duration,
+    ) -> Result<Lookup> {
+        Ok(self.with_slot(key.as_str(), |slot, now| {
+            if let Some((value, _)) = &slot.value {
+                Lookup::Hit(value.clone())
+            } else if slot.lease.is_some() {
+                Lookup::Busy
+            } else {
+                slot.lease = Some((token, now + lease_ttl));
+                Lookup::Leased
+            }
+        }))
+    }
+
+    async fn fill(
+        &self,
+        key: &CacheKey,
+        token: LeaseToken,
+        entry: &[u8],
+        ttl: Duration,
+    ) -> Result<FillOutcome> {
+        let version = codec::version_of(entry).unwrap_or(0);
+        Ok(self.with_slot(key.as_str(), |slot, now| {
+            if slot.lease.map(|(t, _)| t) != Some(token) {
+                return FillOutcome::LeaseLost;
+            }
+            slot.lease = None;
+            if slot.fence.is_some_and(|(fence, _)| version < fence) {
+                return FillOutcome::Fenced;
+            }
+            slot.value = Some((Bytes::copy_from_slice(entry), now + ttl));
+            FillOutcome::Stored
+        }))
+    }
+
+    async fn invalidate(&self, invalidation: &Invalidation, fence_ttl: Duration) -> Result<()> {
+        self.with_slot(invalidation.key.as_str(), |slot, now| {
+            let Some(version) = invalidation.version else {
+                slot.value = None;
+                slot.lease = None;
+                return;
+            };
+            let cached = slot.value.as_ref().and_then(|(v, _)| codec::version_of(v));
+            if cached.is_none_or(|cached| cached < version) {
+                slot.value = None;
+            }
+            let fence = slot.fence.map_or(version, |(f, _)| f.max(version));
+            slot.fence = Some((fence, now + fence_ttl));
+        });
+        Ok(())
+    }
+
+    async fn generation(&self, key: &str) -> Result<u64> {
+        let mut generations = lock(&self.generations);
+        Ok(*generations
+            .entry(key.to_owned())
+            .or_insert_with(clock_generation))
+    }
+
+    async fn bump_generation(&self, key: &str) -> Result<u64> {
+        let mut generations = lock(&self.generations);
+        let generation = generations
+            .entry(key.to_owned())
+            .and_modify(|g| *g += 1)
+            .or_insert_with(clock_generation);
+        Ok(*generation)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+}

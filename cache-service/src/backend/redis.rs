@@ -1,0 +1,334 @@
+//! Redis backend over a `fred` pool.
+//!
+//! Each atomic step is one Lua script over keys that share a hash tag (see
+//! [`key`](crate::key)), so the same code runs on a Redis Cluster. The client reconnects
+//! with exponential backoff, every command has a timeout, and reads fail fast while
+//! disconnected: a dead or frozen Redis costs a request at most one timeout.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fred::prelude::*;
+use fred::types::scripts::Script;
+
+use super::{CacheBackend, FillOutcome, LeaseToken, Lookup, clock_generation, millis};
+use crate::config::RedisConfig;
+use crate::error::{CacheError, Result};
+use crate::key::{CacheKey, Invalidation};
+
+/// Reads the version from an entry's header (see [`codec`](crate::codec)); -1 for bytes
+/// in another format, so they always count as older.
+const ENTRY_VERSION: &str = r#"
+local function entry_version(v)
+  if string.len(v) < 10 or string.byte(v, 1) ~= 1 then return -1 end
+  local n = 0
+  for i = 2, 9 do n = n * 256 + string.byte(v, i) end
+  return n
+end
+"#;
+
+/// KEYS: value, lease. ARGV: token, lease ttl (ms).
+/// Returns {1, value} on a hit, {0} when the lease was taken, {2} when another holds it.
+const GET_OR_LEASE: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v then return {1, v} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+return {2}
+"#;
+
+/// KEYS: value, lease, fence. ARGV: token, entry, ttl (ms).
+/// Returns 0 stored, 1 lease lost, 2 fenced.
+const FILL: &str = r#"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 1 end
+redis.call('DEL', KEYS[2])
+local fence = redis.call('GET', KEYS[3])
+if fence and entry_version(ARGV[2]) < tonumber(fence) then return 2 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 0
+"#;
+
+/// KEYS: value, lease, fence. ARGV: version ('' = unconditional), fence ttl (ms).
+const INVALIDATE: &str = r#"
+if ARGV[1] == '' then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 1
+end
+local version = tonumber(ARGV[1])
+local current = redis.call('GET', KEYS[1])
+if current and entry_version(current) < version then redis.call('DEL', KEYS[1]) end
+local fence = redis.call('GET', KEYS[3])
+if fence and tonumber(fence) >= version then
+  redis.call('PEXPIRE', KEYS[3], ARGV[2])
+else
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+"#;
+
+/// KEYS: generation. ARGV: seed from the clock.
+const GENERATION: &str = r#"
+local g = redis.call('GET', KEYS[1])
+if g then return g end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"#;
+
+/// KEYS: generation. ARGV: seed from the clock.
+const BUMP_GENERATION: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return tostring(redis.call('INCR', KEYS[1])) end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"#;
+
+struct Scripts {
+    get_or_lease: Script,
+    fill: Script,
+    invalidate: Script,
+    generation: Script,
+    bump_generation: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let with_version = |body: &str| Script::from_lua(format!("{ENTRY_VERSION}{body}"));
+        Self {
+            get_or_lease: Script::from_lua(GET_OR_LEASE),
+            fill: with_version(FILL),
+            invalidate: with_version(INVALIDATE),
+            generation: Script::from_lua(GENERATION),
+            bump_generation: Script::from_lua(BUMP_GENERATION),
+        }
+    }
+}
+
+/// Redis through a `fred` connection pool. Cloning is shallow.
+#[derive(Clone)]
+pub struct RedisBackend {
+    pool: Pool,
+    scripts: Arc<Scripts>,
+    command_timeout: Duration,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("pool_size", &self.pool.size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackend {
+    /// Connects the pool; fails if Redis cannot be reached now. Afterwards the pool
+    /// reconnects on its own, forever, with exponential backoff (100 ms to 2 s).
+    pub async fn connect(config: &RedisConfig) -> Result<Self> {
+        let fred_config = Config::from_url(&config.url)
+            .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))?;
+        let pool = Builder::from_config(fred_config)
+            .with_performance_config(|p| p.default_command_timeout = config.command_timeout)
+            .with_connection_config(|c| {
+                c.connection_timeout = config.connect_timeout;
+                c.internal_command_timeout = config.command_timeout.max(Duration::from_secs(1));
+                c.max_command_attempts = 1;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .build_pool(config.pool_size.max(1))
+            .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))?;
+        let init = pool.init().await.map_err(|e| backend_error(e, config))?;
+        drop(init); // the connection tasks keep running inside the pool
+        let backend = Self {
+            pool,
+            scripts: Arc::new(Scripts::new()),
+            command_timeout: config.command_timeout,
+        };
+        backend.ping().await?;
+        Ok(backend)
+    }
+
+    /// The underlying pool, for callers that need commands this trait does not cover.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    fn map_error(&self, error: Error) -> CacheError {
+        match error.kind() {
+            ErrorKind::Timeout => CacheError::Timeout(self.command_timeout),
+            _ => CacheError::Backend(error.to_string()),
+        }
+    }
+
+    async fn eval<R: FromValue>(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<R> {
+        script
+            .evalsha_with_reload(self.pool.next(), keys, args)
+            .await
+            .map_err(|e| self.map_error(e))
+    }
+}
+
+fn backend_error(error: Error, config: &RedisConfig) -> CacheError {
+    CacheError::Backend(format!(
+        "cannot connect to Redis at {}: {error}",
+        redact(&config.url)
+    ))
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn unexpected(what: &str, value: &Value) -> CacheError {
+    CacheError::Protocol(format!("{what}: {value:?}"))
+}
+
+#[async_trait]
+impl CacheBackend for RedisBackend {
+    async fn get(&self, key: &CacheKey) -> Result<Option<Bytes>> {
+        self.pool
+            .next()
+            .with_options(&Options {
+                fail_fast: true,
+                ..Options::default()
+            })
+            .get::<Option<Bytes>, _>(key.as_str())
+            .await
+            .map_err(|e| self.map_error(e))
+    }
+
+    async fn get_or_lease(
+        &self,
+        key: &CacheKey,
+        token: LeaseToken,
+        lease_ttl: Duration,
+    ) -> Result<Lookup> {
+        let reply: Value = self
+            .eval(
+                &self.scripts.get_or_lease,
+                vec![key.as_str().to_owned(), key.lease_key()],
+                vec![
+                    Value::from(token.0.to_string()),
+                    Value::from(millis(lease_ttl) as i64),
+                ],
+            )
+            .await?;
+        let Value::Array(mut items) = reply else {
+            return Err(unexpected("get_or_lease", &reply));
+        };
+        match items.first().and_then(Value::as_i64) {
+            Some(0) => Ok(Lookup::Leased),
+            Some(2) => Ok(Lookup::Busy),
+            Some(1) if items.len() == 2 => match items.pop() {
+                Some(value) => value
+                    .into_bytes()
+                    .map(Lookup::Hit)
+                    .ok_or_else(|| CacheError::Protocol("get_or_lease: value is not bytes".into())),
+                None => Err(CacheError::Protocol("get_or_lease: missing value".into())),
+            },
+            _ => Err(unexpected("get_or_lease", &Value::Array(items))),
+        }
+    }
+
+    async fn fill(
+        &self,
+        key: &CacheKey,
+        token: LeaseToken,
+        entry: &[u8],
+        ttl: Duration,
+    ) -> Result<FillOutcome> {
+        let reply: i64 = self
+            .eval(
+                &self.scripts.fill,
+                vec![key.as_str().to_owned(), key.lease_key(), key.fence_key()],
+                vec![
+                    Value::from(token.0.to_string()),
+                    Value::Bytes(Bytes::copy_from_slice(entry)),
+                    Value::from(millis(ttl) as i64),
+                ],
+            )
+            .await?;
+        match reply {
+            0 => Ok(FillOutcome::Stored),
+            1 => Ok(FillOutcome::LeaseLost),
+            2 => Ok(FillOutcome::Fenced),
+            other => Err(unexpected("fill", &Value::Integer(other))),
+        }
+    }
+
+    async fn invalidate(&self, invalidation: &Invalidation, fence_ttl: Duration) -> Result<()> {
+        let key = &invalidation.key;
+        let version = invalidation
+            .version
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let _: i64 = self
+            .eval(
+                &self.scripts.invalidate,
+                vec![key.as_str().to_owned(), key.lease_key(), key.fence_key()],
+                vec![Value::from(version), Value::from(millis(fence_ttl) as i64)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn generation(&self, key: &str) -> Result<u64> {
+        let reply: String = self
+            .eval(
+                &self.scripts.generation,
+                vec![key.to_owned()],
+                vec![Value::from(clock_generation().to_string())],
+            )
+            .await?;
+        reply
+            .parse()
+            .map_err(|_| CacheError::Protocol(format!("generation {reply:?}")))
+    }
+
+    async fn bump_generation(&self, key: &str) -> Result<u64> {
+        let reply: String = self
+            .eval(
+                &self.scripts.bump_generation,
+                vec![key.to_owned()],
+                vec![Value::from(clock_generation().to_string())],
+            )
+            .await?;
+        reply
+            .parse()
+            .map_err(|_| CacheError::Protocol(format!("generation {reply:?}")))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let _: String = self
+            .pool
+            .next()
+            .ping(None)
+            .await
+            .map_err(|e| self.map_error(e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn urls_lose_their_password_in_messages() {
+        assert_eq!(
+            redact("redis://user:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+}

@@ -1,0 +1,99 @@
+//! Configuration of [`CacheService`](crate::CacheService) and of the Redis backend.
+
+use std::time::Duration;
+
+use crate::error::{CacheError, Result};
+
+/// How entries are named and how long they live.
+///
+/// Invariant (checked by [`CacheConfig::validate`]): `fence_ttl > lease_ttl`, so a fence
+/// outlives every lease that was outstanding when it was set; a loader slower than its
+/// lease loses the lease and cannot store.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Every key starts with `{prefix}:`.
+    pub prefix: String,
+    /// Lifetime of a stored value, before jitter.
+    pub ttl: Duration,
+    /// Fraction of `ttl` by which each entry's lifetime is randomly shortened or
+    /// lengthened, so entries written together do not expire together.
+    pub ttl_jitter: f64,
+    /// Lifetime of an "absent" entry (negative caching of ids that do not exist).
+    pub negative_ttl: Duration,
+    /// Lifetime of a lease taken on a miss: the longest a loader may take and still store.
+    pub lease_ttl: Duration,
+    /// Lifetime of the version fence left by a versioned invalidation.
+    pub fence_ttl: Duration,
+    /// How long, in total, a reader waits for another process's fill before loading
+    /// itself (without storing).
+    pub lease_wait: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "cache".to_owned(),
+            ttl: Duration::from_secs(300),
+            ttl_jitter: 0.1,
+            negative_ttl: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(5),
+            fence_ttl: Duration::from_secs(60),
+            lease_wait: Duration::from_millis(200),
+        }
+    }
+}
+
+impl CacheConfig {
+    /// A default configuration with the given key prefix.
+    pub fn with_prefix(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Rejects configurations that would break the crate's invariants.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(CacheError::Config(m.to_owned()));
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
+            return bad("prefix: must be non-empty and contain no '{' or '}'");
+        }
+        if self.ttl.is_zero() || self.negative_ttl.is_zero() || self.lease_ttl.is_zero() {
+            return bad("ttl, negative_ttl and lease_ttl must be positive");
+        }
+        if !(0.0..1.0).contains(&self.ttl_jitter) {
+            return bad("ttl_jitter: must be in [0, 1)");
+        }
+        if self.fence_ttl <= self.lease_ttl {
+            return bad("fence_ttl: must be longer than lease_ttl");
+        }
+        Ok(())
+    }
+}
+
+/// Connection settings of [`RedisBackend`](crate::RedisBackend).
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://`, `rediss://` (TLS), `redis-cluster://` or `redis-sentinel://`.
+    pub url: String,
+    /// Number of multiplexed connections.
+    pub pool_size: usize,
+    /// Every command fails after this long, so a dead or frozen Redis fails fast instead
+    /// of hanging requests.
+    pub command_timeout: Duration,
+    /// Timeout of one connection attempt.
+    pub connect_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// Defaults suited to a cache in front of a database: a 4-connection pool, 250 ms
+    /// command timeout, 1 s connect timeout.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            pool_size: 4,
+            command_timeout: Duration::from_millis(250),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}

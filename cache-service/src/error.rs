@@ -1,0 +1,22 @@
+use std::time::Duration;
+
+/// Errors from a cache backend. Reads never return them to callers (they fail open to the
+/// loader); invalidation and set-up do.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The backend did not answer within the command timeout.
+    #[error("cache backend timed out after {0:?}")]
+    Timeout(Duration),
+    /// The backend answered with an error, or could not be reached.
+    #[error("cache backend error: {0}")]
+    Backend(String),
+    /// The backend answered with something this crate did not write.
+    #[error("unexpected reply from cache backend: {0}")]
+    Protocol(String),
+    /// The configuration cannot work (for example a fence shorter than a lease).
+    #[error("invalid cache configuration: {0}")]
+    Config(String),
+}
+
+/// Result type of this crate.
+pub type Result<T, E = CacheError> = std::result::Result<T, E>;

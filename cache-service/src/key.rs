@@ -1,0 +1,187 @@
+//! Key naming: the one place where cache keys are spelled.
+//!
+//! An entry key is `{prefix}:{namespace}:{{id}}`. The braces are a Redis Cluster hash
+//! tag: the entry's lease (`…:lease`) and fence (`…:fence`) keys share it, so the Lua
+//! scripts that touch all three run on a cluster too. A group member's id starts with
+//! the group's generation (`g{n}:…`), and the generation counter lives at
+//! `{prefix}:{group}:generation`.
+
+use std::fmt::{self, Write};
+
+/// A family of entries keyed by one id each (for example `product` → one product).
+/// The name is also the `namespace` label of the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Namespace(&'static str);
+
+impl Namespace {
+    /// A namespace name: lower-case ASCII letters, digits and `_` (checked at compile time
+    /// when used in a `const`).
+    pub const fn new(name: &'static str) -> Self {
+        let bytes = name.as_bytes();
+        assert!(!bytes.is_empty(), "namespace name must not be empty");
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            assert!(
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_',
+                "namespace name must be [a-z0-9_]"
+            );
+            i += 1;
+        }
+        Self(name)
+    }
+
+    /// The name, as used in keys and metric labels.
+    pub const fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+/// Derived entries that are all invalidated together (for example every list page),
+/// in O(1), by bumping the group's generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Group(Namespace);
+
+impl Group {
+    /// A group name, with the same rules as [`Namespace::new`].
+    pub const fn new(name: &'static str) -> Self {
+        Self(Namespace::new(name))
+    }
+
+    /// The group's namespace (its name is the metric label).
+    pub const fn namespace(self) -> Namespace {
+        self.0
+    }
+}
+
+/// A fully spelled entry key. Built only by [`CacheService::key`](crate::CacheService::key)
+/// and [`CacheService::get_or_load_in`](crate::CacheService::get_or_load_in).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    namespace: Namespace,
+    key: String,
+}
+
+impl CacheKey {
+    pub(crate) fn new(prefix: &str, namespace: Namespace, id: &dyn fmt::Display) -> Self {
+        let mut key = String::with_capacity(prefix.len() + namespace.0.len() + 16);
+        let _ = write!(key, "{prefix}:{}:{{", namespace.0);
+        let start = key.len();
+        let _ = write!(key, "{id}");
+        // Braces inside the id would end the hash tag early; '%' is escaped so the
+        // encoding stays injective.
+        if key[start..].contains(['{', '}', '%']) {
+            let escaped: String = key[start..]
+                .chars()
+                .map(|c| match c {
+                    '{' => "%7B".to_owned(),
+                    '}' => "%7D".to_owned(),
+                    '%' => "%25".to_owned(),
+                    c => c.to_string(),
+                })
+                .collect();
+            key.truncate(start);
+            key.push_str(&escaped);
+        }
+        key.push('}');
+        Self { namespace, key }
+    }
+
+    /// The key of the entry's value.
+    pub fn as_str(&self) -> &str {
+        &self.key
+    }
+
+    /// The namespace the key belongs to.
+    pub fn namespace(&self) -> Namespace {
+        self.namespace
+    }
+
+    /// The key of the lease taken on a miss.
+    pub(crate) fn lease_key(&self) -> String {
+        format!("{}:lease", self.key)
+    }
+
+    /// The key of the version fence left by a versioned invalidation.
+    pub(crate) fn fence_key(&self) -> String {
+        format!("{}:fence", self.key)
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key)
+    }
+}
+
+/// One key to invalidate after a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalidation {
+    pub(crate) key: CacheKey,
+    pub(crate) version: Option<u64>,
+}
+
+impl Invalidation {
+    /// Removes the entry and voids any outstanding lease on it.
+    pub fn remove(key: CacheKey) -> Self {
+        Self { key, version: None }
+    }
+
+    /// The source row is now at `version` (a deleted row counts as its last version + 1).
+    /// Removes the entry unless it already holds `version` or newer, and leaves a fence so
+    /// that no fill loaded from an older version is stored afterwards. Applying the same
+    /// invalidation twice, or late, is harmless and costs no extra load.
+    pub fn at_version(key: CacheKey, version: u64) -> Self {
+        Self {
+            key,
+            version: Some(version),
+        }
+    }
+
+    /// The key this invalidation applies to.
+    pub fn key(&self) -> &CacheKey {
+        &self.key
+    }
+
+    /// The version it fences, if any.
+    pub fn version(&self) -> Option<u64> {
+        self.version
+    }
+}
+
+pub(crate) fn generation_key(prefix: &str, group: Group) -> String {
+    format!("{prefix}:{}:generation", group.0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRODUCT: Namespace = Namespace::new("product");
+
+    #[test]
+    fn keys_carry_prefix_namespace_and_a_hash_tag() {
+        let key = CacheKey::new("shop", PRODUCT, &42);
+        assert_eq!(key.as_str(), "shop:product:{42}");
+        assert_eq!(key.lease_key(), "shop:product:{42}:lease");
+        assert_eq!(key.fence_key(), "shop:product:{42}:fence");
+    }
+
+    #[test]
+    fn braces_in_ids_cannot_break_the_hash_tag() {
+        let key = CacheKey::new("shop", PRODUCT, &"a}b{c%");
+        assert_eq!(key.as_str(), "shop:product:{a%7Db%7Bc%25}");
+        assert_ne!(
+            CacheKey::new("shop", PRODUCT, &"%7D"),
+            CacheKey::new("shop", PRODUCT, &"}")
+        );
+    }
+
+    #[test]
+    fn generation_key_is_outside_every_member_key() {
+        assert_eq!(
+            generation_key("shop", Group::new("product_list")),
+            "shop:product_list:generation"
+        );
+    }
+}

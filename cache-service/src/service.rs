@@ -1,0 +1,410 @@
+//! [`CacheService`]: typed cache-aside reads and invalidation.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::backend::{CacheBackend, FillOutcome, LeaseToken, Lookup, MemoryBackend, RedisBackend};
+use crate::codec::{self, Entry};
+use crate::config::{CacheConfig, RedisConfig};
+use crate::error::{CacheError, Result};
+use crate::flight::{self, Flights, Role};
+use crate::key::{CacheKey, Group, Invalidation, Namespace, generation_key};
+
+/// How many times a reader joins another's load before loading on its own.
+const MAX_JOINS: usize = 3;
+
+/// A value that can be cached.
+pub trait Cacheable: Serialize + DeserializeOwned + Send + Sync {
+    /// The version of the source row this value was loaded from; a fill is refused when
+    /// a versioned invalidation fenced a newer one. Values derived from many rows (list
+    /// pages) belong in a [`Group`] and return 0.
+    fn version(&self) -> u64;
+}
+
+/// Cache-aside over a [`CacheBackend`]. Cloning is shallow: clones share the backend,
+/// the configuration and the single-flight table.
+#[derive(Clone)]
+pub struct CacheService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<dyn CacheBackend>,
+    config: CacheConfig,
+    flights: Flights,
+}
+
+impl fmt::Debug for CacheService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheService")
+            .field("backend", &self.inner.backend)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a value came from, for callers that report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Cache,
+    Loader,
+}
+
+impl CacheService {
+    /// A service over `backend`.
+    pub fn new(backend: Arc<dyn CacheBackend>, config: CacheConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend,
+                config,
+                flights: Flights::default(),
+            }),
+        })
+    }
+
+    /// A service over a fresh in-process store holding about `max_entries` values.
+    pub fn in_memory(config: CacheConfig, max_entries: usize) -> Result<Self> {
+        Self::new(Arc::new(MemoryBackend::new(max_entries)), config)
+    }
+
+    /// A service over Redis; fails if Redis cannot be reached now.
+    pub async fn connect_redis(redis: &RedisConfig, config: CacheConfig) -> Result<Self> {
+        config.validate()?;
+        Self::new(Arc::new(RedisBackend::connect(redis).await?), config)
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &CacheConfig {
+        &self.inner.config
+    }
+
+    /// The backend, for health checks and tests.
+    pub fn backend(&self) -> &Arc<dyn CacheBackend> {
+        &self.inner.backend
+    }
+
+    /// The key of `id` in `namespace`.
+    pub fn key(&self, namespace: Namespace, id: impl fmt::Display) -> CacheKey {
+        CacheKey::new(&self.inner.config.prefix, namespace, &id)
+    }
+
+    /// Checks that the backend answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.inner.backend.ping().await
+    }
+
+    /// Returns the cached value of `key`, or runs `loader` on a miss and caches what it
+    /// returns (`None`, "no such row", is cached briefly too).
+    ///
+    /// Never fails because of the cache: a backend error is counted and logged and the
+    /// loader's value is returned. Errors are the loader's own.
+    pub async fn get_or_load<T, E, F, Fut>(&self, key: &CacheKey, loader: F) -> Result<Option<T>, E>
+    where
+        T: Cacheable,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        let namespace = key.namespace().name();
+        match self.inner.backend.get(key).await {
+            Ok(Some(bytes)) => match decode::<T>(&bytes) {
+                Some(value) => {
+                    count_request(namespace, "hit");
+                    return Ok(value);
+                }
+                None => {
+                    count_request(namespace, "miss");
+                    // Written by another release or schema: replace it.
+                    let _ = self
+                        .inner
+                        .backend
+                        .invalidate(
+                            &Invalidation::remove(key.clone()),
+                            self.inner.config.fence_ttl,
+                        )
+                        .await;
+                }
+            },
+            Ok(None) => count_request(namespace, "miss"),
+            Err(error) => {
+                count_request(namespace, "error");
+                tracing::warn!(%key, %error, "cache read failed; loading from the source");
+                count_load(namespace);
+                return loader().await;
+            }
+        }
+        self.load_once(key, loader).await.map(|(value, _)| value)
+    }
+
+    /// Like [`get_or_load`](Self::get_or_load) for a member of `group`: the group's
+    /// generation is read first and is part of the key, so a value loaded before the
+    /// group was invalidated is never served after it.
+    pub async fn get_or_load_in<T, E, F, Fut>(
+        &self,
+        group: Group,
+        member: impl fmt::Display,
+        loader: F,
+    ) -> Result<Option<T>, E>
+    where
+        T: Cacheable,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        let config = &self.inner.config;
+        match self
+            .inner
+            .backend
+            .generation(&generation_key(&config.prefix, group))
+            .await
+        {
+            Ok(generation) => {
+                let key = CacheKey::new(
+                    &config.prefix,
+                    group.namespace(),
+                    &format_args!("g{generation}:{member}"),
+                );
+                self.get_or_load(&key, loader).await
+            }
+            Err(error) => {
+                let namespace = group.namespace().name();
+                count_request(namespace, "error");
+                tracing::warn!(group = namespace, %error, "cache generation read failed; loading from the source");
+                count_load(namespace);
+                loader().await
+            }
+        }
+    }
+
+    /// Applies `invalidations` (concurrently). Call it after the write's transaction
+    /// committed. Every invalidation is attempted; the first error is returned so the
+    /// caller can retry or record what it still owes.
+    pub async fn invalidate(&self, invalidations: &[Invalidation]) -> Result<()> {
+        let fence_ttl = self.inner.config.fence_ttl;
+        let results = join_all(
+            invalidations
+                .iter()
+                .map(|inv| self.inner.backend.invalidate(inv, fence_ttl)),
+        )
+        .await;
+        let mut first_error = None;
+        for (inv, result) in invalidations.iter().zip(results) {
+            // Retired whatever the outcome: a load that began before the write must not
+            // be joined by readers that start after it.
+            self.inner.flights.retire(inv.key.as_str());
+            let namespace = inv.key.namespace().name();
+            match result {
+                Ok(()) => metrics::counter!("cache_invalidations_total", "namespace" => namespace)
+                    .increment(1),
+                Err(error) => {
+                    metrics::counter!("cache_invalidation_errors_total", "namespace" => namespace)
+                        .increment(1);
+                    tracing::warn!(key = %inv.key, %error, "cache invalidation failed");
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Invalidates every member of `group` in O(1) by moving it to a new generation.
+    pub async fn invalidate_group(&self, group: Group) -> Result<()> {
+        let namespace = group.namespace().name();
+        let key = generation_key(&self.inner.config.prefix, group);
+        match self.inner.backend.bump_generation(&key).await {
+            Ok(_) => {
+                metrics::counter!("cache_invalidations_total", "namespace" => namespace)
+                    .increment(1);
+                Ok(())
+            }
+            Err(error) => {
+                metrics::counter!("cache_invalidation_errors_total", "namespace" => namespace)
+                    .increment(1);
+                tracing::warn!(group = namespace, %error, "cache group invalidation failed");
+                Err(error)
+            }
+        }
+    }
+
+    /// The miss path: share one load per key in this process.
+    async fn load_once<T, E, F, Fut>(
+        &self,
+        key: &CacheKey,
+        loader: F,
+    ) -> Result<(Option<T>, Source), E>
+    where
+        T: Cacheable,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        for _ in 0..MAX_JOINS {
+            match self.inner.flights.join(key.as_str()) {
+                Role::Leader(leader) => {
+                    let (result, shared) = self.lead(key, loader).await;
+                    leader.finish(shared);
+                    return result;
+                }
+                Role::Follower(rx) => {
+                    if let Some(value) = flight::follow(rx).await.as_deref().and_then(decode::<T>) {
+                        return Ok((value, Source::Cache));
+                    }
+                }
+            }
+        }
+        self.lead(key, loader).await.0
+    }
+
+    /// Takes the lease (or waits for another's fill), loads, fills. Returns the value and
+    /// what followers may use.
+    async fn lead<T, E, F, Fut>(
+        &self,
+        key: &CacheKey,
+        loader: F,
+    ) -> (Result<(Option<T>, Source), E>, flight::Shared)
+    where
+        T: Cacheable,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        let config = &self.inner.config;
+        let backend = &self.inner.backend;
+        let namespace = key.namespace().name();
+        let token = LeaseToken::random();
+        let mut waited = Duration::ZERO;
+        let mut pause = Duration::from_millis(5);
+        let leased = loop {
+            match backend.get_or_lease(key, token, config.lease_ttl).await {
+                Ok(Lookup::Hit(bytes)) => {
+                    if let Some(value) = decode::<T>(&bytes) {
+                        return (Ok((value, Source::Cache)), None);
+                    }
+                    break false;
+                }
+                Ok(Lookup::Leased) => break true,
+                Ok(Lookup::Busy) if waited < config.lease_wait => {
+                    metrics::counter!("cache_lease_waits_total", "namespace" => namespace)
+                        .increment(1);
+                    tokio::time::sleep(pause).await;
+                    waited += pause;
+                    pause = (pause * 2).min(
+                        config
+                            .lease_wait
+                            .saturating_sub(waited)
+                            .max(Duration::from_millis(1)),
+                    );
+                }
+                Ok(Lookup::Busy) => break false,
+                Err(error) => {
+                    count_request(namespace, "error");
+                    tracing::warn!(%key, %error, "cache lease failed; loading without caching");
+                    break false;
+                }
+            }
+        };
+        count_load(namespace);
+        let value = match loader().await {
+            Ok(value) => value,
+            Err(error) => return (Err(error), None),
+        };
+        if !leased {
+            return (Ok((value, Source::Loader)), None);
+        }
+        let (entry, ttl) = match &value {
+            Some(v) => match codec::encode(v.version(), v) {
+                Ok(entry) => (entry, jittered(config.ttl, config.ttl_jitter)),
+                Err(error) => {
+                    tracing::error!(%key, %error, "value cannot be serialized; not cached");
+                    return (Ok((value, Source::Loader)), None);
+                }
+            },
+            None => (
+                codec::encode_absent(),
+                jittered(config.negative_ttl, config.ttl_jitter),
+            ),
+        };
+        let shared = match backend.fill(key, token, &entry, ttl).await {
+            Ok(FillOutcome::Stored) => Some(Bytes::from(entry)),
+            Ok(refused) => {
+                let reason = if refused == FillOutcome::Fenced {
+                    "fence"
+                } else {
+                    "lease"
+                };
+                metrics::counter!("cache_fills_refused_total", "namespace" => namespace, "reason" => reason).increment(1);
+                tracing::debug!(%key, reason, "fill refused: the value may predate a write");
+                None
+            }
+            Err(error) => {
+                count_request(namespace, "error");
+                tracing::warn!(%key, %error, "cache fill failed");
+                None
+            }
+        };
+        (Ok((value, Source::Loader)), shared)
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<Option<T>> {
+    match codec::decode(bytes)? {
+        Entry::Present { payload, .. } => serde_json::from_slice(payload).ok().map(Some),
+        Entry::Absent => Some(None),
+    }
+}
+
+fn jittered(ttl: Duration, jitter: f64) -> Duration {
+    if jitter <= 0.0 {
+        return ttl;
+    }
+    let factor = 1.0 + jitter * (2.0 * rand::random::<f64>() - 1.0);
+    ttl.mul_f64(factor).max(Duration::from_millis(1))
+}
+
+fn count_request(namespace: &'static str, result: &'static str) {
+    metrics::counter!("cache_requests_total", "namespace" => namespace, "result" => result)
+        .increment(1);
+}
+
+fn count_load(namespace: &'static str) {
+    metrics::counter!("cache_loads_total", "namespace" => namespace).increment(1);
+}
+
+impl From<CacheError> for std::io::Error {
+    fn from(error: CacheError) -> Self {
+        std::io::Error::other(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_its_fraction() {
+        let ttl = Duration::from_secs(100);
+        for _ in 0..1_000 {
+            let t = jittered(ttl, 0.1);
+            assert!(
+                t >= Duration::from_secs(90) && t <= Duration::from_secs(110),
+                "{t:?}"
+            );
+        }
+        assert_eq!(jittered(ttl, 0.0), ttl);
+    }
+
+    #[test]
+    fn jitter_spreads_expiries() {
+        let distinct: std::collections::HashSet<_> = (0..100)
+            .map(|_| jittered(Duration::from_secs(300), 0.1))
+            .collect();
+        assert!(
+            distinct.len() > 90,
+            "entries written together must not expire together"
+        );
+    }
+}
