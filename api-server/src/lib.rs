@@ -1,1 +1,28 @@
+//! The REST server over [`product_service::ProductService`]: a thin HTTP layer, the
+//! OpenAPI document and Swagger UI, metrics, and the binary's subcommands.
+//!
+//! # Layout
+//!
+//! - [`config`]: the command line and environment (`spec/API.md`'s table, row for row).
+//! - [`startup`]: [`Application`]: connects, migrates, binds (port 0 works), serves until
+//!   a shutdown signal.
+//! - `api`: one `#[OpenApi]` impl per resource; handlers parse, call the service and map
+//!   the result. Every error leaves as `application/problem+json`.
+//! - `middleware`: body limit and HTTP metrics.
+//! - `telemetry`: the Prometheus recorder behind `/metrics`.
+//!
+//! # Invariants
+//!
+//! - No input produces a 5xx: bad input is a 4xx problem naming the field; only a
+//!   failing database gives 500/503, with an opaque detail (the cause is logged).
+//! - Writes need `Authorization: Bearer <API_TOKEN>`, compared in constant time.
 
+pub mod config;
+pub mod startup;
+
+mod api;
+mod middleware;
+mod telemetry;
+
+pub use config::{Cli, Command, Settings};
+pub use startup::Application;

@@ -1,1 +1,44 @@
+//! Products: validated domain types, the database schema, and [`ProductService`], the one
+//! way to change a product.
+//!
+//! # Layout
+//!
+//! - [`domain`]: types that validate once at the edge ([`Sku`], [`ProductName`],
+//!   [`PriceCents`], …) and the inputs built only from them ([`NewProduct`],
+//!   [`ProductPatch`], [`PageQuery`]).
+//! - [`service`]: [`ProductService`]: reads through the cache, writes in one transaction
+//!   each, then invalidation.
+//! - [`db`]: connecting (SQLite or PostgreSQL) and [`migrate`].
+//! - `entity` (private): the sea-orm entity. Its write side never leaves this crate.
+//!
+//! # Invariants
+//!
+//! 1. **Single write path.** Outside this crate no code can insert, update or delete a
+//!    product row through this crate's types without [`ProductService`]: the entity is
+//!    private, and the service takes only validated inputs.
+//! 2. **Invalidate after commit.** Each write method commits, then invalidates the
+//!    product's key (fenced at the new version) and the list group; a rolled-back write
+//!    invalidates nothing.
+//! 3. **Versions are atomic.** `version` is bumped by the same `UPDATE` that changes the
+//!    row, with the expected version in its `WHERE` clause; there is no read-modify-write.
+//!
+//! ```compile_fail
+//! // The entity is private: code outside this crate cannot name its ActiveModel.
+//! use product_service::entity::product::ActiveModel;
+//! ```
 
+pub mod db;
+pub mod domain;
+pub mod service;
+
+mod entity;
+mod error;
+mod migration;
+
+pub use db::{connect, migrate};
+pub use domain::{
+    Category, Description, NewProduct, PageQuery, PriceCents, ProductId, ProductName, ProductPatch,
+    Sku, Stock, ValidationError, Version,
+};
+pub use error::{Error, Result};
+pub use service::{PRODUCT, PRODUCT_LIST, Product, ProductPage, ProductService};

@@ -1,0 +1,124 @@
+//! Middleware: the request body limit and HTTP metrics.
+
+use std::time::Instant;
+
+use poem::http::StatusCode;
+use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response, Result};
+
+/// Bodies larger than this are refused with 413 before any parsing.
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Refuses bodies over [`MAX_BODY_BYTES`], whether announced by `Content-Length` or
+/// streamed in chunks. (poem's own `SizeLimit` demands a `Content-Length` on every
+/// request, which would refuse plain GETs.)
+pub(crate) struct BodyLimit;
+
+impl<E: Endpoint> Middleware<E> for BodyLimit {
+    type Output = BodyLimitEndpoint<E>;
+
+    fn transform(&self, ep: E) -> Self::Output {
+        BodyLimitEndpoint(ep)
+    }
+}
+
+pub(crate) struct BodyLimitEndpoint<E>(E);
+
+fn too_large() -> poem::Error {
+    poem::Error::from_string(
+        format!("body: must be at most {MAX_BODY_BYTES} bytes (1 MiB)"),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+}
+
+impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
+    type Output = E::Output;
+
+    async fn call(&self, mut req: Request) -> Result<Self::Output> {
+        let announced = req
+            .headers()
+            .get(poem::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
+        if announced.is_none()
+            && req
+                .headers()
+                .contains_key(poem::http::header::TRANSFER_ENCODING)
+        {
+            let body = req
+                .take_body()
+                .into_bytes_limit(MAX_BODY_BYTES)
+                .await
+                .map_err(|_| too_large())?;
+            req.set_body(Body::from_bytes(body));
+        }
+        self.0.call(req).await
+    }
+}
+
+/// Counts and times every request by method, route template and status.
+pub(crate) struct HttpMetrics;
+
+impl<E: Endpoint> Middleware<E> for HttpMetrics {
+    type Output = HttpMetricsEndpoint<E>;
+
+    fn transform(&self, ep: E) -> Self::Output {
+        HttpMetricsEndpoint(ep)
+    }
+}
+
+pub(crate) struct HttpMetricsEndpoint<E>(E);
+
+impl<E: Endpoint> Endpoint for HttpMetricsEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> Result<Self::Output> {
+        let method = req.method().as_str().to_owned();
+        let path = route_template(req.uri().path());
+        let started = Instant::now();
+        let response = match self.0.call(req).await {
+            Ok(output) => output.into_response(),
+            Err(error) => error.into_response(),
+        };
+        let status = response.status().as_u16().to_string();
+        metrics::counter!("http_requests_total", "method" => method.clone(), "path" => path, "status" => status)
+            .increment(1);
+        metrics::histogram!("http_request_duration_seconds", "method" => method, "path" => path)
+            .record(started.elapsed().as_secs_f64());
+        Ok(response)
+    }
+}
+
+/// The route template of a path, so label values stay few (`/api/products/{id}`, never
+/// `/api/products/42`); unknown paths share one label.
+pub(crate) fn route_template(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    match segments.as_slice() {
+        ["api", "products"] => "/api/products",
+        ["api", "products", _] => "/api/products/{id}",
+        ["api", "jobs", "reprice"] => "/api/jobs/reprice",
+        ["api", "jobs", _] => "/api/jobs/{id}",
+        ["health"] => "/health",
+        ["metrics"] => "/metrics",
+        ["openapi.json"] => "/openapi.json",
+        ["docs", ..] => "/docs",
+        _ => "unmatched",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_template;
+
+    #[test]
+    fn paths_map_to_their_templates() {
+        assert_eq!(route_template("/api/products"), "/api/products");
+        assert_eq!(route_template("/api/products/42"), "/api/products/{id}");
+        assert_eq!(route_template("/api/products/abc"), "/api/products/{id}");
+        assert_eq!(route_template("/docs/"), "/docs");
+        assert_eq!(route_template("/wp-admin/x.php"), "unmatched");
+        assert_eq!(route_template("/api/products/1/2"), "unmatched");
+    }
+}

@@ -1,0 +1,193 @@
+//! Building and running the server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use cache_service::{CacheConfig, CacheService, RedisConfig};
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::middleware::Tracing;
+use poem::{EndpointExt, Route, Server};
+use product_service::ProductService;
+
+use crate::api::{self, ApiToken};
+use crate::config::{Settings, redact_url};
+use crate::middleware::{BodyLimit, HttpMetrics};
+
+/// How long in-flight requests may run after a shutdown signal.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Values the in-process memory cache holds at most.
+const MEMORY_CACHE_ENTRIES: usize = 100_000;
+
+/// A server that is connected, migrated and bound, but not yet serving.
+pub struct Application {
+    acceptor: TcpAcceptor,
+    local_addr: SocketAddr,
+    products: ProductService,
+    token: String,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Connects to the database and cache, migrates, and binds `settings.bind` (port 0
+    /// picks a free port; see [`Application::port`]).
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let products = connect(settings).await?;
+        let token = match &settings.api_token {
+            Some(token) if !token.is_empty() => token.clone(),
+            _ => {
+                let token = generate_token();
+                println!("API token (generated; set API_TOKEN to choose one): {token}");
+                token
+            }
+        };
+        let acceptor = TcpListener::bind(settings.bind)
+            .into_acceptor()
+            .await
+            .with_context(|| format!("failed to listen on {}", settings.bind))?;
+        let local_addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .context("the listener has no socket address")?;
+        Ok(Self {
+            acceptor,
+            local_addr,
+            products,
+            token,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// The bearer token writes need.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Serves until `shutdown` completes, lets in-flight requests finish (up to 10 s),
+    /// then closes the database pool.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let api = api::service(self.products.clone());
+        let docs = api.swagger_ui();
+        let spec = api.spec_endpoint();
+        let app = Route::new()
+            .nest("/", api)
+            .nest("/docs", docs)
+            .at("/openapi.json", spec)
+            .with(BodyLimit)
+            .catch_all_error(api::problem::problem_response)
+            .with(HttpMetrics)
+            .with(Tracing)
+            .data(ApiToken(self.token.clone()));
+        crate::telemetry::prometheus();
+        tracing::info!(address = %self.local_addr, "serving; Swagger UI at http://{}/docs", self.local_addr);
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, shutdown, Some(GRACE))
+            .await
+            .context("HTTP server failed")?;
+        tracing::info!("shut down");
+        self.products
+            .close()
+            .await
+            .context("failed to close the database")?;
+        Ok(())
+    }
+}
+
+/// Applies the database migrations (the `migrate` subcommand).
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let db = product_service::connect(&settings.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "failed to connect to {}",
+                redact_url(&settings.database_url)
+            )
+        })?;
+    product_service::migrate(&db).await?;
+    Ok(())
+}
+
+/// The product service the settings describe: database connected and migrated, cache
+/// connected.
+pub async fn connect(settings: &Settings) -> anyhow::Result<ProductService> {
+    let db = product_service::connect(&settings.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "failed to connect to {}",
+                redact_url(&settings.database_url)
+            )
+        })?;
+    product_service::migrate(&db)
+        .await
+        .context("failed to migrate the database")?;
+    let config = CacheConfig {
+        prefix: settings.cache_prefix.clone(),
+        ttl: Duration::from_secs(settings.cache_ttl_secs),
+        ..CacheConfig::default()
+    };
+    let cache = match settings.redis_url() {
+        Some(url) => {
+            let cache = CacheService::connect_redis(&RedisConfig::new(url), config)
+                .await
+                .with_context(|| format!("failed to connect to Redis at {}", redact_url(url)))?;
+            tracing::info!(redis = %redact_url(url), prefix = %settings.cache_prefix, "cache: Redis");
+            cache
+        }
+        None => {
+            let cache = CacheService::in_memory(config, MEMORY_CACHE_ENTRIES)?;
+            tracing::info!("cache: in-process memory (set REDIS_URL to use Redis)");
+            cache
+        }
+    };
+    Ok(ProductService::new(db, cache))
+}
+
+/// 32 random bytes, hex-encoded.
+fn generate_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

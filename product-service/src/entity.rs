@@ -1,0 +1,28 @@
+//! The sea-orm entity. Private to the crate: its `ActiveModel` is the write side, and
+//! only [`ProductService`](crate::ProductService) may use it.
+
+pub(crate) mod product {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "product")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub sku: String,
+        pub name: String,
+        pub description: String,
+        pub price_cents: i64,
+        pub stock: i64,
+        pub category: String,
+        pub version: i64,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

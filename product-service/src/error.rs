@@ -1,0 +1,39 @@
+use crate::domain::{ProductId, Sku, ValidationError, Version};
+
+/// Why a product operation failed. Constraint violations are mapped here, at the layer
+/// that knows the schema; callers never inspect SQL errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No product has this id.
+    #[error("product {id} not found")]
+    NotFound {
+        /// The id that was asked for.
+        id: ProductId,
+    },
+    /// Another product already has this sku.
+    #[error("sku: {0} is already used by another product")]
+    DuplicateSku(Sku),
+    /// The caller expected another version (optimistic concurrency); nothing changed.
+    #[error("version mismatch: expected {expected}, current is {actual}")]
+    VersionMismatch {
+        /// The version the caller expected.
+        expected: Version,
+        /// The version the row has.
+        actual: Version,
+    },
+    /// An input failed validation.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The database failed.
+    #[error("database error")]
+    Database(#[source] sea_orm::DbErr),
+}
+
+impl From<sea_orm::DbErr> for Error {
+    fn from(error: sea_orm::DbErr) -> Self {
+        Self::Database(error)
+    }
+}
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

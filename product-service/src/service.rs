@@ -1,0 +1,362 @@
+//! [`ProductService`]: the one way to read and change products.
+//!
+//! Reads go through the cache: a product under its id in [`PRODUCT`], list pages in the
+//! [`PRODUCT_LIST`] group. Each write is one database transaction; after it commits the
+//! service invalidates the product's key, fenced at the row's new version, and moves the
+//! list group to a new generation. An invalidation that fails is logged and counted
+//! (`cache_invalidation_errors_total`); the write has committed and is reported as done.
+
+use cache_service::{CacheService, Cacheable, Group, Invalidation, Namespace};
+use chrono::{DateTime, SubsecRound, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, ExprTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{NewProduct, PageQuery, ProductId, ProductPatch, Sku, Version};
+use crate::entity::product;
+use crate::error::{Error, Result};
+
+/// Cache namespace of single products (also the `namespace` metric label).
+pub const PRODUCT: Namespace = Namespace::new("product");
+/// Cache group of list pages (also the `namespace` metric label).
+pub const PRODUCT_LIST: Group = Group::new("product_list");
+
+/// A product as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Product {
+    /// Assigned by the database.
+    pub id: i64,
+    /// Unique stock-keeping unit.
+    pub sku: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Price in cents.
+    pub price_cents: i64,
+    /// Units in stock.
+    pub stock: i64,
+    /// Category, possibly empty.
+    pub category: String,
+    /// Starts at 1, +1 on every change.
+    pub version: i64,
+    /// When the product was created (UTC, whole seconds).
+    pub created_at: DateTime<Utc>,
+    /// When it last changed (UTC, whole seconds).
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Cacheable for Product {
+    fn version(&self) -> u64 {
+        self.version.unsigned_abs()
+    }
+}
+
+impl From<product::Model> for Product {
+    fn from(m: product::Model) -> Self {
+        Self {
+            id: m.id,
+            sku: m.sku,
+            name: m.name,
+            description: m.description,
+            price_cents: m.price_cents,
+            stock: m.stock,
+            category: m.category,
+            version: m.version,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+/// One page of the product list, ordered by id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductPage {
+    /// The products on this page.
+    pub items: Vec<Product>,
+    /// The 1-based page number.
+    pub page: u32,
+    /// Page size asked for.
+    pub per_page: u32,
+    /// Number of products matching the filter, on all pages.
+    pub total: u64,
+}
+
+impl Cacheable for ProductPage {
+    fn version(&self) -> u64 {
+        0 // pages are invalidated by their group's generation, not by version fences
+    }
+}
+
+/// Reads and writes products; the only write path. Cloning is shallow (the connection
+/// pool and the cache are shared).
+#[derive(Debug, Clone)]
+pub struct ProductService {
+    db: DatabaseConnection,
+    cache: CacheService,
+}
+
+impl ProductService {
+    /// A service over a migrated database and a cache.
+    pub fn new(db: DatabaseConnection, cache: CacheService) -> Self {
+        Self { db, cache }
+    }
+
+    /// The cache the service invalidates.
+    pub fn cache(&self) -> &CacheService {
+        &self.cache
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping_database(&self) -> Result<()> {
+        self.db.ping().await.map_err(Error::from)
+    }
+
+    /// Closes the database pool (at shutdown).
+    pub async fn close(self) -> Result<()> {
+        self.db.close().await.map_err(Error::from)
+    }
+
+    /// The product with `id`, from the cache when possible.
+    pub async fn find_by_id(&self, id: ProductId) -> Result<Product> {
+        let key = self.cache.key(PRODUCT, id);
+        let found = self
+            .cache
+            .get_or_load(&key, || async {
+                let model = product::Entity::find_by_id(id.get()).one(&self.db).await?;
+                Ok::<_, Error>(model.map(Product::from))
+            })
+            .await?;
+        found.ok_or(Error::NotFound { id })
+    }
+
+    /// One page of products ordered by id, from the cache when possible.
+    pub async fn find_in_page(&self, query: &PageQuery) -> Result<ProductPage> {
+        let page = self
+            .cache
+            .get_or_load_in(PRODUCT_LIST, query.cache_member(), || async {
+                let mut select = product::Entity::find();
+                if let Some(category) = query.category() {
+                    select = select.filter(product::Column::Category.eq(category.as_str()));
+                }
+                let total = select.clone().count(&self.db).await?;
+                let items = select
+                    .order_by_asc(product::Column::Id)
+                    .offset(query.offset())
+                    .limit(u64::from(query.per_page()))
+                    .all(&self.db)
+                    .await?;
+                Ok::<_, Error>(Some(ProductPage {
+                    items: items.into_iter().map(Product::from).collect(),
+                    page: query.page(),
+                    per_page: query.per_page(),
+                    total,
+                }))
+            })
+            .await?;
+        // The loader always returns a page; a cached "absent" page cannot exist.
+        Ok(page.unwrap_or_else(|| ProductPage {
+            items: Vec::new(),
+            page: query.page(),
+            per_page: query.per_page(),
+            total: 0,
+        }))
+    }
+
+    /// Creates a product at version 1.
+    pub async fn create(&self, input: NewProduct) -> Result<Product> {
+        let now = now();
+        let txn = self.begin_write().await?;
+        let row = product::ActiveModel {
+            sku: Set(input.sku.to_string()),
+            name: Set(input.name.into()),
+            description: Set(input.description.into()),
+            price_cents: Set(input.price_cents.get()),
+            stock: Set(input.stock.get()),
+            category: Set(input.category.into()),
+            version: Set(1),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        };
+        let model = product::Entity::insert(row)
+            .exec_with_returning(&txn)
+            .await
+            .map_err(|e| write_error(e, Some(&input.sku)))?;
+        txn.commit().await?;
+        self.invalidate_after_commit(model.id, model.version).await;
+        Ok(model.into())
+    }
+
+    /// Replaces every writable field (PUT). With `expected`, fails with
+    /// [`Error::VersionMismatch`] unless the row is at that version.
+    pub async fn replace(
+        &self,
+        id: ProductId,
+        input: NewProduct,
+        expected: Option<Version>,
+    ) -> Result<Product> {
+        let patch = ProductPatch {
+            sku: Some(input.sku),
+            name: Some(input.name),
+            description: Some(input.description),
+            price_cents: Some(input.price_cents),
+            stock: Some(input.stock),
+            category: Some(input.category),
+        };
+        self.update(id, patch, expected).await
+    }
+
+    /// Changes the given fields (PATCH). An empty patch changes nothing and returns the
+    /// product as it is (still checking `expected`).
+    pub async fn patch(
+        &self,
+        id: ProductId,
+        patch: ProductPatch,
+        expected: Option<Version>,
+    ) -> Result<Product> {
+        if patch.is_empty() {
+            let model = product::Entity::find_by_id(id.get())
+                .one(&self.db)
+                .await?
+                .ok_or(Error::NotFound { id })?;
+            check_expected(expected, model.version)?;
+            return Ok(model.into());
+        }
+        self.update(id, patch, expected).await
+    }
+
+    /// Deletes the product. With `expected`, only if the row is at that version.
+    pub async fn delete(&self, id: ProductId, expected: Option<Version>) -> Result<()> {
+        let txn = self.begin_write().await?;
+        let mut delete = product::Entity::delete_many().filter(product::Column::Id.eq(id.get()));
+        if let Some(expected) = expected {
+            delete = delete.filter(product::Column::Version.eq(expected.get()));
+        }
+        let Some(deleted) = delete.exec_with_returning(&txn).await?.pop() else {
+            return Err(diagnose_miss(&txn, id, expected).await);
+        };
+        txn.commit().await?;
+        // A deleted row counts as one version past its last, so every cached copy and
+        // every in-flight fill of an older version is refused.
+        self.invalidate_after_commit(deleted.id, deleted.version + 1)
+            .await;
+        Ok(())
+    }
+
+    async fn update(
+        &self,
+        id: ProductId,
+        patch: ProductPatch,
+        expected: Option<Version>,
+    ) -> Result<Product> {
+        use product::Column as C;
+        let txn = self.begin_write().await?;
+        let mut update = product::Entity::update_many()
+            .col_expr(C::Version, Expr::col(C::Version).add(1))
+            .col_expr(C::UpdatedAt, Expr::value(now()))
+            .filter(C::Id.eq(id.get()));
+        if let Some(expected) = expected {
+            update = update.filter(C::Version.eq(expected.get()));
+        }
+        if let Some(sku) = &patch.sku {
+            update = update.col_expr(C::Sku, Expr::value(sku.as_str()));
+        }
+        if let Some(name) = patch.name {
+            update = update.col_expr(C::Name, Expr::value(String::from(name)));
+        }
+        if let Some(description) = patch.description {
+            update = update.col_expr(C::Description, Expr::value(String::from(description)));
+        }
+        if let Some(price) = patch.price_cents {
+            update = update.col_expr(C::PriceCents, Expr::value(price.get()));
+        }
+        if let Some(stock) = patch.stock {
+            update = update.col_expr(C::Stock, Expr::value(stock.get()));
+        }
+        if let Some(category) = patch.category {
+            update = update.col_expr(C::Category, Expr::value(String::from(category)));
+        }
+        let updated = update
+            .exec_with_returning(&txn)
+            .await
+            .map_err(|e| write_error(e, patch.sku.as_ref()))?
+            .pop();
+        let Some(model) = updated else {
+            return Err(diagnose_miss(&txn, id, expected).await);
+        };
+        txn.commit().await?;
+        self.invalidate_after_commit(model.id, model.version).await;
+        Ok(model.into())
+    }
+
+    /// Write transactions on SQLite start `IMMEDIATE`, so concurrent writers queue on the
+    /// busy timeout instead of failing at commit; other databases ignore the mode.
+    async fn begin_write(&self) -> Result<DatabaseTransaction> {
+        Ok(self
+            .db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await?)
+    }
+
+    /// Runs after the commit, never before: the product's key, fenced at `version`, and
+    /// the list group.
+    async fn invalidate_after_commit(&self, id: i64, version: i64) {
+        let item = [Invalidation::at_version(
+            self.cache.key(PRODUCT, id),
+            version.unsigned_abs(),
+        )];
+        let item = self.cache.invalidate(&item);
+        let lists = self.cache.invalidate_group(PRODUCT_LIST);
+        let (item, lists) = tokio::join!(item, lists);
+        if let Err(error) = item.and(lists) {
+            tracing::error!(product = id, %error, "invalidation after commit failed; cached copies may be stale until they expire");
+        }
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(0)
+}
+
+fn check_expected(expected: Option<Version>, actual: i64) -> Result<()> {
+    match expected {
+        Some(expected) if expected.get() != actual => Err(Error::VersionMismatch {
+            expected,
+            actual: Version::from_db(actual),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// An `UPDATE`/`DELETE` matched no row: either the id does not exist or the version
+/// differs. Runs inside the write transaction, so the answer is consistent with it.
+async fn diagnose_miss(
+    txn: &impl ConnectionTrait,
+    id: ProductId,
+    expected: Option<Version>,
+) -> Error {
+    match product::Entity::find_by_id(id.get()).one(txn).await {
+        Ok(None) => Error::NotFound { id },
+        Ok(Some(model)) => match check_expected(expected, model.version) {
+            Err(mismatch) => mismatch,
+            // Cannot happen inside the transaction; report it rather than guess.
+            Ok(()) => Error::Database(DbErr::RecordNotUpdated),
+        },
+        Err(error) => Error::Database(error),
+    }
+}
+
+fn write_error(error: DbErr, sku: Option<&Sku>) -> Error {
+    match (error.sql_err(), sku) {
+        (Some(SqlErr::UniqueConstraintViolation(_)), Some(sku)) => Error::DuplicateSku(sku.clone()),
+        _ => Error::Database(error),
+    }
+}
