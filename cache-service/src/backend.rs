@@ -86,6 +86,10 @@ pub trait CacheBackend: Send + Sync + fmt::Debug + 'static {
     /// Atomically apply one invalidation (see [`Invalidation`]); fences live `fence_ttl`.
     async fn invalidate(&self, invalidation: &Invalidation, fence_ttl: Duration) -> Result<()>;
 
+    /// The version fenced on `key` by the latest versioned invalidation, if the fence is
+    /// still alive.
+    async fn fence(&self, key: &CacheKey) -> Result<Option<u64>>;
+
     /// The group's current generation. A missing counter is created from the clock, so a
     /// lost counter never restarts at a number that was already used.
     async fn generation(&self, key: &str) -> Result<u64>;

@@ -27,6 +27,8 @@ pub struct CacheConfig {
     /// How long, in total, a reader waits for another process's fill before loading
     /// itself (without storing).
     pub lease_wait: Duration,
+    /// How long reads skip the cache after a backend error (the circuit breaker).
+    pub breaker_cooldown: Duration,
 }
 
 impl Default for CacheConfig {
@@ -39,6 +41,7 @@ impl Default for CacheConfig {
             lease_ttl: Duration::from_secs(5),
             fence_ttl: Duration::from_secs(60),
             lease_wait: Duration::from_millis(200),
+            breaker_cooldown: Duration::from_secs(1),
         }
     }
 }

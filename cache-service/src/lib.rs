@@ -33,7 +33,9 @@
 //!    never receives a value loaded before it.
 //! 4. **Fail open.** A backend error on the read path is counted and logged, and the
 //!    loader's value is returned; errors on invalidation are returned to the caller,
-//!    which owns the decision (retry, outbox, alert).
+//!    which owns the decision (retry, outbox, alert). After any error a circuit breaker
+//!    sends reads straight to the loader for a cool-down, and, when the caller keeps an
+//!    outbox, until it has replayed what it owes ([`CacheService::resume`]).
 //!
 //! # Metrics
 //!
@@ -48,6 +50,7 @@ pub mod config;
 pub mod key;
 pub mod service;
 
+mod breaker;
 mod error;
 mod flight;
 

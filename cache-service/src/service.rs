@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::backend::{CacheBackend, FillOutcome, LeaseToken, Lookup, MemoryBackend, RedisBackend};
+use crate::breaker::Breaker;
 use crate::codec::{self, Entry};
 use crate::config::{CacheConfig, RedisConfig};
 use crate::error::{CacheError, Result};
@@ -39,6 +40,7 @@ struct Inner {
     backend: Arc<dyn CacheBackend>,
     config: CacheConfig,
     flights: Flights,
+    breaker: Breaker,
 }
 
 impl fmt::Debug for CacheService {
@@ -64,6 +66,7 @@ impl CacheService {
         Ok(Self {
             inner: Arc::new(Inner {
                 backend,
+                breaker: Breaker::new(config.breaker_cooldown),
                 config,
                 flights: Flights::default(),
             }),
@@ -113,6 +116,11 @@ impl CacheService {
         Fut: Future<Output = Result<Option<T>, E>>,
     {
         let namespace = key.namespace().name();
+        if !self.inner.breaker.allows_reads() {
+            count_request(namespace, "error");
+            count_load(namespace);
+            return loader().await;
+        }
         match self.inner.backend.get(key).await {
             Ok(Some(bytes)) => match decode::<T>(&bytes) {
                 Some(value) => {
@@ -134,6 +142,7 @@ impl CacheService {
             },
             Ok(None) => count_request(namespace, "miss"),
             Err(error) => {
+                self.inner.breaker.trip();
                 count_request(namespace, "error");
                 tracing::warn!(%key, %error, "cache read failed; loading from the source");
                 count_load(namespace);
@@ -173,6 +182,7 @@ impl CacheService {
                 self.get_or_load(&key, loader).await
             }
             Err(error) => {
+                self.inner.breaker.trip();
                 let namespace = group.namespace().name();
                 count_request(namespace, "error");
                 tracing::warn!(group = namespace, %error, "cache generation read failed; loading from the source");
@@ -230,6 +240,73 @@ impl CacheService {
                 Err(error)
             }
         }
+    }
+
+    /// Invalidates what one committed write made stale: first the `groups`, then the
+    /// `items`. The order matters to [`replay_write`](Self::replay_write): an item's fence
+    /// is only ever set after its groups moved on.
+    pub async fn invalidate_write(&self, items: &[Invalidation], groups: &[Group]) -> Result<()> {
+        for group in groups {
+            self.invalidate_group(*group).await?;
+        }
+        self.invalidate(items).await
+    }
+
+    /// Applies invalidations owed by writes that may already have been invalidated inline
+    /// (an outbox relay's replay). Idempotent, and cheap when they were: items at or
+    /// below their fence are left alone, and the groups only move on if some item was
+    /// not fenced yet, so a replay costs no extra loads. Unversioned items always count
+    /// as not applied.
+    pub async fn replay_write(&self, items: &[Invalidation], groups: &[Group]) -> Result<()> {
+        let fences = join_all(items.iter().map(|inv| self.inner.backend.fence(&inv.key))).await;
+        let mut pending = false;
+        for (inv, fence) in items.iter().zip(fences) {
+            let fence = fence.inspect_err(|_| self.inner.breaker.trip())?;
+            pending |= match (inv.version, fence) {
+                (Some(version), Some(fence)) => fence < version,
+                _ => true,
+            };
+        }
+        if pending {
+            for group in groups {
+                self.invalidate_group(*group).await?;
+            }
+        }
+        self.invalidate(items).await
+    }
+
+    /// Whether reads currently skip the cache (after a backend error, or while owed
+    /// invalidations wait to be replayed).
+    pub fn is_degraded(&self) -> bool {
+        !self.inner.breaker.allows_reads()
+    }
+
+    /// With `true`, reads stay off the cache after a backend error until [`resume`]
+    /// is called after a replay; for callers that keep a durable record of owed invalidations (an
+    /// outbox) and replay it after an outage.
+    ///
+    /// [`resume`]: Self::resume
+    pub fn hold_reads_after_outage(&self, on: bool) {
+        self.inner.breaker.set_gate(on);
+    }
+
+    /// Whether an outage happened whose owed invalidations have not been replayed yet.
+    pub fn needs_resync(&self) -> bool {
+        self.inner.breaker.resync_needed()
+    }
+
+    /// Take before replaying owed invalidations; pass to [`resume`](Self::resume) after.
+    pub fn outage_mark(&self) -> u64 {
+        self.inner.breaker.mark()
+    }
+
+    /// Declares that everything owed up to `mark` (from [`outage_mark`], taken before the
+    /// replay began) has been applied: unless the backend failed again since, reads may
+    /// use the cache again (after the cool-down).
+    ///
+    /// [`outage_mark`]: Self::outage_mark
+    pub fn resume(&self, mark: u64) {
+        self.inner.breaker.resume(mark);
     }
 
     /// The miss path: share one load per key in this process.
@@ -301,6 +378,7 @@ impl CacheService {
                 }
                 Ok(Lookup::Busy) => break false,
                 Err(error) => {
+                    self.inner.breaker.trip();
                     count_request(namespace, "error");
                     tracing::warn!(%key, %error, "cache lease failed; loading without caching");
                     break false;
@@ -341,6 +419,7 @@ impl CacheService {
                 None
             }
             Err(error) => {
+                self.inner.breaker.trip();
                 count_request(namespace, "error");
                 tracing::warn!(%key, %error, "cache fill failed");
                 None

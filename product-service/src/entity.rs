@@ -26,3 +26,22 @@ pub(crate) mod product {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// Owed invalidations, written by triggers (see the migrations) and drained by the relay.
+pub(crate) mod cache_outbox {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cache_outbox")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub product_id: i64,
+        pub version: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -24,6 +24,9 @@ pub enum Error {
     /// An input failed validation.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// The cache failed where it cannot fail open (replaying owed invalidations).
+    #[error("cache error")]
+    Cache(#[source] cache_service::CacheError),
     /// The database failed.
     #[error("database error")]
     Database(#[source] sea_orm::DbErr),

@@ -8,6 +8,8 @@
 //!   [`ProductPatch`], [`PageQuery`]).
 //! - [`service`]: [`ProductService`]: reads through the cache, writes in one transaction
 //!   each, then invalidation.
+//! - [`outbox`]: the relay that applies the invalidations recorded by database triggers
+//!   with every change, from any writer.
 //! - [`db`]: connecting (SQLite or PostgreSQL) and [`migrate`].
 //! - `entity` (private): the sea-orm entity. Its write side never leaves this crate.
 //!
@@ -19,7 +21,11 @@
 //! 2. **Invalidate after commit.** Each write method commits, then invalidates the
 //!    product's key (fenced at the new version) and the list group; a rolled-back write
 //!    invalidates nothing.
-//! 3. **Versions are atomic.** `version` is bumped by the same `UPDATE` that changes the
+//! 3. **Nothing lost.** Triggers record the invalidation each change owes in
+//!    `cache_outbox`, in the change's own transaction, whoever made it; the relay applies
+//!    and deletes them. A crash, a Redis outage or a raw SQL write delays an
+//!    invalidation, never loses it.
+//! 4. **Versions are atomic.** `version` is bumped by the same `UPDATE` that changes the
 //!    row, with the expected version in its `WHERE` clause; there is no read-modify-write.
 //!
 //! ```compile_fail
@@ -29,6 +35,7 @@
 
 pub mod db;
 pub mod domain;
+pub mod outbox;
 pub mod service;
 
 mod entity;
@@ -41,4 +48,5 @@ pub use domain::{
     Sku, Stock, ValidationError, Version,
 };
 pub use error::{Error, Result};
+pub use outbox::{OutboxRelay, RelayConfig, RelayHandle};
 pub use service::{PRODUCT, PRODUCT_LIST, Product, ProductPage, ProductService};

@@ -2,9 +2,10 @@
 //!
 //! Reads go through the cache: a product under its id in [`PRODUCT`], list pages in the
 //! [`PRODUCT_LIST`] group. Each write is one database transaction; after it commits the
-//! service invalidates the product's key, fenced at the row's new version, and moves the
-//! list group to a new generation. An invalidation that fails is logged and counted
-//! (`cache_invalidation_errors_total`); the write has committed and is reported as done.
+//! service moves the list group to a new generation and invalidates the product's key,
+//! fenced at the row's new version. An invalidation that fails is logged and counted
+//! (`cache_invalidation_errors_total`); the write has committed and is reported as done,
+//! and the outbox relay applies the invalidation later.
 
 use cache_service::{CacheService, Cacheable, Group, Invalidation, Namespace};
 use chrono::{DateTime, SubsecRound, Utc};
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{NewProduct, PageQuery, ProductId, ProductPatch, Sku, Version};
 use crate::entity::product;
 use crate::error::{Error, Result};
+use crate::outbox::{OutboxRelay, RelayConfig, RelayHandle};
 
 /// Cache namespace of single products (also the `namespace` metric label).
 pub const PRODUCT: Namespace = Namespace::new("product");
@@ -306,19 +308,36 @@ impl ProductService {
             .await?)
     }
 
-    /// Runs after the commit, never before: the product's key, fenced at `version`, and
-    /// the list group.
+    /// Runs after the commit, never before: the list group, then the product's key,
+    /// fenced at `version`. If the cache fails (or is recovering from an outage), the
+    /// outbox row the triggers wrote in the same transaction still owes the
+    /// invalidation, and the relay applies it.
     async fn invalidate_after_commit(&self, id: i64, version: i64) {
+        if self.cache.needs_resync() {
+            tracing::debug!(
+                product = id,
+                "cache recovering; the outbox relay will invalidate"
+            );
+            return;
+        }
         let item = [Invalidation::at_version(
             self.cache.key(PRODUCT, id),
             version.unsigned_abs(),
         )];
-        let item = self.cache.invalidate(&item);
-        let lists = self.cache.invalidate_group(PRODUCT_LIST);
-        let (item, lists) = tokio::join!(item, lists);
-        if let Err(error) = item.and(lists) {
-            tracing::error!(product = id, %error, "invalidation after commit failed; cached copies may be stale until they expire");
+        if let Err(error) = self.cache.invalidate_write(&item, &[PRODUCT_LIST]).await {
+            tracing::warn!(product = id, %error, "invalidation after commit failed; the outbox relay will apply it");
         }
+    }
+
+    /// A relay for this service's outbox (see [`outbox`](crate::outbox)).
+    pub fn relay(&self, batch_size: u64) -> OutboxRelay {
+        OutboxRelay::new(self.db.clone(), self.cache.clone(), batch_size)
+    }
+
+    /// Starts the outbox relay in the background. Every process that serves reads
+    /// should run one; [`RelayHandle::shutdown`] drains it.
+    pub fn spawn_relay(&self, config: RelayConfig) -> RelayHandle {
+        RelayHandle::spawn(self.relay(config.batch_size), config)
     }
 }
 

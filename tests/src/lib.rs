@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database};
 
+pub mod fixtures;
+
 /// Environment variable naming a Redis to use instead of a private server.
 pub const TEST_REDIS_URL: &str = "TEST_REDIS_URL";
 /// Environment variable naming a PostgreSQL server (any database on it) for
@@ -62,16 +64,19 @@ pub fn in_ci() -> bool {
 }
 
 /// Reports that `test_name` cannot run because of `reason`: panics in CI, otherwise
-/// prints a notice to stderr (shown by `cargo test` even for passing tests with
-/// `--nocapture`, and always in the test's captured output).
+/// prints a banner and returns `None`.
+///
+/// The banner goes to the process's stderr directly rather than through `eprintln!`,
+/// which the test runner captures and hides for passing tests: a skip must be seen.
 fn skip<T>(test_name: &str, reason: &str) -> Option<T> {
     if in_ci() {
         panic!("{test_name} cannot run in CI: {reason}");
     }
-    eprintln!();
-    eprintln!("==================================================================");
-    eprintln!("SKIPPED {test_name}: {reason}");
-    eprintln!("==================================================================");
+    let rule = "=".repeat(72);
+    let _ = writeln!(
+        io::stderr().lock(),
+        "\n{rule}\nSKIPPED {test_name}: {reason}\n{rule}"
+    );
     None
 }
 
@@ -341,6 +346,12 @@ pub async fn redis_url_or_skip(test_name: &str) -> Option<(String, Option<RedisS
         }
         return Some((url, None));
     }
+    if find_on_path("redis-server").is_none() {
+        return skip(
+            test_name,
+            "no Redis: set TEST_REDIS_URL or put redis-server on PATH",
+        );
+    }
     let server = redis_server_or_skip(test_name).await?;
     Some((server.url(), Some(server)))
 }
@@ -354,7 +365,7 @@ pub async fn redis_server_or_skip(test_name: &str) -> Option<RedisServer> {
     if find_on_path("redis-server").is_none() {
         return skip(
             test_name,
-            "no Redis: set TEST_REDIS_URL or put redis-server on PATH",
+            "no redis-server on PATH (this test stops its Redis, so TEST_REDIS_URL cannot stand in)",
         );
     }
     let started = tokio::task::spawn_blocking(RedisServer::start)
@@ -376,6 +387,34 @@ pub async fn redis_client(url: &str) -> Result<fred::prelude::Client, fred::erro
         .build()?;
     client.init().await?;
     Ok(client)
+}
+
+/// Deletes every key that starts with `prefix` and returns how many there were: the
+/// cleanup of a test that ran on a shared Redis (`TEST_REDIS_URL`). Uses `SCAN`, which is
+/// fine in a test and is exactly what the cache itself must never do.
+pub async fn delete_keys_with_prefix(
+    client: &fred::prelude::Client,
+    prefix: &str,
+) -> Result<usize, fred::error::Error> {
+    use fred::prelude::KeysInterface;
+    use futures::TryStreamExt;
+
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('*');
+    let keys: Vec<fred::types::Key> = client
+        .scan_buffered(pattern, Some(1_000), None)
+        .try_collect()
+        .await?;
+    for chunk in keys.chunks(500) {
+        let _: i64 = client.del(chunk.to_vec()).await?;
+    }
+    Ok(keys.len())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -611,6 +650,29 @@ mod tests {
             .read_line(&mut reply)
             .expect("a thawed server answers");
         assert_eq!(reply, "+PONG\r\n");
+    }
+
+    #[tokio::test]
+    async fn deleting_by_prefix_leaves_other_keys_alone() {
+        use fred::prelude::KeysInterface;
+        let Some(server) = redis_server_or_skip("harness self-test").await else {
+            return;
+        };
+        let client = redis_client(&server.url()).await.expect("connects");
+        for key in ["mine:1", "mine:{2}", "mine_too:3", "theirs:1"] {
+            let _: () = client.set(key, "v", None, None, false).await.expect("SET");
+        }
+
+        let deleted = delete_keys_with_prefix(&client, "mine")
+            .await
+            .expect("deletes");
+
+        assert_eq!(deleted, 3);
+        let left: i64 = client
+            .exists(vec!["mine:1", "mine:{2}", "mine_too:3", "theirs:1"])
+            .await
+            .expect("EXISTS");
+        assert_eq!(left, 1, "only theirs:1 is left");
     }
 
     #[tokio::test]

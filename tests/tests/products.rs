@@ -4,106 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use cache_service::{CacheConfig, CacheService, RedisConfig};
-use fred::prelude::{Client, KeysInterface};
-use integration_tests::{RedisServer, TestDatabase, postgres_url_or_skip, redis_url_or_skip, unique_prefix};
-use product_service::{
-    Category, Description, Error, NewProduct, PageQuery, PriceCents, ProductId, ProductName,
-    ProductPatch, ProductService, Sku, Stock, Version,
-};
-
-/// A service over a migrated database and a Redis under a unique prefix.
-struct Fixture {
-    service: ProductService,
-    redis: Client,
-    prefix: String,
-    _redis_server: Option<RedisServer>,
-    _database: Option<TestDatabase>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Fixture {
-    async fn sqlite(test: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("products.db").display());
-        Self::build(test, &url, None, Some(dir)).await
-    }
-
-    async fn postgres(test: &str) -> Option<Self> {
-        let database = postgres_url_or_skip(test).await?;
-        let url = database.url().to_owned();
-        Self::build(test, &url, Some(database), None).await
-    }
-
-    async fn build(
-        test: &str,
-        db_url: &str,
-        database: Option<TestDatabase>,
-        dir: Option<tempfile::TempDir>,
-    ) -> Option<Self> {
-        let (redis_url, redis_server) = redis_url_or_skip(test).await?;
-        let prefix = unique_prefix(test);
-        let db = product_service::connect(db_url).await.expect("database connects");
-        product_service::migrate(&db).await.expect("migrations apply");
-        let cache = CacheService::connect_redis(
-            &RedisConfig::new(redis_url.clone()),
-            CacheConfig::with_prefix(prefix.clone()),
-        )
-        .await
-        .expect("redis connects");
-        let redis = integration_tests::redis_client(&redis_url).await.expect("client");
-        Some(Self {
-            service: ProductService::new(db, cache),
-            redis,
-            prefix,
-            _redis_server: redis_server,
-            _database: database,
-            _dir: dir,
-        })
-    }
-
-    fn item_key(&self, id: i64) -> String {
-        format!("{}:product:{{{id}}}", self.prefix)
-    }
-
-    async fn is_cached(&self, id: i64) -> bool {
-        let exists: i64 = self.redis.exists(self.item_key(id)).await.expect("EXISTS");
-        exists == 1
-    }
-
-    async fn list_generation(&self) -> Option<String> {
-        self.redis
-            .get(format!("{}:product_list:generation", self.prefix))
-            .await
-            .expect("GET generation")
-    }
-}
-
-fn new_product(sku: &str, price: i64) -> NewProduct {
-    NewProduct {
-        sku: Sku::parse(sku).expect("valid sku"),
-        name: ProductName::parse(format!("Product {sku}")).expect("valid name"),
-        description: Description::default(),
-        price_cents: PriceCents::parse(price).expect("valid price"),
-        stock: Stock::parse(1).expect("valid stock"),
-        category: Category::parse("cat").expect("valid category"),
-    }
-}
-
-fn price_patch(price: i64) -> ProductPatch {
-    ProductPatch {
-        price_cents: Some(PriceCents::parse(price).expect("valid price")),
-        ..ProductPatch::default()
-    }
-}
-
-fn id(n: i64) -> ProductId {
-    ProductId::parse(n).expect("valid id")
-}
-
-fn first_page() -> PageQuery {
-    PageQuery::parse(1, 20, None).expect("valid page")
-}
+use integration_tests::fixtures::{Fixture, first_page, id, new_product, price_patch};
+use product_service::{Error, PageQuery, ProductPatch, Sku, Version};
 
 /// Runs one scenario on SQLite and on PostgreSQL.
 macro_rules! on_both_databases {
@@ -112,7 +14,7 @@ macro_rules! on_both_databases {
             $(
                 #[tokio::test]
                 async fn $scenario() {
-                    if let Some(f) = super::Fixture::sqlite(concat!("sqlite_", stringify!($scenario))).await {
+                    if let Some(f) = integration_tests::fixtures::Fixture::sqlite(concat!("sqlite_", stringify!($scenario))).await {
                         super::$scenario(f).await;
                     }
                 }
@@ -122,7 +24,7 @@ macro_rules! on_both_databases {
             $(
                 #[tokio::test]
                 async fn $scenario() {
-                    if let Some(f) = super::Fixture::postgres(concat!("postgres_", stringify!($scenario))).await {
+                    if let Some(f) = integration_tests::fixtures::Fixture::postgres(concat!("postgres_", stringify!($scenario))).await {
                         super::$scenario(f).await;
                     }
                 }
@@ -144,12 +46,20 @@ on_both_databases!(
 );
 
 async fn reads_are_cached_under_the_prefix_and_writes_show_at_once(f: Fixture) {
-    let created = f.service.create(new_product("A-1", 100)).await.expect("create");
+    let created = f
+        .service
+        .create(new_product("A-1", 100))
+        .await
+        .expect("create");
     assert_eq!(created.version, 1);
 
     let read = f.service.find_by_id(id(created.id)).await.expect("read");
     assert_eq!(read, created);
-    assert!(f.is_cached(created.id).await, "the read left {} in Redis", f.item_key(created.id));
+    assert!(
+        f.is_cached(created.id).await,
+        "the read left {} in Redis",
+        f.item_key(created.id)
+    );
 
     let patched = f
         .service
@@ -158,7 +68,10 @@ async fn reads_are_cached_under_the_prefix_and_writes_show_at_once(f: Fixture) {
         .expect("patch");
     assert_eq!((patched.price_cents, patched.version), (250, 2));
     let read = f.service.find_by_id(id(created.id)).await.expect("read");
-    assert_eq!(read.price_cents, 250, "a read after PATCH shows the new price");
+    assert_eq!(
+        read.price_cents, 250,
+        "a read after PATCH shows the new price"
+    );
 
     let replaced = f
         .service
@@ -167,25 +80,48 @@ async fn reads_are_cached_under_the_prefix_and_writes_show_at_once(f: Fixture) {
         .expect("replace");
     assert_eq!((replaced.sku.as_str(), replaced.version), ("A-1b", 3));
     let read = f.service.find_by_id(id(created.id)).await.expect("read");
-    assert_eq!((read.sku.as_str(), read.price_cents), ("A-1b", 300), "a read after PUT shows it");
+    assert_eq!(
+        (read.sku.as_str(), read.price_cents),
+        ("A-1b", 300),
+        "a read after PUT shows it"
+    );
 }
 
 async fn list_pages_reflect_create_update_and_delete(f: Fixture) {
-    let a = f.service.create(new_product("L-1", 1)).await.expect("create");
+    let a = f
+        .service
+        .create(new_product("L-1", 1))
+        .await
+        .expect("create");
     let page = f.service.find_in_page(&first_page()).await.expect("page");
     assert_eq!(page.total, 1);
 
-    let b = f.service.create(new_product("L-2", 2)).await.expect("create");
+    let b = f
+        .service
+        .create(new_product("L-2", 2))
+        .await
+        .expect("create");
     let page = f.service.find_in_page(&first_page()).await.expect("page");
-    assert_eq!(page.items.iter().map(|p| p.id).collect::<Vec<_>>(), vec![a.id, b.id], "create shows");
+    assert_eq!(
+        page.items.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![a.id, b.id],
+        "create shows"
+    );
 
-    f.service.patch(id(b.id), price_patch(99), None).await.expect("patch");
+    f.service
+        .patch(id(b.id), price_patch(99), None)
+        .await
+        .expect("patch");
     let page = f.service.find_in_page(&first_page()).await.expect("page");
     assert_eq!(page.items[1].price_cents, 99, "update shows in the list");
 
     f.service.delete(id(a.id), None).await.expect("delete");
     let page = f.service.find_in_page(&first_page()).await.expect("page");
-    assert_eq!((page.total, page.items.len(), page.items[0].id), (1, 1, b.id), "delete shows");
+    assert_eq!(
+        (page.total, page.items.len(), page.items[0].id),
+        (1, 1, b.id),
+        "delete shows"
+    );
 
     let filtered = f
         .service
@@ -196,24 +132,52 @@ async fn list_pages_reflect_create_update_and_delete(f: Fixture) {
 }
 
 async fn a_write_invalidates_its_product_and_leaves_others_cached(f: Fixture) {
-    let a = f.service.create(new_product("W-1", 1)).await.expect("create");
-    let b = f.service.create(new_product("W-2", 2)).await.expect("create");
+    let a = f
+        .service
+        .create(new_product("W-1", 1))
+        .await
+        .expect("create");
+    let b = f
+        .service
+        .create(new_product("W-2", 2))
+        .await
+        .expect("create");
     f.service.find_by_id(id(a.id)).await.expect("warm a");
     f.service.find_by_id(id(b.id)).await.expect("warm b");
     let generation = f.list_generation().await;
 
-    f.service.patch(id(a.id), price_patch(5), None).await.expect("patch a");
+    f.service
+        .patch(id(a.id), price_patch(5), None)
+        .await
+        .expect("patch a");
 
-    assert!(!f.is_cached(a.id).await, "the written product was invalidated");
+    assert!(
+        !f.is_cached(a.id).await,
+        "the written product was invalidated"
+    );
     assert!(f.is_cached(b.id).await, "the other product stayed cached");
-    assert_ne!(f.list_generation().await, generation, "the list group moved on");
+    assert_ne!(
+        f.list_generation().await,
+        generation,
+        "the list group moved on"
+    );
 }
 
 async fn a_rolled_back_write_invalidates_nothing(f: Fixture) {
-    let a = f.service.create(new_product("R-1", 1)).await.expect("create");
-    f.service.create(new_product("R-2", 2)).await.expect("create");
+    let a = f
+        .service
+        .create(new_product("R-1", 1))
+        .await
+        .expect("create");
+    f.service
+        .create(new_product("R-2", 2))
+        .await
+        .expect("create");
     f.service.find_by_id(id(a.id)).await.expect("warm");
-    f.service.find_in_page(&first_page()).await.expect("warm list");
+    f.service
+        .find_in_page(&first_page())
+        .await
+        .expect("warm list");
     let generation = f.list_generation().await;
 
     let clash = ProductPatch {
@@ -224,13 +188,24 @@ async fn a_rolled_back_write_invalidates_nothing(f: Fixture) {
 
     assert!(matches!(result, Err(Error::DuplicateSku(_))), "{result:?}");
     assert!(f.is_cached(a.id).await, "a failed write removed nothing");
-    assert_eq!(f.list_generation().await, generation, "nor moved the list group");
+    assert_eq!(
+        f.list_generation().await,
+        generation,
+        "nor moved the list group"
+    );
     let read = f.service.find_by_id(id(a.id)).await.expect("read");
-    assert_eq!((read.sku.as_str(), read.version), ("R-1", 1), "and changed nothing");
+    assert_eq!(
+        (read.sku.as_str(), read.version),
+        ("R-1", 1),
+        "and changed nothing"
+    );
 }
 
 async fn duplicate_skus_are_a_typed_error(f: Fixture) {
-    f.service.create(new_product("D-1", 1)).await.expect("create");
+    f.service
+        .create(new_product("D-1", 1))
+        .await
+        .expect("create");
     let again = f.service.create(new_product("D-1", 2)).await;
     assert!(
         matches!(&again, Err(Error::DuplicateSku(sku)) if sku.as_str() == "D-1"),
@@ -239,8 +214,15 @@ async fn duplicate_skus_are_a_typed_error(f: Fixture) {
 }
 
 async fn a_stale_expected_version_changes_nothing(f: Fixture) {
-    let a = f.service.create(new_product("V-1", 1)).await.expect("create");
-    f.service.patch(id(a.id), price_patch(2), None).await.expect("patch to v2");
+    let a = f
+        .service
+        .create(new_product("V-1", 1))
+        .await
+        .expect("create");
+    f.service
+        .patch(id(a.id), price_patch(2), None)
+        .await
+        .expect("patch to v2");
 
     let stale = Some(Version::parse(1).expect("valid"));
     let result = f.service.patch(id(a.id), price_patch(3), stale).await;
@@ -249,24 +231,38 @@ async fn a_stale_expected_version_changes_nothing(f: Fixture) {
         "{result:?}"
     );
     let result = f.service.delete(id(a.id), stale).await;
-    assert!(matches!(result, Err(Error::VersionMismatch { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::VersionMismatch { .. })),
+        "{result:?}"
+    );
 
     let read = f.service.find_by_id(id(a.id)).await.expect("still there");
     assert_eq!((read.price_cents, read.version), (2, 2));
     let current = Some(Version::parse(2).expect("valid"));
-    let patched = f.service.patch(id(a.id), price_patch(4), current).await.expect("current version");
+    let patched = f
+        .service
+        .patch(id(a.id), price_patch(4), current)
+        .await
+        .expect("current version");
     assert_eq!(patched.version, 3);
 }
 
 async fn concurrent_patches_each_bump_the_version_once(f: Fixture) {
-    let a = f.service.create(new_product("C-1", 0)).await.expect("create");
+    let a = f
+        .service
+        .create(new_product("C-1", 0))
+        .await
+        .expect("create");
     let done = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let service = f.service.clone();
             let done = done.clone();
             tokio::spawn(async move {
-                service.patch(id(a.id), price_patch(i), None).await.expect("patch");
+                service
+                    .patch(id(a.id), price_patch(i), None)
+                    .await
+                    .expect("patch");
                 done.fetch_add(1, Ordering::SeqCst);
             })
         })
@@ -280,7 +276,11 @@ async fn concurrent_patches_each_bump_the_version_once(f: Fixture) {
 }
 
 async fn deleted_products_read_as_not_found(f: Fixture) {
-    let a = f.service.create(new_product("X-1", 1)).await.expect("create");
+    let a = f
+        .service
+        .create(new_product("X-1", 1))
+        .await
+        .expect("create");
     f.service.find_by_id(id(a.id)).await.expect("warm");
     f.service.delete(id(a.id), None).await.expect("delete");
     let read = f.service.find_by_id(id(a.id)).await;
@@ -288,18 +288,36 @@ async fn deleted_products_read_as_not_found(f: Fixture) {
     let again = f.service.delete(id(a.id), None).await;
     assert!(matches!(again, Err(Error::NotFound { .. })), "{again:?}");
     let missing = f.service.find_by_id(id(999_999)).await;
-    assert!(matches!(missing, Err(Error::NotFound { .. })), "{missing:?}");
+    assert!(
+        matches!(missing, Err(Error::NotFound { .. })),
+        "{missing:?}"
+    );
 }
 
 async fn an_empty_patch_changes_nothing(f: Fixture) {
-    let a = f.service.create(new_product("E-1", 1)).await.expect("create");
-    let same = f.service.patch(id(a.id), ProductPatch::default(), None).await.expect("patch");
+    let a = f
+        .service
+        .create(new_product("E-1", 1))
+        .await
+        .expect("create");
+    let same = f
+        .service
+        .patch(id(a.id), ProductPatch::default(), None)
+        .await
+        .expect("patch");
     assert_eq!(same, a);
     let stale = f
         .service
-        .patch(id(a.id), ProductPatch::default(), Some(Version::parse(7).expect("valid")))
+        .patch(
+            id(a.id),
+            ProductPatch::default(),
+            Some(Version::parse(7).expect("valid")),
+        )
         .await;
-    assert!(matches!(stale, Err(Error::VersionMismatch { .. })), "{stale:?}");
+    assert!(
+        matches!(stale, Err(Error::VersionMismatch { .. })),
+        "{stale:?}"
+    );
 }
 
 /// A product created after its id was read as absent shows at once: creation removes the
@@ -310,9 +328,16 @@ async fn creating_a_product_replaces_its_cached_absence() {
         return;
     };
     // SQLite assigns id 1 to the first product.
-    assert!(matches!(f.service.find_by_id(id(1)).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        f.service.find_by_id(id(1)).await,
+        Err(Error::NotFound { .. })
+    ));
     assert!(f.is_cached(1).await, "the absence was cached");
-    let created = f.service.create(new_product("N-1", 1)).await.expect("create");
+    let created = f
+        .service
+        .create(new_product("N-1", 1))
+        .await
+        .expect("create");
     assert_eq!(created.id, 1);
     assert_eq!(f.service.find_by_id(id(1)).await.expect("found").sku, "N-1");
 }

@@ -91,8 +91,11 @@ fn integer_schema(max: i64, example: i64) -> MetaSchema {
     }
 }
 
+/// A JSON string. NUL characters are refused: PostgreSQL cannot store them in `text`, so
+/// letting one through would turn bad input into a 500.
 fn string_value(value: Value) -> Result<String, String> {
     match value {
+        Value::String(s) if s.contains('\0') => Err("must not contain NUL characters".to_owned()),
         Value::String(s) => Ok(s),
         other => Err(format!("must be a string, not {}", json_kind(&other))),
     }
@@ -231,6 +234,10 @@ mod tests {
         assert_eq!(
             reason::<ProductName>(Some(json!("  "))),
             "field `name` must be 1-200 characters after trimming"
+        );
+        assert_eq!(
+            reason::<Description>(Some(json!("a\u{0}b"))),
+            "field `description` must not contain NUL characters"
         );
         assert_eq!(reason::<Category>(Some(json!("ok"))), "ok");
     }

@@ -51,7 +51,11 @@ impl OperationsApi {
     async fn health(&self) -> HealthResponse {
         let (database, cache) =
             tokio::join!(self.service.ping_database(), self.service.cache().ping());
-        let cache = if cache.is_ok() { "ok" } else { "degraded" };
+        let cache = if cache.is_ok() && !self.service.cache().is_degraded() {
+            "ok"
+        } else {
+            "degraded"
+        };
         match database {
             Ok(()) => HealthResponse::Ok(Json(Health {
                 status: if cache == "ok" { "ok" } else { "degraded" }.to_owned(),

@@ -222,7 +222,8 @@ impl ProductsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         per_page: Query<Option<i64>>,
         /// Only products of this category.
-        #[oai(validator(max_length = 100))]
+        // No NUL characters: PostgreSQL cannot compare them, and bad input is a 400.
+        #[oai(validator(max_length = 100, pattern = r"^[^\x00]*$"))]
         category: Query<Option<String>>,
     ) -> Result<ListProductsResponse, ApiError> {
         let query = PageQuery::parse(page.0.unwrap_or(1), per_page.0.unwrap_or(20), category.0)?;

@@ -160,13 +160,18 @@ impl CacheBackend for MemoryBackend {
         entry: &[u8],
         ttl: Duration,
     ) -> Result<FillOutcome> {
-        let version = codec::version_of(entry).unwrap_or(0);
+        // `None` for an entry in another format: older than any fence, as in the Redis
+        // scripts.
+        let version = codec::version_of(entry);
         Ok(self.with_slot(key.as_str(), |slot, now| {
             if slot.lease.map(|(t, _)| t) != Some(token) {
                 return FillOutcome::LeaseLost;
             }
             slot.lease = None;
-            if slot.fence.is_some_and(|(fence, _)| version < fence) {
+            if slot
+                .fence
+                .is_some_and(|(fence, _)| version.is_none_or(|version| version < fence))
+            {
                 return FillOutcome::Fenced;
             }
             slot.value = Some((Bytes::copy_from_slice(entry), now + ttl));
@@ -189,6 +194,10 @@ impl CacheBackend for MemoryBackend {
             slot.fence = Some((fence, now + fence_ttl));
         });
         Ok(())
+    }
+
+    async fn fence(&self, key: &CacheKey) -> Result<Option<u64>> {
+        Ok(self.with_slot(key.as_str(), |slot, _| slot.fence.map(|(f, _)| f)))
     }
 
     async fn generation(&self, key: &str) -> Result<u64> {

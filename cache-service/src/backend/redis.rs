@@ -78,7 +78,9 @@ return ARGV[1]
 
 /// KEYS: generation. ARGV: seed from the clock.
 const BUMP_GENERATION: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return tostring(redis.call('INCR', KEYS[1])) end
+-- INCR's integer reply, not tostring(): Lua 5.1 prints numbers with 14 significant
+-- digits, so a clock-seeded counter (16 digits) would come back as "1.7957e+15".
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
 redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 "#;
@@ -280,6 +282,21 @@ impl CacheBackend for RedisBackend {
             )
             .await?;
         Ok(())
+    }
+
+    async fn fence(&self, key: &CacheKey) -> Result<Option<u64>> {
+        let fence: Option<String> = self
+            .pool
+            .next()
+            .get(key.fence_key())
+            .await
+            .map_err(|e| self.map_error(e))?;
+        fence
+            .map(|f| {
+                f.parse()
+                    .map_err(|_| CacheError::Protocol(format!("fence {f:?}")))
+            })
+            .transpose()
     }
 
     async fn generation(&self, key: &str) -> Result<u64> {

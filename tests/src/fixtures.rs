@@ -1,0 +1,123 @@
+//! Product-service fixtures: a [`ProductService`] over a fresh, migrated database (SQLite
+//! file or PostgreSQL) and a Redis under a unique prefix, plus input builders.
+
+use cache_service::{CacheConfig, CacheService, RedisConfig};
+use fred::prelude::{Client, KeysInterface};
+use product_service::{
+    Category, Description, NewProduct, PageQuery, PriceCents, ProductId, ProductName, ProductPatch,
+    ProductService, Sku, Stock,
+};
+
+use crate::{RedisServer, TestDatabase, postgres_url_or_skip, redis_url_or_skip, unique_prefix};
+
+/// A service over a migrated database and a Redis under a unique prefix.
+#[derive(Debug)]
+pub struct Fixture {
+    /// The service under test.
+    pub service: ProductService,
+    /// A plain client of the same Redis.
+    pub redis: Client,
+    /// The cache key prefix.
+    pub prefix: String,
+    /// The database URL.
+    pub database_url: String,
+    /// The private Redis, if one was started.
+    pub redis_server: Option<RedisServer>,
+    _database: Option<TestDatabase>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Fixture {
+    pub async fn sqlite(test: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("products.db").display()
+        );
+        Self::build(test, &url, None, Some(dir)).await
+    }
+
+    pub async fn postgres(test: &str) -> Option<Self> {
+        let database = postgres_url_or_skip(test).await?;
+        let url = database.url().to_owned();
+        Self::build(test, &url, Some(database), None).await
+    }
+
+    pub async fn build(
+        test: &str,
+        db_url: &str,
+        database: Option<TestDatabase>,
+        dir: Option<tempfile::TempDir>,
+    ) -> Option<Self> {
+        let (redis_url, redis_server) = redis_url_or_skip(test).await?;
+        let prefix = unique_prefix(test);
+        let db = product_service::connect(db_url)
+            .await
+            .expect("database connects");
+        product_service::migrate(&db)
+            .await
+            .expect("migrations apply");
+        let cache = CacheService::connect_redis(
+            &RedisConfig::new(redis_url.clone()),
+            CacheConfig::with_prefix(prefix.clone()),
+        )
+        .await
+        .expect("redis connects");
+        let redis = crate::redis_client(&redis_url).await.expect("client");
+        Some(Self {
+            service: ProductService::new(db, cache),
+            database_url: db_url.to_owned(),
+            redis,
+            prefix,
+            redis_server,
+            _database: database,
+            _dir: dir,
+        })
+    }
+
+    pub fn item_key(&self, id: i64) -> String {
+        format!("{}:product:{{{id}}}", self.prefix)
+    }
+
+    pub async fn is_cached(&self, id: i64) -> bool {
+        let exists: i64 = self.redis.exists(self.item_key(id)).await.expect("EXISTS");
+        exists == 1
+    }
+
+    pub async fn list_generation(&self) -> Option<String> {
+        self.redis
+            .get(format!("{}:product_list:generation", self.prefix))
+            .await
+            .expect("GET generation")
+    }
+}
+
+/// A valid new product with this sku and price.
+pub fn new_product(sku: &str, price: i64) -> NewProduct {
+    NewProduct {
+        sku: Sku::parse(sku).expect("valid sku"),
+        name: ProductName::parse(format!("Product {sku}")).expect("valid name"),
+        description: Description::default(),
+        price_cents: PriceCents::parse(price).expect("valid price"),
+        stock: Stock::parse(1).expect("valid stock"),
+        category: Category::parse("cat").expect("valid category"),
+    }
+}
+
+/// A patch of the price only.
+pub fn price_patch(price: i64) -> ProductPatch {
+    ProductPatch {
+        price_cents: Some(PriceCents::parse(price).expect("valid price")),
+        ..ProductPatch::default()
+    }
+}
+
+/// A product id.
+pub fn id(n: i64) -> ProductId {
+    ProductId::parse(n).expect("valid id")
+}
+
+/// The first page of 20, unfiltered.
+pub fn first_page() -> PageQuery {
+    PageQuery::parse(1, 20, None).expect("valid page")
+}

@@ -1,0 +1,320 @@
+//! Invalidations are never lost: the outbox triggers record every change, from any
+//! writer, and the relay applies them through Redis outages and restarts.
+
+use std::time::{Duration, Instant};
+
+use fred::prelude::{ClientLike, KeysInterface};
+use integration_tests::fixtures::{Fixture, id, new_product, price_patch};
+use product_service::RelayConfig;
+use sea_orm::{ConnectionTrait, Database};
+
+/// Polls `check` until it holds or `limit` passes; returns whether it held.
+async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A write made with plain SQL on a separate connection, as an admin tool would.
+async fn raw_sql(database_url: &str, sql: &str) {
+    let db = Database::connect(database_url)
+        .await
+        .expect("separate connection");
+    db.execute_unprepared(sql).await.expect("raw SQL runs");
+    db.close().await.expect("closes");
+}
+
+async fn a_raw_sql_update_reaches_the_cache(f: Fixture, poll_interval: Duration) {
+    let relay = f.service.spawn_relay(RelayConfig {
+        poll_interval,
+        ..RelayConfig::default()
+    });
+    let p = f
+        .service
+        .create(new_product("RAW-1", 100))
+        .await
+        .expect("create");
+    assert_eq!(
+        f.service
+            .find_by_id(id(p.id))
+            .await
+            .expect("warm")
+            .price_cents,
+        100
+    );
+
+    // No version bump in the statement: the trigger bumps it.
+    raw_sql(
+        &f.database_url,
+        &format!("UPDATE product SET price_cents = 555 WHERE id = {}", p.id),
+    )
+    .await;
+
+    let seen = eventually(Duration::from_secs(5), || async {
+        f.service
+            .find_by_id(id(p.id))
+            .await
+            .is_ok_and(|p| p.price_cents == 555)
+    })
+    .await;
+    assert!(seen, "the cached product shows the raw UPDATE");
+    let read = f.service.find_by_id(id(p.id)).await.expect("read");
+    assert_eq!(read.version, 2, "the trigger bumped the version");
+    relay.shutdown().await;
+    assert_eq!(f.service.relay(100).backlog().await.expect("backlog"), 0);
+}
+
+#[tokio::test]
+async fn a_raw_sql_update_on_sqlite_reaches_the_cache() {
+    if let Some(f) = Fixture::sqlite("raw_sql_sqlite").await {
+        a_raw_sql_update_reaches_the_cache(f, Duration::from_millis(100)).await;
+    }
+}
+
+/// The relay polls only once a minute here, so only `NOTIFY` can wake it in time.
+#[tokio::test]
+async fn a_raw_sql_update_on_postgres_reaches_the_cache_through_notify() {
+    if let Some(f) = Fixture::postgres("raw_sql_postgres").await {
+        a_raw_sql_update_reaches_the_cache(f, Duration::from_secs(60)).await;
+    }
+}
+
+#[tokio::test]
+async fn raw_sql_deletes_and_inserts_owe_invalidations_too() {
+    let Some(f) = Fixture::sqlite("raw_sql_delete").await else {
+        return;
+    };
+    let p = f
+        .service
+        .create(new_product("DEL-1", 1))
+        .await
+        .expect("create");
+    f.service.find_by_id(id(p.id)).await.expect("warm");
+    let relay = f.service.relay(100);
+    relay.drain().await.expect("drain the create");
+
+    raw_sql(
+        &f.database_url,
+        &format!("DELETE FROM product WHERE id = {}", p.id),
+    )
+    .await;
+    assert_eq!(
+        relay.backlog().await.expect("backlog"),
+        1,
+        "the DELETE owes one invalidation"
+    );
+    relay.drain().await.expect("drain");
+    assert!(
+        f.service.find_by_id(id(p.id)).await.is_err(),
+        "the deleted product is gone from the cache"
+    );
+}
+
+#[tokio::test]
+async fn replaying_an_applied_invalidation_costs_no_load() {
+    let Some(f) = Fixture::sqlite("replay_is_free").await else {
+        return;
+    };
+    let p = f
+        .service
+        .create(new_product("REP-1", 1))
+        .await
+        .expect("create");
+    f.service
+        .patch(id(p.id), price_patch(2), None)
+        .await
+        .expect("patch");
+    f.service.find_by_id(id(p.id)).await.expect("refill at v2");
+    let generation = f.list_generation().await;
+
+    let applied = f.service.relay(100).drain().await.expect("drain");
+
+    assert_eq!(applied, 2, "the create and the patch were owed");
+    assert!(
+        f.is_cached(p.id).await,
+        "the v2 entry survived the late replay"
+    );
+    assert_eq!(
+        f.list_generation().await,
+        generation,
+        "list pages were not invalidated again"
+    );
+}
+
+#[tokio::test]
+async fn a_redis_outage_loses_no_invalidation() {
+    let Some(mut f) = Fixture::sqlite("redis_outage").await else {
+        return;
+    };
+    if f.redis_server.is_none() {
+        eprintln!("SKIPPED a_redis_outage_loses_no_invalidation: needs a private redis-server");
+        return;
+    }
+    let relay = f.service.spawn_relay(RelayConfig {
+        poll_interval: Duration::from_millis(50),
+        ..RelayConfig::default()
+    });
+    let p = f
+        .service
+        .create(new_product("OUT-1", 100))
+        .await
+        .expect("create");
+    f.service.find_by_id(id(p.id)).await.expect("warm");
+
+    f.redis_server.as_mut().expect("private").stop();
+    let patched = f
+        .service
+        .patch(id(p.id), price_patch(200), None)
+        .await
+        .expect("writes succeed");
+    assert_eq!(patched.price_cents, 200);
+    let read = f.service.find_by_id(id(p.id)).await.expect("reads succeed");
+    assert_eq!(
+        read.price_cents, 200,
+        "read from the database while Redis is down"
+    );
+    assert!(f.service.cache().is_degraded());
+    assert!(
+        f.service.relay(100).backlog().await.expect("backlog") >= 1,
+        "the invalidation is owed"
+    );
+
+    f.redis_server
+        .as_mut()
+        .expect("private")
+        .restart()
+        .expect("restart");
+    let drained = eventually(Duration::from_secs(10), || async {
+        f.service.relay(100).backlog().await.is_ok_and(|n| n == 0)
+            && !f.service.cache().is_degraded()
+    })
+    .await;
+    assert!(drained, "the backlog drains and the cache is used again");
+    assert_eq!(
+        f.service
+            .find_by_id(id(p.id))
+            .await
+            .expect("read")
+            .price_cents,
+        200
+    );
+    assert_eq!(
+        f.service
+            .find_by_id(id(p.id))
+            .await
+            .expect("read")
+            .price_cents,
+        200
+    );
+    assert!(f.is_cached(p.id).await, "reads fill the cache again");
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_redis_restored_from_an_old_snapshot_never_serves_the_old_value() {
+    let Some(mut f) = Fixture::sqlite("redis_old_snapshot").await else {
+        return;
+    };
+    if f.redis_server.is_none() {
+        eprintln!("SKIPPED a_redis_restored_from_an_old_snapshot: needs a private redis-server");
+        return;
+    }
+    // The relay wakes later than the breaker's 1 s cool-down ends, so reads in between
+    // must be held by the resync gate, not by the cool-down.
+    let relay = f.service.spawn_relay(RelayConfig {
+        poll_interval: Duration::from_secs(2),
+        ..RelayConfig::default()
+    });
+    let p = f
+        .service
+        .create(new_product("RDB-1", 100))
+        .await
+        .expect("create");
+    f.service
+        .find_by_id(id(p.id))
+        .await
+        .expect("warm with the old value");
+    let _: () = f
+        .redis
+        .custom(fred::cmd!("SAVE"), Vec::<String>::new())
+        .await
+        .expect("SAVE");
+
+    f.redis_server.as_mut().expect("private").stop();
+    f.service
+        .patch(id(p.id), price_patch(200), None)
+        .await
+        .expect("patch while down");
+    f.redis_server
+        .as_mut()
+        .expect("private")
+        .restart()
+        .expect("restart from the RDB file");
+    let restored: i64 = f.redis.exists(f.item_key(p.id)).await.expect("EXISTS");
+    assert_eq!(restored, 1, "the snapshot brought the old entry back");
+
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        let read = f.service.find_by_id(id(p.id)).await.expect("read");
+        assert_eq!(read.price_cents, 200, "never the old value");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalidations_owed_before_a_crash_are_applied_at_the_next_start() {
+    let Some(f) = Fixture::sqlite("crash_recovery").await else {
+        return;
+    };
+    let p = f
+        .service
+        .create(new_product("CRASH-1", 1))
+        .await
+        .expect("create");
+    f.service
+        .relay(100)
+        .drain()
+        .await
+        .expect("drain the create");
+    f.service.find_by_id(id(p.id)).await.expect("warm");
+    // A write whose process died between commit and invalidation leaves exactly this: a
+    // committed row change and its outbox row, and nothing done in Redis.
+    raw_sql(
+        &f.database_url,
+        &format!("UPDATE product SET price_cents = 9 WHERE id = {}", p.id),
+    )
+    .await;
+    assert_eq!(
+        f.service
+            .find_by_id(id(p.id))
+            .await
+            .expect("read")
+            .price_cents,
+        1,
+        "stale before"
+    );
+
+    // The next start runs a relay.
+    let relay = f.service.spawn_relay(RelayConfig::default());
+    let seen = eventually(Duration::from_secs(5), || async {
+        f.service
+            .find_by_id(id(p.id))
+            .await
+            .is_ok_and(|p| p.price_cents == 9)
+    })
+    .await;
+    assert!(seen, "the owed invalidation was applied");
+    relay.shutdown().await;
+}
