@@ -98,8 +98,8 @@ impl Cacheable for ProductPage {
 /// pool and the cache are shared).
 #[derive(Debug, Clone)]
 pub struct ProductService {
-    db: DatabaseConnection,
-    cache: CacheService,
+    pub(crate) db: DatabaseConnection,
+    pub(crate) cache: CacheService,
 }
 
 impl ProductService {
@@ -298,7 +298,7 @@ impl ProductService {
 
     /// Write transactions on SQLite start `IMMEDIATE`, so concurrent writers queue on the
     /// busy timeout instead of failing at commit; other databases ignore the mode.
-    async fn begin_write(&self) -> Result<DatabaseTransaction> {
+    pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction> {
         Ok(self
             .db
             .begin_with_options(TransactionOptions {
@@ -341,7 +341,7 @@ impl ProductService {
     }
 }
 
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(0)
 }
 
@@ -373,7 +373,7 @@ async fn diagnose_miss(
     }
 }
 
-fn write_error(error: DbErr, sku: Option<&Sku>) -> Error {
+pub(crate) fn write_error(error: DbErr, sku: Option<&Sku>) -> Error {
     match (error.sql_err(), sku) {
         (Some(SqlErr::UniqueConstraintViolation(_)), Some(sku)) => Error::DuplicateSku(sku.clone()),
         _ => Error::Database(error),
