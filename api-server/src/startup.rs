@@ -9,7 +9,7 @@ use cache_service::{CacheConfig, CacheService, RedisConfig};
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::Tracing;
 use poem::{EndpointExt, Route, Server};
-use product_service::{ProductService, RelayConfig};
+use product_service::{JobConfig, ProductService, RelayConfig};
 
 use crate::api::{self, ApiToken};
 use crate::config::{Settings, redact_url};
@@ -77,9 +77,10 @@ impl Application {
         &self.token
     }
 
-    /// Serves until `shutdown` completes, with the outbox relay running alongside; then
-    /// lets in-flight requests finish (up to 10 s), applies the invalidations still owed,
-    /// and closes the database pool.
+    /// Serves until `shutdown` completes, with the outbox relay and the job worker
+    /// running alongside; then lets in-flight requests finish (up to 10 s), queues the
+    /// running job again, applies the invalidations still owed, and closes the database
+    /// pool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let api = api::service(self.products.clone());
         let docs = api.swagger_ui();
@@ -95,11 +96,13 @@ impl Application {
             .data(ApiToken(self.token.clone()));
         crate::telemetry::prometheus();
         let relay = self.products.spawn_relay(RelayConfig::default());
+        let jobs = self.products.spawn_job_worker(JobConfig::default());
         tracing::info!(address = %self.local_addr, "serving; Swagger UI at http://{}/docs", self.local_addr);
         Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(GRACE))
             .await
             .context("HTTP server failed")?;
+        jobs.shutdown().await;
         relay.shutdown().await;
         tracing::info!("shut down");
         self.products

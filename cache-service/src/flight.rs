@@ -19,9 +19,12 @@ use tokio::sync::watch;
 /// What a leader hands its followers: the stored entry, or `None` ("read again").
 pub(crate) type Shared = Option<Bytes>;
 
+/// Per key: the flight's id and the channel its outcome is sent on.
+type FlightMap = HashMap<String, (u64, watch::Sender<Option<Shared>>)>;
+
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
-    in_flight: Mutex<HashMap<String, (u64, watch::Sender<Option<Shared>>)>>,
+    in_flight: Mutex<FlightMap>,
     next_id: AtomicU64,
 }
 
@@ -40,9 +43,7 @@ pub(crate) struct Leader<'a> {
 }
 
 impl Flights {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (u64, watch::Sender<Option<Shared>>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlightMap> {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -29,6 +29,16 @@ impl ValidationError {
 type Parsed<T> = Result<T, ValidationError>;
 
 macro_rules! string_newtype {
+    ($(#[$doc:meta])* $name:ident, empty_default) => {
+        string_newtype!($(#[$doc])* $name);
+
+        /// The empty string, which this type allows.
+        impl Default for $name {
+            fn default() -> Self {
+                Self(String::new())
+            }
+        }
+    };
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -65,11 +75,13 @@ string_newtype!(
 );
 string_newtype!(
     /// 0–10 000 characters.
-    Description
+    Description,
+    empty_default
 );
 string_newtype!(
     /// 0–100 characters; the empty string means "uncategorised".
-    Category
+    Category,
+    empty_default
 );
 
 impl Sku {
@@ -132,18 +144,6 @@ impl Category {
             ));
         }
         Ok(Self(value))
-    }
-}
-
-impl Default for Description {
-    fn default() -> Self {
-        Self(String::new())
-    }
-}
-
-impl Default for Category {
-    fn default() -> Self {
-        Self(String::new())
     }
 }
 

@@ -45,3 +45,31 @@ pub(crate) mod cache_outbox {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// Reprice jobs (see [`jobs`](crate::jobs)).
+pub(crate) mod reprice_job {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "reprice_job")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub category: Option<String>,
+        pub percent: f64,
+        pub status: String,
+        pub matched: i64,
+        pub updated: i64,
+        /// The last product id processed; batches continue after it.
+        pub cursor: i64,
+        pub error: Option<String>,
+        pub heartbeat_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -24,6 +24,9 @@ pub enum Error {
     /// An input failed validation.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// A reprice job was taken over by another worker (its heartbeat had expired).
+    #[error("the job was taken over by another worker")]
+    JobLost,
     /// The cache failed where it cannot fail open (replaying owed invalidations).
     #[error("cache error")]
     Cache(#[source] cache_service::CacheError),

@@ -8,6 +8,9 @@
 //!   [`ProductPatch`], [`PageQuery`]).
 //! - [`service`]: [`ProductService`]: reads through the cache, writes in one transaction
 //!   each, then invalidation.
+//! - [`jobs`]: reprice jobs, stored in the database and run in batches by a worker.
+//! - [`import`]: [`Importer`]: bulk upsert by sku in batches (one transaction each, then
+//!   invalidation), behind `api-server import`.
 //! - [`outbox`]: the relay that applies the invalidations recorded by database triggers
 //!   with every change, from any writer.
 //! - [`db`]: connecting (SQLite or PostgreSQL) and [`migrate`].
@@ -28,13 +31,31 @@
 //! 4. **Versions are atomic.** `version` is bumped by the same `UPDATE` that changes the
 //!    row, with the expected version in its `WHERE` clause; there is no read-modify-write.
 //!
+//! The rule is checked by the compiler. Outside this crate, the entity's write side
+//! cannot be named:
+//!
 //! ```compile_fail
-//! // The entity is private: code outside this crate cannot name its ActiveModel.
 //! use product_service::entity::product::ActiveModel;
+//! ```
+//!
+//! nor can the service's database connection be reached:
+//!
+//! ```compile_fail
+//! fn bypass(service: &product_service::ProductService) -> &sea_orm::DatabaseConnection {
+//!     &service.db
+//! }
+//! ```
+//!
+//! nor can an unvalidated input be built:
+//!
+//! ```compile_fail
+//! let sku = product_service::Sku(String::from("not validated"));
 //! ```
 
 pub mod db;
 pub mod domain;
+pub mod import;
+pub mod jobs;
 pub mod outbox;
 pub mod service;
 
@@ -48,5 +69,7 @@ pub use domain::{
     Sku, Stock, ValidationError, Version,
 };
 pub use error::{Error, Result};
+pub use import::{BatchReport, ImportFailure, Importer, ProductImport};
+pub use jobs::{JobConfig, JobStatus, JobWorker, RepriceJob, RepricePercent};
 pub use outbox::{OutboxRelay, RelayConfig, RelayHandle};
 pub use service::{PRODUCT, PRODUCT_LIST, Product, ProductPage, ProductService};

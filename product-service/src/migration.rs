@@ -7,7 +7,11 @@ pub(crate) struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateProduct), Box::new(CreateOutbox)]
+        vec![
+            Box::new(CreateProduct),
+            Box::new(CreateOutbox),
+            Box::new(CreateRepriceJob),
+        ]
     }
 }
 
@@ -230,5 +234,104 @@ impl MigrationTrait for CreateOutbox {
                 .await?;
         }
         Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum RepriceJob {
+    Table,
+    Id,
+    Category,
+    Percent,
+    Status,
+    Matched,
+    Updated,
+    Cursor,
+    Error,
+    HeartbeatAt,
+    CreatedAt,
+    UpdatedAt,
+}
+
+/// Reprice jobs, so a queued or running job survives a restart.
+struct CreateRepriceJob;
+
+impl MigrationName for CreateRepriceJob {
+    fn name(&self) -> &str {
+        "m20261126_000003_create_reprice_job"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateRepriceJob {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(RepriceJob::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(RepriceJob::Id)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(RepriceJob::Category).string_len(100).null())
+                    .col(ColumnDef::new(RepriceJob::Percent).double().not_null())
+                    .col(ColumnDef::new(RepriceJob::Status).string_len(16).not_null())
+                    .col(
+                        ColumnDef::new(RepriceJob::Matched)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(RepriceJob::Updated)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(RepriceJob::Cursor)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(ColumnDef::new(RepriceJob::Error).text().null())
+                    .col(
+                        ColumnDef::new(RepriceJob::HeartbeatAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(RepriceJob::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(RepriceJob::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("idx_reprice_job_status_created")
+                    .table(RepriceJob::Table)
+                    .col(RepriceJob::Status)
+                    .col(RepriceJob::CreatedAt)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(RepriceJob::Table).to_owned())
+            .await
     }
 }

@@ -6,6 +6,7 @@ use product_service::ProductService;
 pub(crate) mod auth;
 mod fields;
 mod health;
+mod jobs;
 pub(crate) mod problem;
 mod products;
 mod timestamp;
@@ -16,6 +17,8 @@ pub(crate) use auth::ApiToken;
 enum ApiTags {
     /// Products of the catalogue. Reads are cached; writes need the bearer token.
     Products,
+    /// Background jobs that change many products through the same write path.
+    Jobs,
     /// Health and metrics.
     Operations,
 }
@@ -35,10 +38,13 @@ names the offending field.";
 /// The OpenAPI service: products, health and metrics.
 pub(crate) fn service(
     products: ProductService,
-) -> OpenApiService<(products::ProductsApi, health::OperationsApi), ()> {
+) -> OpenApiService<(products::ProductsApi, jobs::JobsApi, health::OperationsApi), ()> {
     OpenApiService::new(
         (
             products::ProductsApi {
+                service: products.clone(),
+            },
+            jobs::JobsApi {
                 service: products.clone(),
             },
             health::OperationsApi { service: products },

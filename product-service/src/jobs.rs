@@ -1,0 +1,469 @@
+//! Reprice jobs: background tasks that change the price of every product of a category
+//! by a percentage, through the same write path as any other product change.
+//!
+//! Jobs live in the database (`reprice_job`), so a job queued or running when a server
+//! stops is picked up again at the next start, by whichever instance claims it first.
+//! A worker claims one job at a time (an atomic `UPDATE … WHERE status = 'queued'`; on
+//! PostgreSQL `FOR UPDATE SKIP LOCKED` keeps instances off each other) and reprices in
+//! batches. Each batch is one transaction that changes prices with the row's version in
+//! the `WHERE` clause (a product changed by someone else meanwhile is re-read, never
+//! overwritten with a price computed from a stale one) and advances the job's cursor,
+//! so a batch is applied exactly once even across restarts. After each commit the batch's
+//! products are invalidated at their new versions and the list group once.
+//!
+//! A running job whose worker disappeared (a crash) stops sending heartbeats and is
+//! queued again after [`STALE_AFTER`].
+
+use std::time::Duration;
+
+use cache_service::Invalidation;
+use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, ExprTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::domain::{Category, PriceCents, ValidationError};
+use crate::entity::{product, reprice_job};
+use crate::error::{Error, Result};
+use crate::service::{PRODUCT, PRODUCT_LIST, ProductService, now};
+
+/// A running job whose heartbeat is older than this is considered abandoned.
+pub const STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// A price change in percent: −90 to 1000 (a finite number).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RepricePercent(f64);
+
+impl RepricePercent {
+    /// Parses a percentage.
+    pub fn parse(value: f64) -> Result<Self, ValidationError> {
+        if !value.is_finite() || !(-90.0..=1000.0).contains(&value) {
+            return Err(ValidationError::new(
+                "percent",
+                "must be between -90 and 1000",
+            ));
+        }
+        Ok(Self(value))
+    }
+
+    /// The percentage.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+
+    /// `price` changed by this percentage, rounded to the nearest cent (halves away from
+    /// zero).
+    pub fn apply(self, price: i64) -> i64 {
+        (price as f64 * (100.0 + self.0) / 100.0).round() as i64
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker is repricing.
+    Running,
+    /// Every matching product was repriced.
+    Succeeded,
+    /// Stopped on an error; batches committed before it stay applied.
+    Failed,
+}
+
+impl JobStatus {
+    /// The status as stored and as clients see it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            _ => Self::Queued,
+        }
+    }
+}
+
+/// A reprice job as clients see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepriceJob {
+    /// Job id (a UUID).
+    pub id: String,
+    /// Where the job is.
+    pub status: JobStatus,
+    /// Products of the category looked at so far.
+    pub matched: u64,
+    /// Products whose price changed so far.
+    pub updated: u64,
+    /// Why the job failed.
+    pub error: Option<String>,
+}
+
+impl From<reprice_job::Model> for RepriceJob {
+    fn from(m: reprice_job::Model) -> Self {
+        Self {
+            id: m.id,
+            status: JobStatus::parse(&m.status),
+            matched: m.matched.unsigned_abs(),
+            updated: m.updated.unsigned_abs(),
+            error: m.error,
+        }
+    }
+}
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// Products per batch (one transaction each).
+    pub batch_size: u64,
+    /// How often an idle worker looks for queued jobs.
+    pub poll_interval: Duration,
+    /// Pause between batches, to bound the load a job puts on the database.
+    pub batch_pause: Duration,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+            batch_pause: Duration::ZERO,
+        }
+    }
+}
+
+/// What one batch did.
+struct BatchOutcome {
+    seen: u64,
+    changed: u64,
+    done: bool,
+}
+
+impl ProductService {
+    /// Queues a job that changes the price of every product of `category` (every
+    /// product, with `None`) by `percent`.
+    pub async fn enqueue_reprice(
+        &self,
+        category: Option<Category>,
+        percent: RepricePercent,
+    ) -> Result<RepriceJob> {
+        let at = now();
+        let job = reprice_job::ActiveModel {
+            id: Set(uuid::Uuid::new_v4().to_string()),
+            category: Set(category.map(String::from)),
+            percent: Set(percent.get()),
+            status: Set(JobStatus::Queued.as_str().to_owned()),
+            matched: Set(0),
+            updated: Set(0),
+            cursor: Set(0),
+            error: Set(None),
+            heartbeat_at: Set(None),
+            created_at: Set(at),
+            updated_at: Set(at),
+        };
+        let model = reprice_job::Entity::insert(job)
+            .exec_with_returning(&self.db)
+            .await?;
+        Ok(model.into())
+    }
+
+    /// The job with this id, if any.
+    pub async fn find_job(&self, id: &str) -> Result<Option<RepriceJob>> {
+        Ok(reprice_job::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(RepriceJob::from))
+    }
+
+    /// Starts a worker that runs queued jobs one at a time. [`JobWorker::shutdown`] stops
+    /// it between batches and queues its job again.
+    pub fn spawn_job_worker(&self, config: JobConfig) -> JobWorker {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(work(self.clone(), config, stopped));
+        JobWorker { stop, task }
+    }
+
+    /// Queues again the running jobs whose worker stopped sending heartbeats.
+    async fn requeue_abandoned(&self) -> Result<()> {
+        let stale = now() - chrono::Duration::from_std(STALE_AFTER).unwrap_or_default();
+        reprice_job::Entity::update_many()
+            .col_expr(
+                reprice_job::Column::Status,
+                Expr::value(JobStatus::Queued.as_str()),
+            )
+            .filter(reprice_job::Column::Status.eq(JobStatus::Running.as_str()))
+            .filter(reprice_job::Column::HeartbeatAt.lt(stale))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Claims the oldest queued job, atomically: of several workers, one wins.
+    async fn claim_job(&self) -> Result<Option<reprice_job::Model>> {
+        let txn = self.begin_write().await?;
+        let mut oldest = reprice_job::Entity::find()
+            .filter(reprice_job::Column::Status.eq(JobStatus::Queued.as_str()))
+            .order_by_asc(reprice_job::Column::CreatedAt)
+            .limit(1);
+        if txn.get_database_backend() == DbBackend::Postgres {
+            oldest = oldest.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
+        let Some(job) = oldest.one(&txn).await? else {
+            return Ok(None);
+        };
+        let claimed = reprice_job::Entity::update_many()
+            .col_expr(
+                reprice_job::Column::Status,
+                Expr::value(JobStatus::Running.as_str()),
+            )
+            .col_expr(reprice_job::Column::HeartbeatAt, Expr::value(now()))
+            .col_expr(reprice_job::Column::UpdatedAt, Expr::value(now()))
+            .filter(reprice_job::Column::Id.eq(job.id.as_str()))
+            .filter(reprice_job::Column::Status.eq(JobStatus::Queued.as_str()))
+            .exec_with_returning(&txn)
+            .await?
+            .pop();
+        txn.commit().await?;
+        Ok(claimed)
+    }
+
+    /// One batch: reprice the next products after the job's cursor and advance the
+    /// cursor, in one transaction; then invalidate.
+    async fn reprice_batch(
+        &self,
+        job: &reprice_job::Model,
+        batch_size: u64,
+    ) -> Result<BatchOutcome> {
+        use product::Column as P;
+        let percent = RepricePercent::parse(job.percent)?;
+        let txn = self.begin_write().await?;
+        let cursor = reprice_job::Entity::find_by_id(job.id.clone())
+            .one(&txn)
+            .await?
+            .map_or(job.cursor, |j| j.cursor);
+        let mut select = product::Entity::find()
+            .filter(P::Id.gt(cursor))
+            .order_by_asc(P::Id)
+            .limit(batch_size);
+        if let Some(category) = &job.category {
+            select = select.filter(P::Category.eq(category.as_str()));
+        }
+        let rows = select.all(&txn).await?;
+        let mut changed = Vec::new();
+        for row in &rows {
+            if let Some(version) = reprice_one(&txn, row.clone(), percent).await? {
+                changed.push(Invalidation::at_version(
+                    self.cache.key(PRODUCT, row.id),
+                    version.unsigned_abs(),
+                ));
+            }
+        }
+        let last = rows.last().map_or(cursor, |r| r.id);
+        let advanced = reprice_job::Entity::update_many()
+            .col_expr(reprice_job::Column::Cursor, Expr::value(last))
+            .col_expr(
+                reprice_job::Column::Matched,
+                Expr::col(reprice_job::Column::Matched).add(rows.len() as i64),
+            )
+            .col_expr(
+                reprice_job::Column::Updated,
+                Expr::col(reprice_job::Column::Updated).add(changed.len() as i64),
+            )
+            .col_expr(reprice_job::Column::HeartbeatAt, Expr::value(now()))
+            .col_expr(reprice_job::Column::UpdatedAt, Expr::value(now()))
+            .filter(reprice_job::Column::Id.eq(job.id.as_str()))
+            .filter(reprice_job::Column::Status.eq(JobStatus::Running.as_str()))
+            .exec(&txn)
+            .await?;
+        if advanced.rows_affected != 1 {
+            // Someone else owns the job now (it was requeued as abandoned).
+            txn.rollback().await?;
+            return Err(Error::JobLost);
+        }
+        txn.commit().await?;
+        if !changed.is_empty()
+            && let Err(error) = self.cache.invalidate_write(&changed, &[PRODUCT_LIST]).await
+        {
+            tracing::warn!(%error, "reprice: invalidation failed; the outbox relay will apply it");
+        }
+        Ok(BatchOutcome {
+            seen: rows.len() as u64,
+            changed: changed.len() as u64,
+            done: (rows.len() as u64) < batch_size,
+        })
+    }
+
+    async fn finish_job(&self, id: &str, status: JobStatus, error: Option<String>) -> Result<()> {
+        reprice_job::Entity::update_many()
+            .col_expr(reprice_job::Column::Status, Expr::value(status.as_str()))
+            .col_expr(reprice_job::Column::Error, Expr::value(error))
+            .col_expr(reprice_job::Column::UpdatedAt, Expr::value(now()))
+            .filter(reprice_job::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Runs a claimed job until it ends or `stopped` fires (then it is queued again).
+    async fn run_job(
+        &self,
+        job: reprice_job::Model,
+        config: &JobConfig,
+        stopped: &watch::Receiver<bool>,
+    ) -> Result<()> {
+        tracing::info!(job = %job.id, category = ?job.category, percent = job.percent, "reprice job running");
+        loop {
+            if *stopped.borrow() {
+                self.finish_job(&job.id, JobStatus::Queued, None).await?;
+                tracing::info!(job = %job.id, "reprice job queued again for the next start");
+                return Ok(());
+            }
+            match self.reprice_batch(&job, config.batch_size).await {
+                Ok(BatchOutcome {
+                    done: true,
+                    seen,
+                    changed,
+                }) => {
+                    self.finish_job(&job.id, JobStatus::Succeeded, None).await?;
+                    tracing::info!(job = %job.id, seen, changed, "reprice job succeeded");
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(Error::JobLost) => {
+                    tracing::warn!(job = %job.id, "reprice job was taken over by another worker");
+                    return Ok(());
+                }
+                Err(error) => {
+                    tracing::error!(job = %job.id, %error, "reprice job failed");
+                    self.finish_job(&job.id, JobStatus::Failed, Some(error.to_string()))
+                        .await?;
+                    return Ok(());
+                }
+            }
+            if !config.batch_pause.is_zero() {
+                tokio::time::sleep(config.batch_pause).await;
+            }
+        }
+    }
+}
+
+/// Sets one product's new price with its version in the `WHERE` clause; if someone
+/// changed it since it was read, reads it again and recomputes. Returns the new version,
+/// or `None` when the price did not change or the product is gone.
+async fn reprice_one(
+    txn: &impl ConnectionTrait,
+    mut row: product::Model,
+    percent: RepricePercent,
+) -> Result<Option<i64>> {
+    use product::Column as P;
+    loop {
+        let price = percent.apply(row.price_cents);
+        if price == row.price_cents {
+            return Ok(None);
+        }
+        let price = PriceCents::parse(price).map_err(|e| {
+            Error::Invalid(ValidationError::new(
+                "percent",
+                format!(
+                    "would take product {} to {price} cents: {}",
+                    row.id, e.reason
+                ),
+            ))
+        })?;
+        let updated = product::Entity::update_many()
+            .col_expr(P::PriceCents, Expr::value(price.get()))
+            .col_expr(P::Version, Expr::col(P::Version).add(1))
+            .col_expr(P::UpdatedAt, Expr::value(now()))
+            .filter(P::Id.eq(row.id))
+            .filter(P::Version.eq(row.version))
+            .exec_with_returning(txn)
+            .await?
+            .pop();
+        if let Some(model) = updated {
+            return Ok(Some(model.version));
+        }
+        match product::Entity::find_by_id(row.id).one(txn).await? {
+            Some(fresh) => row = fresh,
+            None => return Ok(None),
+        }
+    }
+}
+
+/// A running job worker.
+#[derive(Debug)]
+pub struct JobWorker {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl JobWorker {
+    /// Stops after the current batch (its job goes back to the queue) and waits.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "job worker task failed");
+        }
+    }
+}
+
+async fn work(service: ProductService, config: JobConfig, mut stopped: watch::Receiver<bool>) {
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        if let Err(error) = service.requeue_abandoned().await {
+            tracing::warn!(%error, "jobs: cannot requeue abandoned jobs");
+        }
+        match service.claim_job().await {
+            Ok(Some(job)) => {
+                if let Err(error) = service.run_job(job, &config, &stopped).await {
+                    tracing::error!(%error, "jobs: cannot record a job's state");
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "jobs: cannot claim a job"),
+        }
+        tokio::select! {
+            _ = stopped.changed() => return,
+            () = tokio::time::sleep(config.poll_interval) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_round_to_the_nearest_cent() {
+        let p = |v| RepricePercent::parse(v).expect("valid");
+        assert_eq!(p(10.0).apply(1000), 1100);
+        assert_eq!(p(-50.0).apply(999), 500, "499.5 rounds up");
+        assert_eq!(p(12.5).apply(1), 1, "1.125 rounds down");
+        assert_eq!(p(-90.0).apply(10), 1);
+        assert_eq!(p(1000.0).apply(7), 77);
+    }
+
+    #[test]
+    fn percentages_are_bounded() {
+        for bad in [-90.5, 1000.1, f64::NAN, f64::INFINITY] {
+            assert_eq!(
+                RepricePercent::parse(bad).map_err(|e| e.field),
+                Err("percent"),
+                "{bad}"
+            );
+        }
+    }
+}
