@@ -99,6 +99,18 @@ pub trait CacheBackend: Send + Sync + fmt::Debug + 'static {
 
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<()>;
+
+    /// The identity of the server holding the data (Redis: its `run_id`, which changes
+    /// on every restart and failover), or `None` for a store that cannot be replaced
+    /// behind the process's back (memory).
+    async fn identity(&self) -> Result<Option<String>>;
+
+    /// How many times the connection to the backend was re-established since it was
+    /// created. A new connection may lead to another server (restarted from an old
+    /// snapshot, or a promoted replica), whose entries are not trusted until checked.
+    fn reconnects(&self) -> u64 {
+        0
+    }
 }
 
 /// Microseconds since the Unix epoch: the seed of a new generation counter.

@@ -52,6 +52,12 @@ impl Breaker {
         self.trips.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Distrusts the backend without a cool-down: with the gate on, reads wait for the
+    /// next replay (after a reconnection, or before the first check of its identity).
+    pub(crate) fn suspect(&self) {
+        self.trips.fetch_add(1, Ordering::AcqRel);
+    }
+
     pub(crate) fn set_gate(&self, on: bool) {
         // Failures before the gate was set are not owed to anyone.
         self.resynced_through

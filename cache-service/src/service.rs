@@ -2,7 +2,8 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,6 +42,11 @@ struct Inner {
     config: CacheConfig,
     flights: Flights,
     breaker: Breaker,
+    /// The cache epoch (see [`CacheService::set_epoch`]) and the key prefix it implies.
+    epoch: AtomicU64,
+    prefix: RwLock<Arc<str>>,
+    /// The backend's reconnection count when last looked at.
+    seen_reconnects: AtomicU64,
 }
 
 impl fmt::Debug for CacheService {
@@ -65,8 +71,11 @@ impl CacheService {
         config.validate()?;
         Ok(Self {
             inner: Arc::new(Inner {
+                seen_reconnects: AtomicU64::new(backend.reconnects()),
                 backend,
                 breaker: Breaker::new(config.breaker_cooldown),
+                epoch: AtomicU64::new(0),
+                prefix: RwLock::new(Arc::from(config.prefix.as_str())),
                 config,
                 flights: Flights::default(),
             }),
@@ -96,7 +105,7 @@ impl CacheService {
 
     /// The key of `id` in `namespace`.
     pub fn key(&self, namespace: Namespace, id: impl fmt::Display) -> CacheKey {
-        CacheKey::new(&self.inner.config.prefix, namespace, &id)
+        CacheKey::new(&self.prefix(), namespace, &id)
     }
 
     /// Checks that the backend answers.
@@ -121,7 +130,13 @@ impl CacheService {
             count_load(namespace);
             return loader().await;
         }
-        match self.inner.backend.get(key).await {
+        let read = self.inner.backend.get(key).await;
+        if self.notice_reconnects() && !self.inner.breaker.allows_reads() {
+            count_request(namespace, "error");
+            count_load(namespace);
+            return loader().await;
+        }
+        match read {
             Ok(Some(bytes)) => match decode::<T>(&bytes) {
                 Some(value) => {
                     count_request(namespace, "hit");
@@ -166,16 +181,27 @@ impl CacheService {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
-        let config = &self.inner.config;
-        match self
+        let namespace = group.namespace().name();
+        if !self.inner.breaker.allows_reads() {
+            count_request(namespace, "error");
+            count_load(namespace);
+            return loader().await;
+        }
+        let prefix = self.prefix();
+        let generation = self
             .inner
             .backend
-            .generation(&generation_key(&config.prefix, group))
-            .await
-        {
+            .generation(&generation_key(&prefix, group))
+            .await;
+        if self.notice_reconnects() && !self.inner.breaker.allows_reads() {
+            count_request(namespace, "error");
+            count_load(namespace);
+            return loader().await;
+        }
+        match generation {
             Ok(generation) => {
                 let key = CacheKey::new(
-                    &config.prefix,
+                    &prefix,
                     group.namespace(),
                     &format_args!("g{generation}:{member}"),
                 );
@@ -183,7 +209,6 @@ impl CacheService {
             }
             Err(error) => {
                 self.inner.breaker.trip();
-                let namespace = group.namespace().name();
                 count_request(namespace, "error");
                 tracing::warn!(group = namespace, %error, "cache generation read failed; loading from the source");
                 count_load(namespace);
@@ -226,7 +251,7 @@ impl CacheService {
     /// Invalidates every member of `group` in O(1) by moving it to a new generation.
     pub async fn invalidate_group(&self, group: Group) -> Result<()> {
         let namespace = group.namespace().name();
-        let key = generation_key(&self.inner.config.prefix, group);
+        let key = generation_key(&self.prefix(), group);
         match self.inner.backend.bump_generation(&key).await {
             Ok(_) => {
                 metrics::counter!("cache_invalidations_total", "namespace" => namespace)
@@ -309,6 +334,62 @@ impl CacheService {
         self.inner.breaker.resume(mark);
     }
 
+    /// Moves to cache epoch `epoch`: every key is spelled `{prefix}:e{epoch}:…` from now
+    /// on (plain `{prefix}:…` for epoch 0), so entries written before can never be read.
+    /// For a backend that was replaced behind the process's back (a Redis restarted from
+    /// an old snapshot, a promoted replica): every instance sharing the backend must move
+    /// to the same epoch, which its owner keeps in shared storage (a database).
+    pub fn set_epoch(&self, epoch: u64) {
+        let prefix: Arc<str> = match epoch {
+            0 => Arc::from(self.inner.config.prefix.as_str()),
+            n => Arc::from(format!("{}:e{n}", self.inner.config.prefix)),
+        };
+        *self.inner.prefix.write().unwrap_or_else(|e| e.into_inner()) = prefix;
+        self.inner.epoch.store(epoch, Ordering::Release);
+    }
+
+    /// The current cache epoch.
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::Acquire)
+    }
+
+    /// The identity of the server behind the backend (see [`CacheBackend::identity`]).
+    pub async fn backend_identity(&self) -> Result<Option<String>> {
+        self.inner
+            .backend
+            .identity()
+            .await
+            .inspect_err(|_| self.inner.breaker.trip())
+    }
+
+    /// Holds reads (when [`hold_reads_after_outage`](Self::hold_reads_after_outage) is
+    /// on) until the next [`resume`](Self::resume): for a start-up, before the backend's
+    /// identity was checked.
+    pub fn hold_reads_until_resync(&self) {
+        self.inner.breaker.suspect();
+    }
+
+    fn prefix(&self) -> Arc<str> {
+        self.inner
+            .prefix
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A reconnection may lead to another server: distrust it until checked. Returns
+    /// whether there was one since the last look; call it after a read, so a value that
+    /// came over a new connection is discarded.
+    fn notice_reconnects(&self) -> bool {
+        let now = self.inner.backend.reconnects();
+        let reconnected = self.inner.seen_reconnects.swap(now, Ordering::AcqRel) != now;
+        if reconnected {
+            tracing::info!("cache backend reconnected; its entries are held until checked");
+            self.inner.breaker.suspect();
+        }
+        reconnected
+    }
+
     /// The miss path: share one load per key in this process.
     async fn load_once<T, E, F, Fut>(
         &self,
@@ -356,7 +437,11 @@ impl CacheService {
         let mut waited = Duration::ZERO;
         let mut pause = Duration::from_millis(5);
         let leased = loop {
-            match backend.get_or_lease(key, token, config.lease_ttl).await {
+            let lookup = backend.get_or_lease(key, token, config.lease_ttl).await;
+            if self.notice_reconnects() && !self.inner.breaker.allows_reads() {
+                break false;
+            }
+            match lookup {
                 Ok(Lookup::Hit(bytes)) => {
                     if let Some(value) = decode::<T>(&bytes) {
                         return (Ok((value, Source::Cache)), None);

@@ -73,3 +73,22 @@ pub(crate) mod reprice_job {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// The cache epoch shared by every instance, and the identity of the Redis it belongs to.
+pub(crate) mod cache_epoch {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cache_epoch")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub epoch: i64,
+        pub redis_id: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -168,8 +168,13 @@ impl Importer {
         let mut batch = self.load(&txn, rows).await?;
         for (index, row) in rows.iter().enumerate() {
             match batch.get_mut(&row.sku) {
-                Some(current) if current.apply(row) => report.updated += 1,
-                Some(_) => report.unchanged += 1,
+                Some(current) => {
+                    if current.apply(row) {
+                        report.updated += 1;
+                    } else {
+                        report.unchanged += 1;
+                    }
+                }
                 None => match Current::create(row) {
                     Ok(current) => {
                         batch.push(row.sku.as_str(), current);
@@ -181,7 +186,7 @@ impl Importer {
         }
         let written = match write(&txn, &batch).await {
             Ok(written) => written,
-            Err(error) if is_unique_violation(&error) => {
+            Err(error) if is_conflict(&error) => {
                 txn.rollback().await?;
                 return Ok(Attempt::Conflict(error));
             }
@@ -255,12 +260,15 @@ impl Importer {
 /// The outcome of one try at a batch.
 enum Attempt {
     Done(BatchReport),
-    /// A unique violation: another writer created one of the batch's skus.
+    /// Another writer got in the way (see [`is_conflict`]).
     Conflict(DbErr),
 }
 
-fn is_unique_violation(error: &DbErr) -> bool {
-    matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+/// A unique violation (another writer created one of the batch's skus) or an update
+/// that found its row at another version: the batch is tried again from the start.
+fn is_conflict(error: &DbErr) -> bool {
+    matches!(error, DbErr::RecordNotUpdated)
+        || matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
 /// The products a batch touches, in order: the existing ones by id, then the new ones
@@ -315,8 +323,11 @@ struct Current {
     category: String,
     /// The version after the rows applied so far.
     version: i64,
-    /// The version in the database when the batch began; 0 for a new product.
+    /// The version this batch started from; 0 for a new product.
     stored_version: i64,
+    /// The version of the database row (the `WHERE` of the update); differs from
+    /// `stored_version` only in a dry run, for a product an earlier batch changed.
+    db_version: i64,
     changed: Changed,
 }
 
@@ -332,6 +343,7 @@ impl Current {
             category: m.category,
             version: m.version,
             stored_version: m.version,
+            db_version: m.version,
             changed: Changed::default(),
         }
     }
@@ -358,6 +370,7 @@ impl Current {
                 .map_or_else(String::new, |c| c.as_str().to_owned()),
             version: 1,
             stored_version: 0,
+            db_version: 0,
             changed: Changed::default(),
         })
     }
@@ -476,7 +489,8 @@ async fn write(txn: &DatabaseTransaction, batch: &Batch) -> Result<Vec<(i64, i64
                 Expr::col(C::Version).add(current.version - current.stored_version),
             )
             .col_expr(C::UpdatedAt, Expr::value(now))
-            .filter(C::Id.eq(id));
+            .filter(C::Id.eq(id))
+            .filter(C::Version.eq(current.db_version));
         if changed.name {
             update = update.col_expr(C::Name, Expr::value(current.name.clone()));
         }
@@ -493,8 +507,8 @@ async fn write(txn: &DatabaseTransaction, batch: &Batch) -> Result<Vec<(i64, i64
             update = update.col_expr(C::Category, Expr::value(current.category.clone()));
         }
         if update.exec(txn).await?.rows_affected != 1 {
-            // The row is locked (PostgreSQL) or the transaction is the only writer
-            // (SQLite), so it cannot have gone; report rather than guess.
+            // Cannot happen: the row is locked (PostgreSQL) or the transaction is the
+            // only writer (SQLite). Treated as a conflict: the batch is tried again.
             return Err(DbErr::RecordNotUpdated);
         }
         written.push((id, current.version));

@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateProduct),
             Box::new(CreateOutbox),
             Box::new(CreateRepriceJob),
+            Box::new(CreateCacheEpoch),
         ]
     }
 }
@@ -332,6 +333,57 @@ impl MigrationTrait for CreateRepriceJob {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(RepriceJob::Table).to_owned())
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum CacheEpoch {
+    Table,
+    Id,
+    Epoch,
+    RedisId,
+}
+
+/// One row: the cache epoch every instance uses, and the Redis `run_id` it belongs to.
+/// A Redis with another `run_id` (restarted from an old snapshot, a promoted replica)
+/// moves everyone to the next epoch, so none of its old entries can be read.
+struct CreateCacheEpoch;
+
+impl MigrationName for CreateCacheEpoch {
+    fn name(&self) -> &str {
+        "m20261126_000004_create_cache_epoch"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateCacheEpoch {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(CacheEpoch::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(CacheEpoch::Id)
+                            .integer()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(CacheEpoch::Epoch).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(CacheEpoch::RedisId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(CacheEpoch::Table).to_owned())
             .await
     }
 }

@@ -10,21 +10,24 @@
 //! the work with `FOR UPDATE SKIP LOCKED`; on SQLite they poll.
 //!
 //! After a cache outage the relay also reopens the cache to reads, only once what was
-//! owed has been applied ([`CacheService::resume`]).
+//! owed has been applied ([`CacheService::resume`]); and on every pass it checks which
+//! Redis the cache talks to ([`OutboxRelay::sync_epoch`]).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cache_service::{CacheService, Invalidation};
 use sea_orm::sea_query::{LockBehavior, LockType};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::entity::cache_outbox;
+use crate::entity::{cache_epoch, cache_outbox};
 use crate::error::{Error, Result};
 use crate::service::{PRODUCT, PRODUCT_LIST};
 
@@ -46,12 +49,14 @@ impl Default for RelayConfig {
     }
 }
 
-/// Applies owed invalidations.
+/// Applies owed invalidations, and keeps this process on the shared cache epoch.
 #[derive(Debug, Clone)]
 pub struct OutboxRelay {
     db: DatabaseConnection,
     cache: CacheService,
     batch_size: u64,
+    /// The Redis identity this process last checked its epoch against.
+    checked_identity: Arc<Mutex<Option<String>>>,
 }
 
 impl OutboxRelay {
@@ -60,6 +65,7 @@ impl OutboxRelay {
             db,
             cache,
             batch_size: batch_size.max(1),
+            checked_identity: Arc::default(),
         }
     }
 
@@ -131,16 +137,86 @@ impl OutboxRelay {
             .map_err(Error::Cache)
     }
 
-    /// One pass of the loop: replay what is owed, reopen the cache to reads if an outage
-    /// is now resolved, report the backlog.
+    /// Checks which Redis the cache talks to, and moves to the shared epoch for it: a
+    /// Redis not seen before (restarted from an old snapshot, a promoted replica) starts
+    /// a new epoch for every instance, so entries it holds from before are never read.
+    pub async fn sync_epoch(&self) -> Result<()> {
+        let Some(identity) = self.cache.backend_identity().await.map_err(Error::Cache)? else {
+            return Ok(()); // an in-process cache cannot be replaced behind our back
+        };
+        if lock(&self.checked_identity).as_deref() == Some(identity.as_str()) {
+            return Ok(());
+        }
+        let epoch = self.epoch_for(&identity).await?;
+        if epoch != self.cache.epoch() {
+            tracing::info!(epoch, redis = %identity, "cache epoch changed: entries from before are ignored");
+            self.cache.set_epoch(epoch);
+        }
+        *lock(&self.checked_identity) = Some(identity);
+        Ok(())
+    }
+
+    /// The epoch for the Redis with this identity, moving every instance to a new one if
+    /// the identity is new. One transaction with the row locked, so concurrent instances
+    /// agree.
+    async fn epoch_for(&self, identity: &str) -> Result<u64> {
+        let txn = self
+            .db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await?;
+        let mut select = cache_epoch::Entity::find_by_id(1);
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            select = select.lock(LockType::Update);
+        }
+        let epoch = match select.one(&txn).await? {
+            Some(row) if row.redis_id == identity => row.epoch,
+            Some(row) => {
+                let next = row.epoch + 1;
+                cache_epoch::Entity::update(cache_epoch::ActiveModel {
+                    id: Set(1),
+                    epoch: Set(next),
+                    redis_id: Set(identity.to_owned()),
+                })
+                .exec(&txn)
+                .await?;
+                next
+            }
+            None => {
+                cache_epoch::Entity::insert(cache_epoch::ActiveModel {
+                    id: Set(1),
+                    epoch: Set(0),
+                    redis_id: Set(identity.to_owned()),
+                })
+                .exec(&txn)
+                .await?;
+                0
+            }
+        };
+        txn.commit().await?;
+        Ok(epoch.unsigned_abs())
+    }
+
+    /// One pass of the loop: check the Redis identity, replay what is owed, reopen the
+    /// cache to reads if an outage is now resolved, report the backlog.
     async fn tick(&self) {
         let mark = self.cache.outage_mark();
+        let identity_checked = match self.sync_epoch().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "cache: cannot check which Redis this is; reads stay off it");
+                false
+            }
+        };
         match self.drain().await {
             Ok(applied) => {
                 if applied > 0 {
                     tracing::debug!(applied, "outbox: invalidations applied");
                 }
-                if self.cache.needs_resync() && self.cache.ping().await.is_ok() {
+                if identity_checked && self.cache.needs_resync() && self.cache.ping().await.is_ok()
+                {
                     self.cache.resume(mark);
                     tracing::info!("cache back: owed invalidations applied, reads use it again");
                 }
@@ -152,6 +228,10 @@ impl OutboxRelay {
             Err(error) => tracing::warn!(%error, "outbox: cannot count the backlog"),
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn delete(db: &impl sea_orm::ConnectionTrait, rows: &[cache_outbox::Model]) -> Result<()> {
@@ -176,6 +256,8 @@ pub struct RelayHandle {
 impl RelayHandle {
     pub(crate) fn spawn(relay: OutboxRelay, config: RelayConfig) -> Self {
         relay.cache.hold_reads_after_outage(true);
+        // Until the first pass has checked which Redis this is, its entries wait.
+        relay.cache.hold_reads_until_resync();
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(relay, config, stopped));
         Self { stop, task }

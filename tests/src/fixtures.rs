@@ -75,8 +75,13 @@ impl Fixture {
         })
     }
 
+    /// The Redis key of product `id`, in the cache's current epoch.
     pub fn item_key(&self, id: i64) -> String {
-        format!("{}:product:{{{id}}}", self.prefix)
+        self.service
+            .cache()
+            .key(product_service::PRODUCT, id)
+            .as_str()
+            .to_owned()
     }
 
     pub async fn is_cached(&self, id: i64) -> bool {

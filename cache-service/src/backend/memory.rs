@@ -219,4 +219,8 @@ impl CacheBackend for MemoryBackend {
     async fn ping(&self) -> Result<()> {
         Ok(())
     }
+
+    async fn identity(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
 }

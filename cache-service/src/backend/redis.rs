@@ -7,11 +7,13 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use fred::prelude::*;
+use fred::types::InfoKind;
 use fred::types::scripts::Script;
 
 use super::{CacheBackend, FillOutcome, LeaseToken, Lookup, clock_generation, millis};
@@ -112,6 +114,33 @@ pub struct RedisBackend {
     pool: Pool,
     scripts: Arc<Scripts>,
     command_timeout: Duration,
+    reconnects: Arc<Reconnects>,
+}
+
+/// Counts new connections. Read synchronously, so that a reply that came over a new
+/// connection is always seen together with its reconnection: fred announces a new
+/// connection before it sends anything over it.
+struct Reconnects {
+    receivers: Vec<std::sync::Mutex<tokio::sync::broadcast::Receiver<fred::types::config::Server>>>,
+    seen: AtomicU64,
+}
+
+impl Reconnects {
+    fn count(&self) -> u64 {
+        use tokio::sync::broadcast::error::TryRecvError;
+        let mut new = 0;
+        for receiver in &self.receivers {
+            let mut rx = receiver.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                match rx.try_recv() {
+                    Ok(_) => new += 1,
+                    Err(TryRecvError::Lagged(n)) => new += n,
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                }
+            }
+        }
+        self.seen.fetch_add(new, Ordering::AcqRel) + new
+    }
 }
 
 impl fmt::Debug for RedisBackend {
@@ -140,10 +169,19 @@ impl RedisBackend {
             .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))?;
         let init = pool.init().await.map_err(|e| backend_error(e, config))?;
         drop(init); // the connection tasks keep running inside the pool
+        let reconnects = Arc::new(Reconnects {
+            receivers: pool
+                .clients()
+                .iter()
+                .map(|client| std::sync::Mutex::new(client.reconnect_rx()))
+                .collect(),
+            seen: AtomicU64::new(0),
+        });
         let backend = Self {
             pool,
             scripts: Arc::new(Scripts::new()),
             command_timeout: config.command_timeout,
+            reconnects,
         };
         backend.ping().await?;
         Ok(backend)
@@ -323,6 +361,23 @@ impl CacheBackend for RedisBackend {
         reply
             .parse()
             .map_err(|_| CacheError::Protocol(format!("generation {reply:?}")))
+    }
+
+    async fn identity(&self) -> Result<Option<String>> {
+        let info: String = self
+            .pool
+            .next()
+            .info(Some(InfoKind::Server))
+            .await
+            .map_err(|e| self.map_error(e))?;
+        info.lines()
+            .find_map(|line| line.trim().strip_prefix("run_id:"))
+            .map(|id| Some(id.to_owned()))
+            .ok_or_else(|| CacheError::Protocol("INFO server has no run_id".into()))
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.reconnects.count()
     }
 
     async fn ping(&self) -> Result<()> {
