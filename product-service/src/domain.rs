@@ -28,6 +28,14 @@ impl ValidationError {
 
 type Parsed<T> = Result<T, ValidationError>;
 
+/// Text may hold any character but NUL, which PostgreSQL cannot store in `text`.
+fn reject_nul(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    if value.contains('\0') {
+        return Err(ValidationError::new(field, "must not contain NUL characters"));
+    }
+    Ok(())
+}
+
 macro_rules! string_newtype {
     ($(#[$doc:meta])* $name:ident, empty_default) => {
         string_newtype!($(#[$doc])* $name);
@@ -108,6 +116,7 @@ impl Sku {
 impl ProductName {
     /// Parses a name, trimming surrounding whitespace.
     pub fn parse(value: impl AsRef<str>) -> Parsed<Self> {
+        reject_nul("name", value.as_ref())?;
         let trimmed = value.as_ref().trim();
         if !(1..=200).contains(&trimmed.chars().count()) {
             return Err(ValidationError::new(
@@ -123,6 +132,7 @@ impl Description {
     /// Parses a description.
     pub fn parse(value: impl Into<String>) -> Parsed<Self> {
         let value = value.into();
+        reject_nul("description", &value)?;
         if value.chars().count() > 10_000 {
             return Err(ValidationError::new(
                 "description",
@@ -137,6 +147,7 @@ impl Category {
     /// Parses a category.
     pub fn parse(value: impl Into<String>) -> Parsed<Self> {
         let value = value.into();
+        reject_nul("category", &value)?;
         if value.chars().count() > 100 {
             return Err(ValidationError::new(
                 "category",
@@ -362,6 +373,13 @@ mod tests {
             Category::parse("x".repeat(101)).map_err(|e| e.field),
             Err("category")
         );
+    }
+
+    #[test]
+    fn nul_characters_are_refused_in_text() {
+        assert_eq!(ProductName::parse("a\0b").map_err(|e| e.field), Err("name"));
+        assert_eq!(Description::parse("a\0b").map_err(|e| e.field), Err("description"));
+        assert_eq!(Category::parse("a\0b").map_err(|e| e.field), Err("category"));
     }
 
     #[test]
