@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -26,6 +27,51 @@ pub enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Upsert products by sku from a CSV or JSON Lines file.
+    ///
+    /// Every change goes through ProductService, so it reaches the cache at once, as an
+    /// HTTP write would.
+    ///
+    /// FORMAT: `.jsonl` files are JSON Lines, any other name is CSV.
+    ///
+    ///   CSV         a header row names the columns, in any order, e.g.
+    ///                 sku,name,description,price_cents,stock,category
+    ///                 KB-001,Mechanical keyboard,,8999,12,keyboards
+    ///               An unknown column stops the import before anything is written.
+    ///               An empty cell keeps the product's current value.
+    ///   JSON Lines  one object per line, e.g.
+    ///                 {"sku":"KB-001","price_cents":7999}
+    ///               An unknown key fails that line. An absent key (or null) keeps the
+    ///               current value; "" sets a text field to empty.
+    ///
+    /// FIELDS (the API's rules):
+    ///   sku          required; 1-64 characters of A-Z a-z 0-9 - _ .
+    ///   name         1-200 characters after trimming          required to create
+    ///   price_cents  integer, 0 to 1000000000000 (10^12)      required to create
+    ///   stock        integer, 0 to 1000000000 (10^9)          required to create
+    ///   description  0-10000 characters                       default ""
+    ///   category     0-100 characters                         default ""
+    ///
+    /// A row whose sku exists updates only the fields it gives (unchanged if they
+    /// already hold those values); a new sku creates a product. A bad row is reported
+    /// on stderr as `line N: field: reason` (N is the line in the file; the CSV header
+    /// is line 1) and skipped; the valid rows are still applied, 500 per transaction.
+    ///
+    /// OUTPUT: a progress bar on a terminal (otherwise a progress line on stderr every
+    /// 10000 rows), then on stdout:
+    ///   created N, updated N, unchanged N, failed N
+    /// Exit status 0 only if no row failed.
+    ///
+    /// Uses the server's settings (DATABASE_URL, REDIS_URL, CACHE_PREFIX), so a running
+    /// server sees the changes at once.
+    #[command(verbatim_doc_comment)]
+    Import {
+        /// The CSV (header row) or JSON Lines (`.jsonl`) file to import.
+        file: PathBuf,
+        /// Validate every row and print the summary, but write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Settings, from flags or environment variables (flags win).

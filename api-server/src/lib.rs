@@ -6,6 +6,9 @@
 //! - [`config`]: the command line and environment (`spec/API.md`'s table, row for row).
 //! - [`startup`]: [`Application`]: connects, migrates, binds (port 0 works), serves until
 //!   a shutdown signal.
+//! - [`import`]: the `import FILE` subcommand: reads CSV or JSON Lines, validates each
+//!   row with the domain types, upserts in batches through
+//!   [`product_service::Importer`], reports progress and a summary.
 //! - `api`: one `#[OpenApi]` impl per resource; handlers parse, call the service and map
 //!   the result. Every error leaves as `application/problem+json`.
 //! - `middleware`: body limit and HTTP metrics.
@@ -18,6 +21,7 @@
 //! - Writes need `Authorization: Bearer <API_TOKEN>`, compared in constant time.
 
 pub mod config;
+pub mod import;
 pub mod startup;
 
 mod api;
@@ -25,4 +29,5 @@ mod middleware;
 mod telemetry;
 
 pub use config::{Cli, Command, Settings};
+pub use import::{ImportOptions, ImportReport, Progress, RowFailure};
 pub use startup::Application;

@@ -30,6 +30,9 @@ async fn main() -> anyhow::Result<()> {
                 .context("failed to migrate the database")?;
             println!("migrations applied");
         }
+        Command::Import { file, dry_run } => {
+            api_server::import::run(&cli.settings, &file, dry_run).await?;
+        }
     }
     Ok(())
 }

@@ -1,8 +1,9 @@
-//! Middleware: the request body limit and HTTP metrics.
+//! Middleware: the request body limit, the `Allow` header of 405s, and HTTP metrics.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use poem::http::StatusCode;
+use poem::http::{HeaderValue, StatusCode, header};
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response, Result};
 
 /// Bodies larger than this are refused with 413 before any parsing.
@@ -36,17 +37,13 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
     async fn call(&self, mut req: Request) -> Result<Self::Output> {
         let announced = req
             .headers()
-            .get(poem::http::header::CONTENT_LENGTH)
+            .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
             return Err(too_large());
         }
-        if announced.is_none()
-            && req
-                .headers()
-                .contains_key(poem::http::header::TRANSFER_ENCODING)
-        {
+        if announced.is_none() && req.headers().contains_key(header::TRANSFER_ENCODING) {
             let body = req
                 .take_body()
                 .into_bytes_limit(MAX_BODY_BYTES)
@@ -56,6 +53,33 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
         }
         self.0.call(req).await
     }
+}
+
+/// Adds `Allow` to `405 Method Not Allowed` responses, as RFC 9110 requires. Used with
+/// `EndpointExt::around`.
+pub(crate) async fn allow_header<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> {
+    let allow = allowed_methods(route_template(req.uri().path()));
+    let mut response = next.call(req).await?.into_response();
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(allow) = allow
+    {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    Ok(response)
+}
+
+/// The methods a route template answers (poem answers `HEAD` wherever there is a
+/// `GET`). The OpenAPI document's methods must match (a test in `api` checks).
+pub(crate) fn allowed_methods(template: &str) -> Option<&'static str> {
+    Some(match template {
+        "/api/products" => "GET, HEAD, POST",
+        "/api/products/{id}" => "GET, HEAD, PUT, PATCH, DELETE",
+        "/api/jobs/reprice" => "POST",
+        "/api/jobs/{id}" | "/health" | "/metrics" | "/openapi.json" | "/docs" => "GET, HEAD",
+        _ => return None,
+    })
 }
 
 /// Counts and times every request by method, route template and status.

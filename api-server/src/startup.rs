@@ -13,7 +13,7 @@ use product_service::{JobConfig, ProductService, RelayConfig};
 
 use crate::api::{self, ApiToken};
 use crate::config::{Settings, redact_url};
-use crate::middleware::{BodyLimit, HttpMetrics};
+use crate::middleware::{BodyLimit, HttpMetrics, allow_header};
 
 /// How long in-flight requests may run after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);
@@ -83,14 +83,15 @@ impl Application {
     /// pool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let api = api::service(self.products.clone());
-        let docs = api.swagger_ui();
-        let spec = api.spec_endpoint();
+        let document = api::document(&api);
+        let docs = api::swagger_ui(&api, &document);
         let app = Route::new()
             .nest("/", api)
             .nest("/docs", docs)
-            .at("/openapi.json", spec)
+            .at("/openapi.json", api::document_endpoint(document))
             .with(BodyLimit)
             .catch_all_error(api::problem::problem_response)
+            .around(allow_header)
             .with(HttpMetrics)
             .with(Tracing)
             .data(ApiToken(self.token.clone()));

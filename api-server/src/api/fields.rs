@@ -72,6 +72,9 @@ impl<D: DomainField> ToJSON for Field<D> {
     }
 }
 
+/// The pattern of free text: anything but NUL (see [`string_value`]).
+const NO_NUL: &str = r"^[^\x00]*$";
+
 fn string_schema(min: usize, max: usize, pattern: Option<&str>, example: &str) -> MetaSchema {
     MetaSchema {
         min_length: Some(min),
@@ -137,8 +140,16 @@ impl DomainField for Sku {
 impl DomainField for ProductName {
     const FIELD: &'static str = "name";
     fn schema() -> MetaSchema {
-        // Trimmed before counting; the pattern asks for one non-space character.
-        string_schema(1, 200, Some(r"\S"), "Mechanical keyboard")
+        // Trimmed before counting: one character that is neither NUL nor white space
+        // (spelled out: `str::trim`'s set, which `\s` differs from between regex engines).
+        string_schema(
+            1,
+            200,
+            Some(
+                r"^[^\x00]*[^\x00\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00]*$",
+            ),
+            "Mechanical keyboard",
+        )
     }
     fn from_json(value: Value) -> Result<Self, String> {
         ProductName::parse(string_value(value)?).map_err(|e| e.reason)
@@ -151,7 +162,7 @@ impl DomainField for ProductName {
 impl DomainField for Description {
     const FIELD: &'static str = "description";
     fn schema() -> MetaSchema {
-        string_schema(0, 10_000, None, "Tenkeyless, brown switches")
+        string_schema(0, 10_000, Some(NO_NUL), "Tenkeyless, brown switches")
     }
     fn from_json(value: Value) -> Result<Self, String> {
         Description::parse(string_value(value)?).map_err(|e| e.reason)
@@ -164,7 +175,7 @@ impl DomainField for Description {
 impl DomainField for Category {
     const FIELD: &'static str = "category";
     fn schema() -> MetaSchema {
-        string_schema(0, 100, None, "keyboards")
+        string_schema(0, 100, Some(NO_NUL), "keyboards")
     }
     fn from_json(value: Value) -> Result<Self, String> {
         Category::parse(string_value(value)?).map_err(|e| e.reason)
@@ -208,7 +219,14 @@ mod tests {
     fn reason<D: DomainField>(value: Option<Value>) -> String {
         match Field::<D>::parse_from_json(value) {
             Ok(_) => "ok".to_owned(),
-            Err(e) => e.into_message(),
+            // poem-openapi prefixes `failed to parse "field_x": `; the rest is ours.
+            Err(e) => {
+                let message = e.into_message();
+                match message.split_once("\": ") {
+                    Some((_, reason)) => reason.to_owned(),
+                    None => message,
+                }
+            }
         }
     }
 

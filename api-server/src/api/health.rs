@@ -1,6 +1,7 @@
 //! `/health` and `/metrics`.
 
 use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use product_service::ProductService;
 
@@ -8,7 +9,7 @@ use super::ApiTags;
 
 /// What the server depends on, and whether each answers.
 #[derive(Debug, Object)]
-#[oai(rename = "Health")]
+#[oai(rename = "Health", example)]
 pub struct Health {
     /// `ok`; `degraded` when the cache is down (reads go to the database);
     /// `unavailable` when the database is down.
@@ -17,6 +18,16 @@ pub struct Health {
     database: String,
     /// `ok` or `degraded`.
     cache: String,
+}
+
+impl Example for Health {
+    fn example() -> Self {
+        Self {
+            status: "ok".to_owned(),
+            database: "ok".to_owned(),
+            cache: "ok".to_owned(),
+        }
+    }
 }
 
 #[derive(ApiResponse)]

@@ -2,6 +2,7 @@
 
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use product_service::{Category, ProductService, RepriceJob, RepricePercent};
 
@@ -12,9 +13,10 @@ use super::problem::{ApiError, Problem};
 
 /// What to reprice.
 #[derive(Debug, Object)]
-#[oai(rename = "RepriceRequest", deny_unknown_fields)]
+#[oai(rename = "RepriceRequest", deny_unknown_fields, example)]
 pub struct RepriceRequest {
     /// Only products of this category; `null` or absent: every product.
+    #[oai(nullable)]
     category: Option<Field<Category>>,
     /// Change in percent, −90 to 1000; new prices are rounded to the nearest cent.
     #[oai(validator(minimum(value = "-90"), maximum(value = "1000")))]
@@ -23,7 +25,7 @@ pub struct RepriceRequest {
 
 /// A reprice job.
 #[derive(Debug, Object)]
-#[oai(rename = "RepriceJob")]
+#[oai(rename = "RepriceJob", example)]
 pub struct RepriceJobBody {
     /// Job id.
     id: String,
@@ -34,7 +36,40 @@ pub struct RepriceJobBody {
     /// Products whose price changed so far.
     updated: u64,
     /// Why the job failed; `null` otherwise.
+    #[oai(nullable)]
     error: Option<String>,
+}
+
+const EXAMPLE_JOB_ID: &str = "0b6f8d8e-2f0a-4c55-9d8e-6a1f3c2b7e41";
+
+impl Example for RepriceRequest {
+    fn example() -> Self {
+        Self {
+            category: Category::parse("keyboards".to_owned()).ok().map(Field),
+            percent: 10.0,
+        }
+    }
+}
+
+impl Example for RepriceJobBody {
+    fn example() -> Self {
+        Self {
+            id: EXAMPLE_JOB_ID.to_owned(),
+            status: "succeeded".to_owned(),
+            matched: 12,
+            updated: 12,
+            error: None,
+        }
+    }
+}
+
+impl Example for QueuedBody {
+    fn example() -> Self {
+        Self {
+            id: EXAMPLE_JOB_ID.to_owned(),
+            status: "queued".to_owned(),
+        }
+    }
 }
 
 impl From<RepriceJob> for RepriceJobBody {
@@ -51,7 +86,7 @@ impl From<RepriceJob> for RepriceJobBody {
 
 /// The answer to a new job: where it is.
 #[derive(Debug, Object)]
-#[oai(rename = "RepriceJobQueued")]
+#[oai(rename = "RepriceJobQueued", example)]
 pub struct QueuedBody {
     /// Job id; poll `GET /api/jobs/{id}`.
     id: String,

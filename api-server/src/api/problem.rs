@@ -3,11 +3,12 @@
 use poem::http::StatusCode;
 use poem::{IntoResponse, Response};
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object};
 
 /// An error, as RFC 9457 describes it.
 #[derive(Debug, Clone, Object)]
-#[oai(rename = "Problem")]
+#[oai(rename = "Problem", example)]
 pub struct Problem {
     /// A URI reference naming the kind of problem (`about:blank`: the title says it all).
     #[oai(rename = "type")]
@@ -28,6 +29,15 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
         }
+    }
+}
+
+impl Example for Problem {
+    fn example() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "price_cents: must be between 0 and 1000000000000",
+        )
     }
 }
 
@@ -52,6 +62,9 @@ pub enum ApiError {
     /// The body is larger than 1 MiB.
     #[oai(status = 413, content_type = "application/problem+json")]
     PayloadTooLarge(Json<Problem>),
+    /// The body is missing or is not `application/json`.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
     /// The server failed; the cause is in its log.
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),

@@ -1,8 +1,9 @@
 //! `/api/products`: thin handlers. Parse (into domain types), call the service, map.
 
+use chrono::{TimeZone, Utc};
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::types::MaybeUndefined;
+use poem_openapi::types::{Example, MaybeUndefined};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use product_service::{
     Category, Description, NewProduct, PageQuery, PriceCents, Product, ProductId, ProductName,
@@ -17,7 +18,7 @@ use super::timestamp::Timestamp;
 
 /// A product.
 #[derive(Debug, Object)]
-#[oai(rename = "Product")]
+#[oai(rename = "Product", example)]
 pub struct ProductBody {
     /// Assigned by the server.
     id: i64,
@@ -39,6 +40,30 @@ pub struct ProductBody {
     created_at: Timestamp,
     /// Time of the last change, RFC 3339 UTC.
     updated_at: Timestamp,
+}
+
+impl Example for ProductBody {
+    fn example() -> Self {
+        let at = |minute| {
+            Timestamp(
+                Utc.with_ymd_and_hms(2026, 11, 26, 10, minute, 0)
+                    .single()
+                    .unwrap_or_default(),
+            )
+        };
+        Self {
+            id: 42,
+            sku: "KB-001".to_owned(),
+            name: "Mechanical keyboard".to_owned(),
+            description: "Tenkeyless, brown switches".to_owned(),
+            price_cents: 8999,
+            stock: 12,
+            category: "keyboards".to_owned(),
+            version: 3,
+            created_at: at(0),
+            updated_at: at(5),
+        }
+    }
 }
 
 impl From<Product> for ProductBody {
@@ -66,13 +91,15 @@ pub struct ProductInput {
     sku: Field<Sku>,
     /// Display name, 1–200 characters after trimming.
     name: Field<ProductName>,
-    /// Free text, up to 10 000 characters (default empty).
+    /// Free text, up to 10 000 characters (absent or `null`: empty).
+    #[oai(nullable)]
     description: Option<Field<Description>>,
     /// Price in cents (0 to 10^12).
     price_cents: Field<PriceCents>,
     /// Units in stock (0 to 10^9).
     stock: Field<Stock>,
-    /// Category, up to 100 characters (default empty).
+    /// Category, up to 100 characters (absent or `null`: empty).
+    #[oai(nullable)]
     category: Option<Field<Category>>,
 }
 
@@ -136,7 +163,7 @@ impl TryFrom<ProductPatchBody> for ProductPatch {
 
 /// One page of products.
 #[derive(Debug, Object)]
-#[oai(rename = "ProductPage")]
+#[oai(rename = "ProductPage", example)]
 pub struct ProductPageBody {
     /// The products on this page, ordered by id.
     items: Vec<ProductBody>,
@@ -146,6 +173,17 @@ pub struct ProductPageBody {
     per_page: u32,
     /// Number of matching products on all pages.
     total: u64,
+}
+
+impl Example for ProductPageBody {
+    fn example() -> Self {
+        Self {
+            items: vec![ProductBody::example()],
+            page: 1,
+            per_page: 20,
+            total: 1,
+        }
+    }
 }
 
 impl From<ProductPage> for ProductPageBody {
@@ -243,6 +281,7 @@ impl ProductsApi {
     async fn get(
         &self,
         /// Product id.
+        #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
         /// Entity tags the client already has (`"v3"`).
         #[oai(name = "If-None-Match")]
@@ -296,9 +335,13 @@ impl ProductsApi {
         &self,
         _auth: WriteAuth,
         /// Product id.
+        #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
         /// Only change the product if it is at this version (`"v3"`).
-        #[oai(name = "If-Match")]
+        #[oai(
+            name = "If-Match",
+            validator(pattern = r#"^(\*|"v[1-9][0-9]{0,17}")$"#)
+        )]
         if_match: Header<Option<String>>,
         body: Json<ProductInput>,
     ) -> Result<UpdateProductResponse, ApiError> {
@@ -322,9 +365,13 @@ impl ProductsApi {
         &self,
         _auth: WriteAuth,
         /// Product id.
+        #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
         /// Only change the product if it is at this version (`"v3"`).
-        #[oai(name = "If-Match")]
+        #[oai(
+            name = "If-Match",
+            validator(pattern = r#"^(\*|"v[1-9][0-9]{0,17}")$"#)
+        )]
         if_match: Header<Option<String>>,
         body: Json<ProductPatchBody>,
     ) -> Result<UpdateProductResponse, ApiError> {
@@ -347,9 +394,13 @@ impl ProductsApi {
         &self,
         _auth: WriteAuth,
         /// Product id.
+        #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
         /// Only delete the product if it is at this version (`"v3"`).
-        #[oai(name = "If-Match")]
+        #[oai(
+            name = "If-Match",
+            validator(pattern = r#"^(\*|"v[1-9][0-9]{0,17}")$"#)
+        )]
         if_match: Header<Option<String>>,
     ) -> Result<DeleteProductResponse, ApiError> {
         let id = ProductId::parse(id.0)?;

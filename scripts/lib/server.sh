@@ -1,0 +1,114 @@
+# shellcheck shell=bash
+# Start a throw-away api-server for black-box tools: a temporary SQLite database, a
+# private redis-server, a fixed API token and free ports. Everything is removed on exit.
+#
+# Usage (from a script with `set -euo pipefail`):
+#
+#   . "$(dirname "$0")/lib/server.sh"
+#   server_start            # sets SERVER_URL, API_TOKEN, SERVER_TMP
+#   curl "$SERVER_URL/health"
+#
+# Environment:
+#   API_SERVER_BIN  the binary (default: target/debug/api-server, built if missing)
+#   API_TOKEN       the write token (default: a fixed test token)
+#   KEEP_TMP=1      keep the temporary directory (database, logs) after exit
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+API_SERVER_BIN="${API_SERVER_BIN:-$ROOT/target/debug/api-server}"
+API_TOKEN="${API_TOKEN:-test-token-0123456789abcdef}"
+SERVER_TMP=""
+SERVER_PID=""
+REDIS_PID=""
+SERVER_URL=""
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() {
+  printf 'error: %s\n' "$*" >&2
+  exit 1
+}
+
+# A TCP port nobody listens on right now (the kernel's choice).
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+server_cleanup() {
+  local status=$?
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [ -n "$REDIS_PID" ] && kill -0 "$REDIS_PID" 2>/dev/null; then
+    kill -TERM "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+  fi
+  if [ "$status" -ne 0 ] && [ -n "$SERVER_TMP" ] && [ -f "$SERVER_TMP/server.log" ]; then
+    printf '\n--- last lines of the server log (%s) ---\n' "$SERVER_TMP/server.log" >&2
+    tail -n 40 "$SERVER_TMP/server.log" >&2 || true
+  fi
+  if [ -n "$SERVER_TMP" ]; then
+    if [ "${KEEP_TMP:-0}" = 1 ]; then
+      log "kept $SERVER_TMP"
+    else
+      rm -rf "$SERVER_TMP"
+    fi
+  fi
+  return "$status"
+}
+
+# Builds the binary if it is missing.
+server_build() {
+  if [ -x "$API_SERVER_BIN" ]; then
+    log "using $API_SERVER_BIN (built $(date -r "$API_SERVER_BIN" "+%F %T"); cargo build -p api-server to refresh)"
+  else
+    log "building api-server"
+    (cd "$ROOT" && cargo build -p api-server)
+  fi
+}
+
+# Starts redis-server and api-server; returns once /health answers 200.
+server_start() {
+  command -v redis-server >/dev/null || die "redis-server is not on PATH"
+  command -v curl >/dev/null || die "curl is not on PATH"
+  server_build
+
+  SERVER_TMP="$(mktemp -d "${TMPDIR:-/tmp}/api-server-test.XXXXXX")"
+  trap server_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+
+  local redis_port port
+  redis_port="$(free_port)"
+  mkdir -p "$SERVER_TMP/redis"
+  redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$SERVER_TMP/redis" \
+    --save "" --appendonly no --daemonize no --loglevel warning \
+    >"$SERVER_TMP/redis.log" 2>&1 &
+  REDIS_PID=$!
+  local i
+  for i in $(seq 50); do
+    if redis-cli -h 127.0.0.1 -p "$redis_port" ping >/dev/null 2>&1; then break; fi
+    kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server exited: $(cat "$SERVER_TMP/redis.log")"
+    sleep 0.1
+  done
+  log "redis-server (pid $REDIS_PID) on 127.0.0.1:$redis_port"
+
+  port="$(free_port)"
+  SERVER_URL="http://127.0.0.1:$port"
+  BIND="127.0.0.1:$port" \
+    DATABASE_URL="sqlite://$SERVER_TMP/x.db?mode=rwc" \
+    REDIS_URL="redis://127.0.0.1:$redis_port" \
+    API_TOKEN="$API_TOKEN" \
+    CACHE_PREFIX="test" \
+    RUST_LOG="${RUST_LOG:-warn}" \
+    "$API_SERVER_BIN" serve >"$SERVER_TMP/server.log" 2>&1 &
+  SERVER_PID=$!
+  for i in $(seq 300); do
+    if curl -fsS -o /dev/null "$SERVER_URL/health" 2>/dev/null; then
+      log "api-server (pid $SERVER_PID) at $SERVER_URL"
+      return 0
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || die "api-server exited during start-up"
+    sleep 0.1
+  done
+  die "api-server did not answer $SERVER_URL/health within 30 s"
+}
