@@ -238,6 +238,7 @@ impl CacheService {
                 Ok(()) => metrics::counter!("cache_invalidations_total", "namespace" => namespace)
                     .increment(1),
                 Err(error) => {
+                    self.inner.breaker.trip();
                     metrics::counter!("cache_invalidation_errors_total", "namespace" => namespace)
                         .increment(1);
                     tracing::warn!(key = %inv.key, %error, "cache invalidation failed");
@@ -259,6 +260,7 @@ impl CacheService {
                 Ok(())
             }
             Err(error) => {
+                self.inner.breaker.trip();
                 metrics::counter!("cache_invalidation_errors_total", "namespace" => namespace)
                     .increment(1);
                 tracing::warn!(group = namespace, %error, "cache group invalidation failed");

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
-use product_service::{Category, Description, PriceCents, ProductName, Sku, Stock};
+use product_service::{Category, Description, PriceCents, ProductName, RepricePercent, Sku, Stock};
 use serde_json::Value;
 
 /// A domain type that can arrive as one JSON field.
@@ -72,7 +72,7 @@ impl<D: DomainField> ToJSON for Field<D> {
     }
 }
 
-/// The pattern of free text: anything but NUL (see [`string_value`]).
+/// The pattern of free text: anything but NUL, which the domain types refuse.
 const NO_NUL: &str = r"^[^\x00]*$";
 
 fn string_schema(min: usize, max: usize, pattern: Option<&str>, example: &str) -> MetaSchema {
@@ -94,11 +94,9 @@ fn integer_schema(max: i64, example: i64) -> MetaSchema {
     }
 }
 
-/// A JSON string. NUL characters are refused: PostgreSQL cannot store them in `text`, so
-/// letting one through would turn bad input into a 500.
+/// A JSON string (the domain type then applies its rules, NUL characters included).
 fn string_value(value: Value) -> Result<String, String> {
     match value {
-        Value::String(s) if s.contains('\0') => Err("must not contain NUL characters".to_owned()),
         Value::String(s) => Ok(s),
         other => Err(format!("must be a string, not {}", json_kind(&other))),
     }
@@ -205,6 +203,30 @@ impl DomainField for Stock {
     }
     fn from_json(value: Value) -> Result<Self, String> {
         Stock::parse(integer_value(value)?).map_err(|e| e.reason)
+    }
+    fn to_json(&self) -> Value {
+        Value::from(self.get())
+    }
+}
+
+impl DomainField for RepricePercent {
+    const FIELD: &'static str = "percent";
+    fn schema() -> MetaSchema {
+        MetaSchema {
+            minimum: Some(-90.0),
+            maximum: Some(1000.0),
+            example: Some(Value::from(10)),
+            ..MetaSchema::new_with_format("number", "double")
+        }
+    }
+    fn from_json(value: Value) -> Result<Self, String> {
+        match &value {
+            Value::Number(n) => n
+                .as_f64()
+                .ok_or_else(|| format!("must be a number, not {n}"))
+                .and_then(|p| RepricePercent::parse(p).map_err(|e| e.reason)),
+            other => Err(format!("must be a number, not {}", json_kind(other))),
+        }
     }
     fn to_json(&self) -> Value {
         Value::from(self.get())

@@ -19,8 +19,7 @@ pub struct RepriceRequest {
     #[oai(nullable)]
     category: Option<Field<Category>>,
     /// Change in percent, −90 to 1000; new prices are rounded to the nearest cent.
-    #[oai(validator(minimum(value = "-90"), maximum(value = "1000")))]
-    percent: f64,
+    percent: Field<RepricePercent>,
 }
 
 /// A reprice job.
@@ -46,7 +45,7 @@ impl Example for RepriceRequest {
     fn example() -> Self {
         Self {
             category: Category::parse("keyboards".to_owned()).ok().map(Field),
-            percent: 10.0,
+            percent: Field(RepricePercent::parse(10.0).expect("10 is within bounds")),
         }
     }
 }
@@ -131,10 +130,9 @@ impl JobsApi {
         _auth: WriteAuth,
         body: Json<RepriceRequest>,
     ) -> Result<EnqueueResponse, ApiError> {
-        let percent = RepricePercent::parse(body.0.percent)?;
         let job = self
             .service
-            .enqueue_reprice(body.0.category.map(|c| c.0), percent)
+            .enqueue_reprice(body.0.category.map(|c| c.0), body.0.percent.0)
             .await?;
         let location = format!("/api/jobs/{}", job.id);
         Ok(EnqueueResponse::Accepted(

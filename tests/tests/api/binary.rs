@@ -1,0 +1,401 @@
+//! The real `api-server` executable: subcommands, the generated token, SIGTERM.
+//!
+//! `CARGO_BIN_EXE_api-server` only exists inside the `api-server` crate, so the binary
+//! is looked up next to this test executable (`target/debug/api-server`, built by
+//! `cargo build` or `cargo test --workspace`). Without it these tests print a notice and
+//! pass (they panic in CI).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use reqwest::header::AUTHORIZATION;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::helpers::{id_of, new_product, spawn_app_with_redis, test_name};
+
+/// Environment variables the binary reads; each test sets what it needs.
+const SETTINGS: &[&str] = &[
+    "BIND",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CACHE_PREFIX",
+    "CACHE_TTL_SECS",
+    "API_TOKEN",
+];
+
+/// How long the server may take to start or to stop.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The `api-server` executable, or `None` after a notice.
+fn binary() -> Option<PathBuf> {
+    let name = format!("api-server{}", std::env::consts::EXE_SUFFIX);
+    // This test runs as target/<profile>/deps/api-<hash>.
+    let beside_tests = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join(&name)));
+    let in_workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/debug")
+        .join(&name);
+    let Some(path) = [beside_tests, Some(in_workspace)]
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+    else {
+        let message = format!(
+            "SKIPPED {}: no api-server binary; run `cargo build -p api-server` first",
+            test_name()
+        );
+        assert!(!integration_tests::in_ci(), "{message}");
+        eprintln!("{message}");
+        return None;
+    };
+    warn_if_stale(&path);
+    Some(path)
+}
+
+/// Prints a notice when the binary is older than the sources it is built from.
+fn warn_if_stale(binary: &Path) {
+    fn newest(dir: &Path) -> Option<SystemTime> {
+        std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .filter_map(|entry| {
+                let meta = entry.metadata().ok()?;
+                if meta.is_dir() {
+                    newest(&entry.path())
+                } else {
+                    meta.modified().ok()
+                }
+            })
+            .max()
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sources = ["api-server/src", "product-service/src", "cache-service/src"]
+        .iter()
+        .filter_map(|dir| newest(&root.join(dir)))
+        .max();
+    let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok();
+    if let (Some(sources), Some(built)) = (sources, built)
+        && sources > built
+    {
+        eprintln!(
+            "NOTE {}: {} is older than the sources; run `cargo build -p api-server`",
+            test_name(),
+            binary.display()
+        );
+    }
+}
+
+/// A command for the binary with none of its settings inherited.
+fn command(binary: &Path) -> Command {
+    let mut command = Command::new(binary);
+    for name in SETTINGS {
+        command.env_remove(name);
+    }
+    command
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+fn sqlite_url(dir: &TempDir) -> String {
+    format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("products.db").display()
+    )
+}
+
+#[tokio::test]
+async fn help_lists_the_serve_migrate_and_import_subcommands() {
+    let Some(binary) = binary() else { return };
+
+    let output = command(&binary).arg("--help").output().await.expect("runs");
+
+    assert!(output.status.success(), "{:?}", output.status);
+    let help = String::from_utf8_lossy(&output.stdout);
+    for subcommand in ["serve", "migrate", "import"] {
+        assert!(
+            help.lines()
+                .any(|line| line.trim_start().starts_with(subcommand)),
+            "{subcommand} in:\n{help}"
+        );
+    }
+    for flag in [
+        "--bind",
+        "--database-url",
+        "--redis-url",
+        "--cache-prefix",
+        "--cache-ttl-secs",
+        "--api-token",
+    ] {
+        assert!(help.contains(flag), "{flag} in:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn migrate_applies_the_migrations_and_exits_0_every_time() {
+    let Some(binary) = binary() else { return };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+
+    for run in ["first", "second"] {
+        let output = command(&binary)
+            .arg("migrate")
+            .env("DATABASE_URL", sqlite_url(&dir))
+            .output()
+            .await
+            .expect("runs");
+        assert!(
+            output.status.success(),
+            "{run} run: {:?}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert!(
+        dir.path().join("products.db").is_file(),
+        "the database exists"
+    );
+}
+
+/// A running `api-server serve` and its output, line by line.
+struct Served {
+    child: Child,
+    address: String,
+    stdout: mpsc::UnboundedReceiver<String>,
+}
+
+fn forward_lines(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Starts `api-server` (no subcommand: `serve` is the default) on a free port with a
+/// fresh SQLite database, and waits for its "serving" log line.
+async fn serve(binary: &Path, dir: &TempDir, token: Option<&str>) -> Served {
+    let mut command = command(binary);
+    command
+        .env("BIND", "127.0.0.1:0")
+        .env("DATABASE_URL", sqlite_url(dir))
+        .env("CACHE_PREFIX", integration_tests::unique_prefix("binary"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(token) = token {
+        command.env("API_TOKEN", token);
+    }
+    let mut child = command.spawn().expect("api-server starts");
+    let stdout = forward_lines(child.stdout.take().expect("stdout"));
+    let mut stderr = forward_lines(child.stderr.take().expect("stderr"));
+
+    let mut log = Vec::new();
+    let address = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = stderr.recv().await {
+            log.push(line.clone());
+            if line.contains("serving")
+                && let Some(start) = line.find("http://")
+            {
+                let rest = &line[start..];
+                let end = rest.find("/docs").unwrap_or(rest.len());
+                return Some(rest[..end].to_owned());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| panic!("no \"serving\" line; the log was:\n{}", log.join("\n")));
+    // Keep draining stderr so the server never blocks on a full pipe.
+    tokio::spawn(async move { while stderr.recv().await.is_some() {} });
+    Served {
+        child,
+        address,
+        stdout,
+    }
+}
+
+/// Sends SIGTERM (with the `kill` command) and waits for the exit status.
+async fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("still running");
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(sent.success(), "kill -TERM {pid}");
+    tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("the server exits after SIGTERM")
+        .expect("exit status")
+}
+
+async fn remaining_lines(rx: &mut mpsc::UnboundedReceiver<String>) -> Vec<String> {
+    let mut lines = Vec::new();
+    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+        lines.push(line);
+    }
+    lines
+}
+
+#[tokio::test]
+async fn without_api_token_serve_prints_a_generated_token_once_and_sigterm_exits_0() {
+    let Some(binary) = binary() else { return };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut served = serve(&binary, &dir, None).await;
+    let first = tokio::time::timeout(PATIENCE, served.stdout.recv())
+        .await
+        .ok()
+        .flatten()
+        .expect("a line on stdout");
+    let token = first
+        .rsplit(' ')
+        .next()
+        .filter(|t| t.len() >= 32)
+        .unwrap_or_else(|| panic!("a token at the end of {first:?}"))
+        .to_owned();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+
+    let health = client
+        .get(format!("{}/health", served.address))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(health.status(), StatusCode::OK);
+    let created = client
+        .post(format!("{}/api/products", served.address))
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .json(&new_product("BIN-1"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(
+        created.status(),
+        StatusCode::CREATED,
+        "the printed token works"
+    );
+    let refused = client
+        .post(format!("{}/api/products", served.address))
+        .header(AUTHORIZATION, "Bearer not-the-token")
+        .json(&new_product("BIN-2"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+
+    let status = terminate(&mut served.child).await;
+
+    assert!(status.success(), "SIGTERM exits 0, not {status:?}");
+    let mut stdout = vec![first];
+    stdout.extend(remaining_lines(&mut served.stdout).await);
+    let printed = stdout.iter().filter(|line| line.contains(&token)).count();
+    assert_eq!(printed, 1, "the token is printed once: {stdout:?}");
+}
+
+#[tokio::test]
+async fn with_api_token_serve_uses_it_and_never_prints_it() {
+    let Some(binary) = binary() else { return };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let token = format!("chosen-{:032x}", rand::random::<u128>());
+    let mut served = serve(&binary, &dir, Some(&token)).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+
+    let created = client
+        .post(format!("{}/api/products", served.address))
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .json(&new_product("BIN-3"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(created.status(), StatusCode::CREATED);
+
+    let status = terminate(&mut served.child).await;
+
+    assert!(status.success(), "SIGTERM exits 0, not {status:?}");
+    let stdout = remaining_lines(&mut served.stdout).await;
+    assert!(
+        stdout.iter().all(|line| !line.contains(&token)),
+        "the token is never printed: {stdout:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_import_by_the_binary_is_seen_by_a_running_servers_next_cached_reads() {
+    let Some(binary) = binary() else { return };
+    let Some(app) = spawn_app_with_redis().await else {
+        return;
+    };
+    let existing = app.create(&new_product("IMP-1")).await;
+    let id = id_of(&existing);
+    for _ in 0..2 {
+        app.fetch(id).await;
+        app.fetch_page("").await;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("products.csv");
+    std::fs::write(
+        &file,
+        "sku,name,price_cents,stock,category\n\
+         IMP-1,Imported name,1234,,\n\
+         IMP-2,Brand new,500,3,imported\n\
+         bad sku!,Broken,1,1,\n",
+    )
+    .expect("the CSV is written");
+
+    let output = command(&binary)
+        .arg("import")
+        .arg(&file)
+        .env("DATABASE_URL", &app.database_url)
+        .env("REDIS_URL", app.redis_url.as_deref().expect("Redis"))
+        .env("CACHE_PREFIX", &app.prefix)
+        .output()
+        .await
+        .expect("runs");
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stdout.contains("created 1, updated 1, unchanged 0, failed 1"),
+        "the summary on stdout: {stdout}\n{stderr}"
+    );
+    assert!(stderr.contains("line 4"), "the bad row's line: {stderr}");
+    assert!(
+        !output.status.success(),
+        "a failed row makes the exit code non-zero"
+    );
+    let updated = app.fetch(id).await;
+    assert_eq!(updated["name"], "Imported name", "{updated}");
+    assert_eq!(updated["price_cents"], 1234, "{updated}");
+    assert_eq!(
+        updated["stock"], existing["stock"],
+        "an empty cell keeps the value"
+    );
+    assert_eq!(updated["version"], 2, "{updated}");
+    let page = app.fetch_page("").await;
+    assert_eq!(
+        page["total"], 2,
+        "the list shows the created product: {page}"
+    );
+    assert_eq!(page["items"][0], updated);
+}
