@@ -97,6 +97,8 @@ impl Application {
             .data(ApiToken(self.token.clone()));
         crate::telemetry::prometheus();
         let relay = self.products.spawn_relay(RelayConfig::default());
+        // Serve with the cache open when it is healthy; a dead Redis must not delay start.
+        let _ = tokio::time::timeout(Duration::from_secs(2), relay.first_pass()).await;
         let jobs = self.products.spawn_job_worker(JobConfig::default());
         tracing::info!(address = %self.local_addr, "serving; Swagger UI at http://{}/docs", self.local_addr);
         Server::new_with_acceptor(self.acceptor)

@@ -250,6 +250,7 @@ async fn delete(db: &impl sea_orm::ConnectionTrait, rows: &[cache_outbox::Model]
 #[derive(Debug)]
 pub struct RelayHandle {
     stop: watch::Sender<bool>,
+    passes: watch::Receiver<u64>,
     task: JoinHandle<()>,
 }
 
@@ -259,8 +260,16 @@ impl RelayHandle {
         // Until the first pass has checked which Redis this is, its entries wait.
         relay.cache.hold_reads_until_resync();
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(relay, config, stopped));
-        Self { stop, task }
+        let (passed, passes) = watch::channel(0);
+        let task = tokio::spawn(run(relay, config, stopped, passed));
+        Self { stop, passes, task }
+    }
+
+    /// Waits until the relay has made its first pass (checked which Redis this is and
+    /// applied what was owed), so a server can start serving with its cache open.
+    pub async fn first_pass(&self) {
+        let mut passes = self.passes.clone();
+        let _ = passes.wait_for(|n| *n > 0).await;
     }
 
     /// Applies what is still owed, then stops.
@@ -272,10 +281,16 @@ impl RelayHandle {
     }
 }
 
-async fn run(relay: OutboxRelay, config: RelayConfig, mut stopped: watch::Receiver<bool>) {
+async fn run(
+    relay: OutboxRelay,
+    config: RelayConfig,
+    mut stopped: watch::Receiver<bool>,
+    passed: watch::Sender<u64>,
+) {
     let mut listener = listen(&relay.db).await;
     loop {
         relay.tick().await;
+        passed.send_modify(|n| *n += 1);
         tokio::select! {
             _ = stopped.changed() => break,
             () = tokio::time::sleep(config.poll_interval) => {}
