@@ -2,7 +2,7 @@
 //! to a product, so none is lost to a crash, a Redis outage, or a writer that bypassed
 //! [`ProductService`](crate::ProductService).
 //!
-//! Every server instance runs one ([`ProductService::spawn_relay`]). It is the safety
+//! Every server instance runs one ([`ProductService::spawn_relay`](crate::ProductService::spawn_relay)). It is the safety
 //! net: the service still invalidates inline after commit, so a client reads its own
 //! write at once; replaying an invalidation that was already applied costs nothing
 //! ([`CacheService::replay_write`]). Delivery is at-least-once and idempotent. On
