@@ -31,7 +31,10 @@ type Parsed<T> = Result<T, ValidationError>;
 /// Text may hold any character but NUL, which PostgreSQL cannot store in `text`.
 fn reject_nul(field: &'static str, value: &str) -> Result<(), ValidationError> {
     if value.contains('\0') {
-        return Err(ValidationError::new(field, "must not contain NUL characters"));
+        return Err(ValidationError::new(
+            field,
+            "must not contain NUL characters",
+        ));
     }
     Ok(())
 }
@@ -378,8 +381,14 @@ mod tests {
     #[test]
     fn nul_characters_are_refused_in_text() {
         assert_eq!(ProductName::parse("a\0b").map_err(|e| e.field), Err("name"));
-        assert_eq!(Description::parse("a\0b").map_err(|e| e.field), Err("description"));
-        assert_eq!(Category::parse("a\0b").map_err(|e| e.field), Err("category"));
+        assert_eq!(
+            Description::parse("a\0b").map_err(|e| e.field),
+            Err("description")
+        );
+        assert_eq!(
+            Category::parse("a\0b").map_err(|e| e.field),
+            Err("category")
+        );
     }
 
     #[test]
