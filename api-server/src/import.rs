@@ -232,13 +232,17 @@ async fn connect(settings: &Settings) -> anyhow::Result<(ProductService, bool)> 
         Err(error) if shared => {
             let mut without_redis = settings.clone();
             without_redis.redis_url = None;
-            let service = startup::connect(&without_redis)
-                .await
-                .map_err(|_| error.context("failed to connect"))?;
-            tracing::warn!(
-                "Redis is unreachable; importing anyway: the outbox keeps every invalidation until a server's relay applies it"
-            );
-            Ok((service, false))
+            match startup::connect(&without_redis).await {
+                Ok(service) => {
+                    tracing::warn!(
+                        error = %format!("{error:#}"),
+                        "Redis is unreachable; importing anyway: the outbox keeps every invalidation until a server's relay applies it"
+                    );
+                    Ok((service, false))
+                }
+                // Not (only) Redis: report the first failure.
+                Err(_) => Err(error.context("failed to connect")),
+            }
         }
         Err(error) => Err(error.context("failed to connect")),
     }
@@ -263,7 +267,7 @@ async fn settle_outbox(service: &ProductService, shared_cache: bool) {
 }
 
 /// Imports `path` through `service` (see the [module docs](self)); bad rows are
-/// reported on stderr as they are found and returned in the report. Fails before
+/// reported on stderr (in line order, batch by batch) and returned in the report. Fails before
 /// writing anything if the file cannot be opened or its CSV header is wrong; fails
 /// midway (earlier batches stay applied) if reading the file or the database fails.
 pub async fn import_file(
@@ -275,8 +279,7 @@ pub async fn import_file(
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut source = match Format::of(path) {
         Format::Csv => Source::Csv(
-            CsvSource::open(file)
-                .with_context(|| format!("{} is not importable", path.display()))?,
+            CsvSource::open(file).with_context(|| format!("cannot import {}", path.display()))?,
         ),
         Format::JsonLines => Source::JsonLines(JsonLinesSource::new(file)),
     };

@@ -3,50 +3,61 @@
 //! An [`Importer`] applies batches of [`ProductImport`] rows, each batch in one write
 //! transaction:
 //!
-//! 1. one `SELECT … WHERE sku IN (…)` reads the batch's existing products (on PostgreSQL
-//!    `FOR UPDATE`, in id order; on SQLite the `IMMEDIATE` transaction already makes the
-//!    importer the only writer), so nobody changes them until the commit;
+//! 1. one `SELECT … WHERE sku IN (…)` reads the batch's existing products. On SQLite the
+//!    `IMMEDIATE` transaction makes the importer the only writer until the commit; on
+//!    PostgreSQL a product changed by someone else after this read fails the `UPDATE`
+//!    below (its `WHERE` has the version read), and the batch is tried again, the last
+//!    time with the rows locked `FOR UPDATE`;
 //! 2. the rows are applied in order to an in-memory copy of those products: a new sku is
 //!    created, a known one gets the fields the row gives, or is counted unchanged when
 //!    they already hold those values. A sku may appear several times in one batch; each
 //!    row sees the effect of the rows before it, exactly as if they were applied one by
 //!    one;
-//! 3. the net effect is written: one multi-row `INSERT` for the new products, and per
-//!    changed product one atomic `UPDATE` of only the changed columns with
-//!    `version = version + n` (`n`: the rows that changed it). Final values and versions
-//!    are those of applying the rows one by one, in far fewer statements;
+//! 3. the net effect is written: one multi-row `INSERT` for the new products, and one
+//!    atomic `UPDATE … FROM (VALUES …)` for the changed ones, which sets only the changed
+//!    columns and `version = version + n` (`n`: the rows that changed the product), each
+//!    row guarded by the version read (`WHERE version = …`). Final values and versions
+//!    are those of applying the rows one by one, in three statements per batch;
 //! 4. after the commit (never before, never for a rolled-back batch) the batch's changed
-//!    products are invalidated at their new versions and the list group once.
+//!    products are invalidated at their new versions, and the list group once.
 //!
 //! The database triggers record every change in `cache_outbox` in the same transaction,
 //! so an invalidation that fails here (Redis down) is applied later by a relay
-//! ([`ProductService::relay`]). After the first failure the importer stops trying
-//! inline for the rest of the import and leaves the invalidations to the outbox, so a
-//! dead or frozen Redis costs one timeout, not one per batch.
+//! ([`ProductService::relay`]). With a shared cache ([`Importer::with_shared_cache`]),
+//! once a batch's invalidation has been applied the importer deletes the outbox rows
+//! that batch recorded, as a relay would after applying them, so that a final drain does
+//! not replay 100 000 invalidations that were already applied. After a failed invalidation, inline invalidation pauses (1 s, doubling up to
+//! 30 s) and the outbox keeps what is owed, so a dead or frozen Redis costs a few
+//! timeouts, not one per batch.
 //!
 //! A dry run executes the same statements in a transaction that is rolled back, and
 //! invalidates nothing. It remembers what its earlier batches would have changed, so a
 //! sku that appears in several batches is counted as the real import would count it.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use cache_service::Invalidation;
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, Value,
 };
 
 use crate::domain::{Category, Description, PriceCents, ProductName, Sku, Stock, ValidationError};
-use crate::entity::product;
+use crate::entity::{cache_outbox, product};
 use crate::error::Result;
 use crate::service::{PRODUCT, PRODUCT_LIST, ProductService, now};
 
-/// How many times a batch is tried when a concurrent writer created one of its new skus
-/// between the batch's `SELECT` and its `INSERT` (PostgreSQL only: on SQLite the
-/// importer is the only writer for the whole transaction).
+/// How many times a batch is tried when another writer got in the way (PostgreSQL only:
+/// on SQLite the importer is the only writer for the whole transaction). The first
+/// tries are optimistic; the last locks the batch's rows (`FOR UPDATE`), so a product
+/// that other writers keep changing cannot make the import fail.
 const ATTEMPTS: usize = 3;
+
+/// How long inline invalidation pauses after its first failure, and at most.
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+const MAX_PAUSE: Duration = Duration::from_secs(30);
 
 /// One imported row: a sku and the fields the row gives. `None` keeps the product's
 /// current value; creating a product needs `name`, `price_cents` and `stock`
@@ -111,8 +122,14 @@ pub struct Importer {
     dry_run: bool,
     /// Dry run only: the products as earlier batches left them (they were rolled back).
     simulated: HashMap<String, Current>,
-    /// Cleared after the first failed invalidation; the outbox keeps the rest.
-    invalidate_inline: bool,
+    /// Whether the cache is the one the servers read (see [`Importer::with_shared_cache`]).
+    shared_cache: bool,
+    /// Whether [`Importer::analyze_once`] has run.
+    analyzed: bool,
+    /// After a failed invalidation, inline invalidation pauses until then (the outbox
+    /// keeps what is owed meanwhile), and the pause doubles up to [`MAX_PAUSE`].
+    paused_until: Option<Instant>,
+    pause: Duration,
 }
 
 impl ProductService {
@@ -123,7 +140,10 @@ impl ProductService {
             service: self.clone(),
             dry_run,
             simulated: HashMap::new(),
-            invalidate_inline: true,
+            shared_cache: false,
+            analyzed: false,
+            paused_until: None,
+            pause: FIRST_PAUSE,
         }
     }
 
@@ -136,6 +156,15 @@ impl ProductService {
 }
 
 impl Importer {
+    /// Declares whether the service's cache is the one the servers read (Redis). Only
+    /// then does an applied invalidation settle the outbox rows of its batch; a server
+    /// with an in-process cache is reached through its own relay alone, so without this
+    /// (the default) the outbox rows are left for it.
+    pub fn with_shared_cache(mut self, shared: bool) -> Self {
+        self.shared_cache = shared;
+        self
+    }
+
     /// Whether this importer writes nothing.
     pub fn is_dry_run(&self) -> bool {
         self.dry_run
@@ -148,10 +177,11 @@ impl Importer {
     pub async fn import_batch(&mut self, rows: &[ProductImport]) -> Result<BatchReport> {
         let mut attempt = 1;
         loop {
-            match self.try_batch(rows).await? {
+            let lock = attempt == ATTEMPTS;
+            match self.try_batch(rows, lock).await? {
                 Attempt::Done(report) => return Ok(report),
                 Attempt::Conflict(error) if attempt < ATTEMPTS => {
-                    tracing::debug!(%error, attempt, "import: another writer created a sku of this batch; trying again");
+                    tracing::debug!(%error, attempt, "import: another writer changed a product of this batch; trying again");
                     attempt += 1;
                 }
                 Attempt::Conflict(error) => return Err(error.into()),
@@ -159,13 +189,14 @@ impl Importer {
         }
     }
 
-    async fn try_batch(&mut self, rows: &[ProductImport]) -> Result<Attempt> {
+    async fn try_batch(&mut self, rows: &[ProductImport], lock: bool) -> Result<Attempt> {
         let mut report = BatchReport::default();
         if rows.is_empty() {
             return Ok(Attempt::Done(report));
         }
+        let started = Instant::now();
         let txn = self.service.begin_write().await?;
-        let mut batch = self.load(&txn, rows).await?;
+        let mut batch = self.load(&txn, rows, lock).await?;
         for (index, row) in rows.iter().enumerate() {
             match batch.get_mut(&row.sku) {
                 Some(current) => {
@@ -184,6 +215,12 @@ impl Importer {
                 },
             }
         }
+        let dirty = batch.rows.iter().any(Current::is_dirty);
+        let mark = if dirty && self.shared_cache && !self.dry_run {
+            Some(outbox_mark(&txn).await?)
+        } else {
+            None
+        };
         let written = match write(&txn, &batch).await {
             Ok(written) => written,
             Err(error) if is_conflict(&error) => {
@@ -195,24 +232,49 @@ impl Importer {
         if self.dry_run {
             txn.rollback().await?;
             self.remember(batch);
-        } else {
-            txn.commit().await?;
-            self.invalidate(&written).await;
+            return Ok(Attempt::Done(report));
         }
+        let owed = match mark {
+            Some(mark) => owed_since(&txn, mark, &written).await?,
+            None => Vec::new(),
+        };
+        txn.commit().await?;
+        let committed = Instant::now();
+        if report.created > 0 {
+            self.analyze_once().await;
+        }
+        if self.invalidate(&written).await {
+            self.settle(&owed).await;
+        }
+        tracing::debug!(
+            rows = rows.len(),
+            written = written.len(),
+            database = ?committed - started,
+            cache = ?committed.elapsed(),
+            "import: batch applied"
+        );
         Ok(Attempt::Done(report))
     }
 
-    /// The batch's existing products, locked until the commit, overlaid in a dry run
-    /// with what earlier batches would have made of them.
-    async fn load(&self, txn: &DatabaseTransaction, rows: &[ProductImport]) -> Result<Batch> {
+    /// The batch's existing products (with `lock`, locked until the commit), overlaid in
+    /// a dry run with what earlier batches would have made of them.
+    async fn load(
+        &self,
+        txn: &DatabaseTransaction,
+        rows: &[ProductImport],
+        lock: bool,
+    ) -> Result<Batch> {
         let mut skus: Vec<&str> = rows.iter().map(|r| r.sku.as_str()).collect();
         skus.sort_unstable();
         skus.dedup();
         let mut select = product::Entity::find()
             .filter(product::Column::Sku.is_in(skus.iter().copied()))
             .order_by_asc(product::Column::Id);
-        if txn.get_database_backend() == DbBackend::Postgres {
-            // SQLite has no row locks (and needs none: the transaction is IMMEDIATE).
+        // Without the lock, each UPDATE's `WHERE version = <read>` catches a concurrent
+        // change (the batch is then tried again): locking 500 rows that are mostly left
+        // unchanged would cost a write per row. SQLite has no row locks and needs none
+        // (the transaction is IMMEDIATE).
+        if lock && txn.get_database_backend() == DbBackend::Postgres {
             select = select.lock_exclusive();
         }
         let mut batch = Batch::default();
@@ -238,11 +300,41 @@ impl Importer {
         }
     }
 
-    /// After the commit: the changed products at their new versions, the list group once.
-    async fn invalidate(&mut self, written: &[(i64, i64)]) {
-        let cache = &self.service.cache;
-        if written.is_empty() || !self.invalidate_inline || cache.needs_resync() {
+    /// PostgreSQL plans by statistics, and a table that was never analyzed (one that an
+    /// import is filling from empty) gets none until autovacuum catches up: meanwhile
+    /// the `sku IN (…)` lookups run as sequential scans, slower with every batch. Once
+    /// the first batch has created products, a table without statistics is analyzed (a
+    /// sample: milliseconds); later growth is then estimated from its size.
+    async fn analyze_once(&mut self) {
+        if self.analyzed || self.service.db.get_database_backend() != DbBackend::Postgres {
             return;
+        }
+        self.analyzed = true;
+        let db = &self.service.db;
+        let never_analyzed = db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT relpages FROM pg_class WHERE oid = 'product'::regclass",
+            ))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|row| row.try_get::<i32>("", "relpages").ok())
+            == Some(0);
+        if never_analyzed && let Err(error) = db.execute_unprepared("ANALYZE product").await {
+            tracing::debug!(%error, "import: cannot analyze the product table");
+        }
+    }
+
+    /// After the commit: the changed products at their new versions, the list group
+    /// once. Returns whether it was applied; if not, the outbox still owes it.
+    async fn invalidate(&mut self, written: &[(i64, i64)]) -> bool {
+        let cache = &self.service.cache;
+        if written.is_empty() {
+            return true;
+        }
+        if cache.needs_resync() || self.paused_until.is_some_and(|t| Instant::now() < t) {
+            return false;
         }
         let items: Vec<Invalidation> = written
             .iter()
@@ -250,11 +342,71 @@ impl Importer {
                 Invalidation::at_version(cache.key(PRODUCT, id), version.unsigned_abs())
             })
             .collect();
-        if let Err(error) = cache.invalidate_write(&items, &[PRODUCT_LIST]).await {
-            self.invalidate_inline = false;
-            tracing::warn!(%error, "import: cache invalidation failed; the outbox keeps the invalidations of this and later batches for the relay");
+        match cache.invalidate_write(&items, &[PRODUCT_LIST]).await {
+            Ok(()) => {
+                self.paused_until = None;
+                self.pause = FIRST_PAUSE;
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, pause = ?self.pause, "import: cache invalidation failed; the outbox keeps what is owed, and inline invalidation pauses");
+                self.paused_until = Some(Instant::now() + self.pause);
+                self.pause = (self.pause * 2).min(MAX_PAUSE);
+                false
+            }
         }
     }
+
+    /// After the batch's invalidation was applied: deletes the outbox rows its own
+    /// transaction recorded, which that invalidation (at the products' final versions)
+    /// has just satisfied, as a relay would after applying them. Without this, the final
+    /// drain would replay every one of them. A failure only leaves them to a relay.
+    async fn settle(&self, owed: &[i64]) {
+        if owed.is_empty() {
+            return;
+        }
+        let deleted = cache_outbox::Entity::delete_many()
+            .filter(cache_outbox::Column::Id.is_in(owed.iter().copied()))
+            .exec(&self.service.db)
+            .await;
+        if let Err(error) = deleted {
+            tracing::debug!(%error, "import: outbox rows left for the relay");
+        }
+    }
+}
+
+/// The highest outbox id before the batch's writes (0 when empty).
+async fn outbox_mark(txn: &DatabaseTransaction) -> Result<i64> {
+    let max: Option<Option<i64>> = cache_outbox::Entity::find()
+        .select_only()
+        .column_as(cache_outbox::Column::Id.max(), "max_id")
+        .into_tuple()
+        .one(txn)
+        .await?;
+    Ok(max.flatten().unwrap_or(0))
+}
+
+/// The outbox rows recorded after `mark` for the written products: the batch's own, and
+/// possibly a concurrent writer's from before the batch's `UPDATE` (which then found the
+/// version it read, so that writer's change came earlier). Either way the batch's
+/// invalidation, at the final versions, covers them. Once the batch has written a
+/// product, nobody else can until the commit (row lock, or a new row).
+async fn owed_since(
+    txn: &DatabaseTransaction,
+    mark: i64,
+    written: &[(i64, i64)],
+) -> Result<Vec<i64>> {
+    if written.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(cache_outbox::Entity::find()
+        .select_only()
+        .column(cache_outbox::Column::Id)
+        .filter(cache_outbox::Column::Id.gt(mark))
+        .filter(cache_outbox::Column::ProductId.is_in(written.iter().map(|&(id, _)| id)))
+        .into_tuple()
+        .all(txn)
+        .await?)
 }
 
 /// The outcome of one try at a batch.
@@ -460,10 +612,64 @@ fn set_integer(field: &mut i64, value: Option<i64>, changed: &mut bool) -> bool 
     }
 }
 
+/// One `UPDATE` for every changed product of the batch, each row guarded by the version
+/// it was read at: `WITH v(…) AS (VALUES …) UPDATE product SET … FROM v WHERE
+/// product.id = v.id AND product.version = v.expected` (PostgreSQL, and SQLite ≥ 3.33).
+/// A column the batch did not change is `NULL` in `v` and keeps its value
+/// (`COALESCE`); `version` moves on by the number of rows that changed the product.
+fn update_statement(
+    backend: DbBackend,
+    changed: &[(i64, &Current)],
+    now: DateTime<Utc>,
+) -> Statement {
+    let mut values: Vec<Value> = Vec::with_capacity(changed.len() * 8 + 1);
+    // PostgreSQL cannot infer the types of parameters in VALUES: cast each one.
+    let mut param = |value: Value, cast: &str| {
+        values.push(value);
+        match backend {
+            DbBackend::Postgres => format!("${}::{cast}", values.len()),
+            _ => "?".to_owned(),
+        }
+    };
+    let mut rows = Vec::with_capacity(changed.len());
+    for &(id, c) in changed {
+        let set = c.changed;
+        let cells = [
+            param(id.into(), "bigint"),
+            param(c.db_version.into(), "bigint"),
+            param((c.version - c.stored_version).into(), "bigint"),
+            param(set.name.then(|| c.name.clone()).into(), "text"),
+            param(
+                set.description.then(|| c.description.clone()).into(),
+                "text",
+            ),
+            param(set.price_cents.then_some(c.price_cents).into(), "bigint"),
+            param(set.stock.then_some(c.stock).into(), "bigint"),
+            param(set.category.then(|| c.category.clone()).into(), "text"),
+        ];
+        rows.push(format!("({})", cells.join(", ")));
+    }
+    let now = param(now.into(), "timestamptz");
+    let sql = format!(
+        "WITH v (id, expected, bump, name, description, price_cents, stock, category) \
+         AS (VALUES {}) \
+         UPDATE product SET \
+         name = COALESCE(v.name, product.name), \
+         description = COALESCE(v.description, product.description), \
+         price_cents = COALESCE(v.price_cents, product.price_cents), \
+         stock = COALESCE(v.stock, product.stock), \
+         category = COALESCE(v.category, product.category), \
+         version = product.version + v.bump, \
+         updated_at = {now} \
+         FROM v WHERE product.id = v.id AND product.version = v.expected",
+        rows.join(", ")
+    );
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
 /// Writes the batch's net effect; returns `(id, version)` of every product it created
 /// or changed, for the invalidation after commit.
 async fn write(txn: &DatabaseTransaction, batch: &Batch) -> Result<Vec<(i64, i64)>, DbErr> {
-    use product::Column as C;
     let now = now();
     let mut written = Vec::new();
 
@@ -480,38 +686,20 @@ async fn write(txn: &DatabaseTransaction, batch: &Batch) -> Result<Vec<(i64, i64
         written.extend(inserted.into_iter().map(|m| (m.id, m.version)));
     }
 
-    for current in batch.rows.iter().filter(|c| c.is_dirty()) {
-        let Some(id) = current.id else { continue }; // inserted above
-        let changed = current.changed;
-        let mut update = product::Entity::update_many()
-            .col_expr(
-                C::Version,
-                Expr::col(C::Version).add(current.version - current.stored_version),
-            )
-            .col_expr(C::UpdatedAt, Expr::value(now))
-            .filter(C::Id.eq(id))
-            .filter(C::Version.eq(current.db_version));
-        if changed.name {
-            update = update.col_expr(C::Name, Expr::value(current.name.clone()));
-        }
-        if changed.description {
-            update = update.col_expr(C::Description, Expr::value(current.description.clone()));
-        }
-        if changed.price_cents {
-            update = update.col_expr(C::PriceCents, Expr::value(current.price_cents));
-        }
-        if changed.stock {
-            update = update.col_expr(C::Stock, Expr::value(current.stock));
-        }
-        if changed.category {
-            update = update.col_expr(C::Category, Expr::value(current.category.clone()));
-        }
-        if update.exec(txn).await?.rows_affected != 1 {
-            // Cannot happen: the row is locked (PostgreSQL) or the transaction is the
-            // only writer (SQLite). Treated as a conflict: the batch is tried again.
+    let changed: Vec<(i64, &Current)> = batch
+        .rows
+        .iter()
+        .filter(|c| c.is_dirty())
+        .filter_map(|c| Some((c.id?, c)))
+        .collect();
+    if !changed.is_empty() {
+        let statement = update_statement(txn.get_database_backend(), &changed, now);
+        if txn.execute_raw(statement).await?.rows_affected() != changed.len() as u64 {
+            // A product changed since it was read (PostgreSQL; SQLite has one writer):
+            // a conflict, so the batch is tried again.
             return Err(DbErr::RecordNotUpdated);
         }
-        written.push((id, current.version));
+        written.extend(changed.iter().map(|(id, c)| (*id, c.version)));
     }
     Ok(written)
 }
