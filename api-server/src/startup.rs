@@ -95,7 +95,7 @@ impl Application {
             .with(HttpMetrics)
             .with(Tracing)
             .data(ApiToken(self.token.clone()));
-        crate::telemetry::prometheus();
+        let upkeep = crate::telemetry::spawn_upkeep();
         let relay = self.products.spawn_relay(RelayConfig::default());
         // Serve with the cache open when it is healthy; a dead Redis must not delay start.
         let _ = tokio::time::timeout(Duration::from_secs(2), relay.first_pass()).await;
@@ -105,6 +105,7 @@ impl Application {
             .run_with_graceful_shutdown(app, shutdown, Some(GRACE))
             .await
             .context("HTTP server failed")?;
+        upkeep.abort();
         jobs.shutdown().await;
         relay.shutdown().await;
         tracing::info!("shut down");

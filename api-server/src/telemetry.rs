@@ -74,3 +74,17 @@ fn describe() {
         "HTTP request latency by method and route template."
     );
 }
+
+/// Keeps the recorder's memory bounded: histogram samples are only folded into their
+/// buckets by upkeep (or a scrape), so without it an unscraped server grows ~2 MiB per
+/// 100 000 requests. Runs until the returned task is aborted.
+pub(crate) fn spawn_upkeep() -> tokio::task::JoinHandle<()> {
+    let handle = prometheus();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+        }
+    })
+}

@@ -1,0 +1,348 @@
+//! Hit-path overhead: a cache hit through [`CacheService::get_or_load`] against a raw
+//! `fred` `GET` of the same bytes, on the same Redis and the same connection pool.
+//!
+//! Variants:
+//! - `raw_get`: `GET key` on the pool, bytes returned, nothing decoded: the physical
+//!   limit of one Redis round trip through `fred`.
+//! - `raw_get_decode`: the same `GET` plus the JSON decode a caller needs anyway: the
+//!   naive cache-aside read.
+//! - `fail_fast_get_decode`: `raw_get_decode` with the per-command options the backend
+//!   uses (`fail_fast`, through `with_options`).
+//! - `…_reconnect_check`: that, plus the backend's reconnection check
+//!   (`CacheBackend::reconnects`), which `get_or_load` runs after every read.
+//! - `get_or_load_hit`: `CacheService::get_or_load` on a warm key (breaker check, `GET`
+//!   with fail-fast options, reconnection check, header and JSON decode, metrics).
+//!
+//! The middle variants split the gap between the raw `GET` and the hit into its parts.
+//!
+//! Sequentially (latency per operation) and with 64 concurrent tasks (throughput).
+//! Targets: hit ≤ 1.15 × raw GET latency; ≥ 0.9 × raw GET throughput at 64 tasks.
+//!
+//! `cargo bench -p cache-service --bench hit_path`; smoke: add `-- --test`.
+
+mod support;
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cache_service::{
+    CacheBackend, CacheConfig, CacheKey, CacheService, Cacheable, Namespace, RedisBackend,
+    RedisConfig,
+};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use fred::prelude::*;
+use serde::{Deserialize, Serialize};
+use support::{Redis, Summary};
+
+const ITEM: Namespace = Namespace::new("item");
+/// Concurrent tasks of the throughput variants.
+const TASKS: usize = 64;
+
+/// A small value shaped like a product (≈ 230 bytes of JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Item {
+    id: u64,
+    sku: String,
+    name: String,
+    description: String,
+    price_cents: i64,
+    stock: i64,
+    category: String,
+    version: u64,
+    created_at: String,
+    updated_at: String,
+}
+
+impl Cacheable for Item {
+    fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+fn item() -> Item {
+    Item {
+        id: 42,
+        sku: "KB-001".to_owned(),
+        name: "Mechanical keyboard".to_owned(),
+        description: "Tenkeyless, brown switches".to_owned(),
+        price_cents: 8999,
+        stock: 12,
+        category: "keyboards".to_owned(),
+        version: 3,
+        created_at: "2026-11-26T10:00:00Z".to_owned(),
+        updated_at: "2026-11-26T10:05:00Z".to_owned(),
+    }
+}
+
+/// Everything one variant needs, cheap to clone into tasks.
+#[derive(Debug, Clone)]
+struct Fixture {
+    cache: CacheService,
+    pool: Pool,
+    backend: RedisBackend,
+    key: CacheKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    RawGet,
+    RawGetDecode,
+    FailFastDecode,
+    FailFastDecodeReconnects,
+    Hit,
+}
+
+const VARIANTS: [Variant; 5] = [
+    Variant::RawGet,
+    Variant::RawGetDecode,
+    Variant::FailFastDecode,
+    Variant::FailFastDecodeReconnects,
+    Variant::Hit,
+];
+/// Index of [`Variant::Hit`] in [`VARIANTS`].
+const HIT: usize = 4;
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::RawGet => "raw_get",
+            Variant::RawGetDecode => "raw_get_decode",
+            Variant::FailFastDecode => "fail_fast_get_decode",
+            Variant::FailFastDecodeReconnects => "fail_fast_get_decode_reconnect_check",
+            Variant::Hit => "get_or_load_hit",
+        }
+    }
+}
+
+impl Fixture {
+    async fn new(url: &str) -> Self {
+        let backend = RedisBackend::connect(&RedisConfig::new(url))
+            .await
+            .expect("bench: Redis");
+        let pool = backend.pool().clone();
+        let cache = CacheService::new(
+            Arc::new(backend.clone()),
+            CacheConfig::with_prefix(support::unique_prefix("hit")),
+        )
+        .expect("bench: cache");
+        let key = cache.key(ITEM, 42);
+        let fixture = Self {
+            cache,
+            pool,
+            backend,
+            key,
+        };
+        // Warm the key, and check that every variant sees the same value.
+        let loaded: Option<Item> = fixture
+            .cache
+            .get_or_load(&fixture.key, || async { Ok::<_, ()>(Some(item())) })
+            .await
+            .expect("bench: warm-up");
+        assert_eq!(loaded, Some(item()));
+        for variant in VARIANTS {
+            fixture.op(variant).await;
+        }
+        fixture
+    }
+
+    /// One read; panics if it does not find the warm value (a benchmark of misses would
+    /// be meaningless).
+    async fn op(&self, variant: Variant) {
+        match variant {
+            Variant::RawGet => {
+                let bytes: Option<Bytes> = self
+                    .pool
+                    .next()
+                    .get(self.key.as_str())
+                    .await
+                    .expect("bench: GET");
+                assert!(black_box(bytes).is_some(), "the key is warm");
+            }
+            Variant::RawGetDecode => {
+                let bytes: Option<Bytes> = self
+                    .pool
+                    .next()
+                    .get(self.key.as_str())
+                    .await
+                    .expect("bench: GET");
+                black_box(decode(bytes));
+            }
+            Variant::FailFastDecode | Variant::FailFastDecodeReconnects => {
+                let bytes: Option<Bytes> = self
+                    .pool
+                    .next()
+                    .with_options(&Options {
+                        fail_fast: true,
+                        ..Options::default()
+                    })
+                    .get(self.key.as_str())
+                    .await
+                    .expect("bench: GET");
+                if variant == Variant::FailFastDecodeReconnects {
+                    black_box(self.backend.reconnects());
+                }
+                black_box(decode(bytes));
+            }
+            Variant::Hit => {
+                let value: Option<Item> = self
+                    .cache
+                    .get_or_load(&self.key, || async {
+                        Err("the key is warm: the loader must not run")
+                    })
+                    .await
+                    .expect("bench: hit");
+                assert!(black_box(value).is_some());
+            }
+        }
+    }
+
+    async fn sequential(&self, variant: Variant, n: u64) -> Duration {
+        let started = Instant::now();
+        for _ in 0..n {
+            self.op(variant).await;
+        }
+        started.elapsed()
+    }
+
+    /// `n` operations spread over [`TASKS`] concurrent tasks.
+    async fn concurrent(&self, variant: Variant, n: u64) -> Duration {
+        let per_task = n.div_ceil(TASKS as u64);
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|_| {
+                let fixture = self.clone();
+                tokio::spawn(async move {
+                    for _ in 0..per_task {
+                        fixture.op(variant).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("bench: task");
+        }
+        started.elapsed()
+    }
+}
+
+fn decode(bytes: Option<Bytes>) -> Item {
+    let bytes = bytes.expect("the key is warm");
+    match cache_service::codec::decode(&bytes) {
+        Some(cache_service::codec::Entry::Present { payload, .. }) => {
+            serde_json::from_slice(payload).expect("bench: JSON")
+        }
+        _ => panic!("the key holds a present entry"),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("bench: tokio runtime")
+}
+
+fn criterion_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, fixture: &Fixture) {
+    let mut group = c.benchmark_group("hit_path/sequential");
+    group.throughput(Throughput::Elements(1));
+    for variant in VARIANTS {
+        group.bench_function(BenchmarkId::from_parameter(variant.name()), |b| {
+            b.to_async(rt)
+                .iter_custom(|iters| async move { fixture.sequential(variant, iters).await });
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group(format!("hit_path/concurrent{TASKS}"));
+    group.throughput(Throughput::Elements(1));
+    for variant in VARIANTS {
+        group.bench_function(BenchmarkId::from_parameter(variant.name()), |b| {
+            b.to_async(rt).iter_custom(|iters| async move {
+                // At least a few operations per task, so spawning is not what is timed.
+                let n = iters.max(TASKS as u64 * 8);
+                let elapsed = fixture.concurrent(variant, n).await;
+                elapsed.mul_f64(iters as f64 / n as f64)
+            });
+        });
+    }
+    group.finish();
+}
+
+/// The ratios: every variant in alternating batches, rotated each round.
+fn interleaved(rt: &tokio::runtime::Runtime, fixture: &Fixture, smoke: bool) {
+    let (rounds, seq_ops, conc_ops) = if smoke {
+        (1, 20, TASKS as u64 * 2)
+    } else {
+        (31, 1_500, 32_000)
+    };
+    let names: Vec<&str> = VARIANTS.iter().map(|v| v.name()).collect();
+    let mut latency = Summary::new("hit path, sequential: latency", "µs/op", &names);
+    let mut throughput = Summary::new(
+        format!("hit path, {TASKS} concurrent tasks: throughput"),
+        "ops/s",
+        &names,
+    );
+    rt.block_on(async {
+        // Warm the connections and the allocator.
+        fixture.sequential(Variant::Hit, seq_ops / 4).await;
+        fixture.concurrent(Variant::Hit, conc_ops / 4).await;
+        for round in 0..rounds {
+            for k in 0..VARIANTS.len() {
+                let i = (round + k) % VARIANTS.len();
+                let elapsed = fixture.sequential(VARIANTS[i], seq_ops).await;
+                latency.record(i, elapsed.as_secs_f64() * 1e6 / seq_ops as f64);
+            }
+            for k in 0..VARIANTS.len() {
+                let i = (round + k) % VARIANTS.len();
+                let elapsed = fixture.concurrent(VARIANTS[i], conc_ops).await;
+                let done = conc_ops.div_ceil(TASKS as u64) * TASKS as u64;
+                throughput.record(i, done as f64 / elapsed.as_secs_f64());
+            }
+        }
+    });
+    support::write_result(
+        "hit_path",
+        &format!(
+            "\n## hit_path {} (machine: {})\n",
+            if smoke { "SMOKE" } else { "run" },
+            support::machine()
+        ),
+    );
+    latency.print(0, "hit_path");
+    throughput.print(0, "hit_path");
+    if smoke {
+        return; // tiny sizes on a debug build: the ratios mean nothing
+    }
+    let lat = latency.ratio(HIT, 0);
+    let thr = throughput.ratio(HIT, 0);
+    let verdict = format!(
+        "targets: hit/raw latency {lat:.3} (≤ 1.15: {}); hit/raw throughput at {TASKS} tasks {thr:.3} (≥ 0.90: {})\n",
+        pass(lat <= 1.15),
+        pass(thr >= 0.90),
+    );
+    println!("{verdict}");
+    support::write_result("hit_path", &verdict);
+}
+
+fn pass(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "MISS" }
+}
+
+fn main() {
+    let smoke = support::smoke();
+    let redis = Redis::start();
+    let rt = runtime();
+    let fixture = rt.block_on(Fixture::new(redis.url()));
+    let mut criterion = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    criterion_benches(&mut criterion, &rt, &fixture);
+    criterion.final_summary();
+    interleaved(&rt, &fixture, smoke);
+    drop(fixture);
+    drop(rt);
+    drop(redis);
+}

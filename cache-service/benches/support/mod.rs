@@ -1,0 +1,271 @@
+//! Shared harness of the `cache-service` benchmarks (see `docs/BENCHMARKS.md`).
+//!
+//! - [`Redis`]: a private `redis-server` on a free port of 127.0.0.1, without persistence,
+//!   killed on drop; or the server named by `BENCH_REDIS_URL`, which the benchmarks only
+//!   touch under their own key prefix and never flush.
+//! - [`smoke`]: whether this run only checks that the benchmarks work (`cargo bench --
+//!   --test`, `cargo test --benches`): sizes and rounds shrink to almost nothing.
+//! - [`Summary`]: the interleaved A/B measurement behind every ratio in the document.
+//!   The machine is shared and noisy, so the variants being compared are measured in
+//!   alternating batches within one run, and the reported ratio is the median of the
+//!   per-round ratios rather than a ratio of two medians taken minutes apart.
+
+#![allow(dead_code)] // each bench binary uses a different part of the harness
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Environment variable naming a Redis to use instead of a private server.
+pub const BENCH_REDIS_URL: &str = "BENCH_REDIS_URL";
+
+/// Whether this is a smoke run: criterion's test mode (`--test`, or run by `cargo test`
+/// without `--bench`).
+pub fn smoke() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench")
+}
+
+/// A key prefix no other run uses.
+pub fn unique_prefix(name: &str) -> String {
+    format!("bench_{name}_{:08x}", rand::random::<u32>())
+}
+
+/// The Redis a benchmark runs against.
+#[derive(Debug)]
+pub struct Redis {
+    child: Option<Child>,
+    url: String,
+    dir: Option<PathBuf>,
+}
+
+impl Redis {
+    /// `BENCH_REDIS_URL` if set, else a private server.
+    pub fn start() -> Self {
+        if let Ok(url) = std::env::var(BENCH_REDIS_URL) {
+            eprintln!("bench: using BENCH_REDIS_URL={url} (never flushed)");
+            return Self {
+                child: None,
+                url,
+                dir: None,
+            };
+        }
+        Self::start_private()
+    }
+
+    /// A private server, whatever `BENCH_REDIS_URL` says.
+    pub fn start_private() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "bench-redis-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).expect("bench: cannot create a directory for Redis");
+        let mut last = None;
+        for _ in 0..5 {
+            let port = free_port().expect("bench: no free port");
+            match spawn_verified(port, &dir) {
+                Ok(child) => {
+                    return Self {
+                        child: Some(child),
+                        url: format!("redis://127.0.0.1:{port}"),
+                        dir: Some(dir),
+                    };
+                }
+                Err(error) => last = Some(error),
+            }
+        }
+        panic!("bench: cannot start redis-server (is it on PATH?): {last:?}");
+    }
+
+    /// `redis://…`
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether this is a server the benchmark started (and may flush).
+    pub fn is_private(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The server's process id, if private.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts `redis-server` on `port` and waits until `INFO server` on that port reports
+/// the child's process id (so a stray server on the port is never mistaken for ours).
+fn spawn_verified(port: u16, dir: &std::path::Path) -> io::Result<Child> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(["--enable-debug-command", "local"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(io::Error::other(format!("redis-server exited: {status}")));
+        }
+        if let Ok(info) = info_server(port)
+            && info.contains(&format!("process_id:{}\r", child.id()))
+        {
+            return Ok(child);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(io::Error::other("redis-server did not answer in time"))
+}
+
+fn info_server(port: u16) -> io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+    stream.write_all(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&reply).contains("process_id:") || !reply.ends_with(b"\r\n\r\n")
+    {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// The median of `values` (which it sorts).
+pub fn median(values: &mut [f64]) -> f64 {
+    assert!(!values.is_empty(), "median of nothing");
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// Interleaved measurements of several variants: `record(round, variant, value)`.
+#[derive(Debug)]
+pub struct Summary {
+    title: String,
+    unit: &'static str,
+    variants: Vec<String>,
+    values: Vec<Vec<f64>>,
+}
+
+impl Summary {
+    /// A summary of `variants`, whose values are in `unit`.
+    pub fn new(title: impl Into<String>, unit: &'static str, variants: &[&str]) -> Self {
+        Self {
+            title: title.into(),
+            unit,
+            variants: variants.iter().map(|v| (*v).to_owned()).collect(),
+            values: vec![Vec::new(); variants.len()],
+        }
+    }
+
+    /// Records one round's value of variant `index`.
+    pub fn record(&mut self, index: usize, value: f64) {
+        self.values[index].push(value);
+    }
+
+    /// The median of variant `index`.
+    pub fn median(&self, index: usize) -> f64 {
+        median(&mut self.values[index].clone())
+    }
+
+    /// The median over rounds of `values[a] / values[b]` (rounds measured together).
+    pub fn ratio(&self, a: usize, b: usize) -> f64 {
+        let mut ratios: Vec<f64> = self.values[a]
+            .iter()
+            .zip(&self.values[b])
+            .map(|(x, y)| x / y)
+            .collect();
+        median(&mut ratios)
+    }
+
+    /// Prints the medians and the ratios of every variant to `baseline`, as a Markdown
+    /// table, to stdout and to `target/bench-results/{file}.md`.
+    pub fn print(&self, baseline: usize, file: &str) {
+        let rounds = self.values[baseline].len();
+        let mut out = format!(
+            "\n### {} ({rounds} interleaved rounds)\n\n| variant | median ({}) | ratio to `{}` (median of per-round ratios) |\n|---|---|---|\n",
+            self.title, self.unit, self.variants[baseline]
+        );
+        for (i, name) in self.variants.iter().enumerate() {
+            out.push_str(&format!(
+                "| `{name}` | {} | {:.3} |\n",
+                format_value(self.median(i)),
+                self.ratio(i, baseline)
+            ));
+        }
+        println!("{out}");
+        write_result(file, &out);
+    }
+}
+
+fn format_value(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// Appends `text` to `target/bench-results/{file}.md` (best effort).
+pub fn write_result(file: &str, text: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-results");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{file}.md")))
+    {
+        let _ = f.write_all(text.as_bytes());
+    }
+}
+
+/// A one-line description of the machine, for the results.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {cpu}")
+}

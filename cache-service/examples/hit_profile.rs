@@ -1,0 +1,107 @@
+//! A fixed amount of hit-path work, for profilers: `N` reads of one warm key, either raw
+//! `GET`s on the pool or `CacheService::get_or_load` hits (see `docs/BENCHMARKS.md`).
+//!
+//! ```sh
+//! cargo build --release -p cache-service --example hit_profile
+//! valgrind --tool=callgrind --callgrind-out-file=hit.out \
+//!   target/release/examples/hit_profile hit 20000
+//! valgrind --tool=callgrind --callgrind-out-file=raw.out \
+//!   target/release/examples/hit_profile raw 20000
+//! callgrind_annotate --inclusive=yes hit.out | head -60
+//! ```
+//!
+//! Starts a private `redis-server` (or uses `BENCH_REDIS_URL`). Runs on a current-thread
+//! runtime so that instruction counts are comparable run to run.
+
+#[path = "../benches/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use cache_service::{CacheConfig, CacheService, Cacheable, Namespace, RedisBackend, RedisConfig};
+use fred::prelude::*;
+use serde::{Deserialize, Serialize};
+
+const ITEM: Namespace = Namespace::new("item");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Item {
+    id: u64,
+    sku: String,
+    name: String,
+    description: String,
+    price_cents: i64,
+    stock: i64,
+    category: String,
+    version: u64,
+    created_at: String,
+    updated_at: String,
+}
+
+impl Cacheable for Item {
+    fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "hit".to_owned());
+    let n: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(20_000);
+    let redis = support::Redis::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let backend = RedisBackend::connect(&RedisConfig::new(redis.url()))
+            .await
+            .expect("Redis");
+        let pool = backend.pool().clone();
+        let cache = CacheService::new(
+            Arc::new(backend),
+            CacheConfig::with_prefix(support::unique_prefix("profile")),
+        )
+        .expect("cache");
+        let key = cache.key(ITEM, 42);
+        let item = Item {
+            id: 42,
+            sku: "KB-001".to_owned(),
+            name: "Mechanical keyboard".to_owned(),
+            description: "Tenkeyless, brown switches".to_owned(),
+            price_cents: 8999,
+            stock: 12,
+            category: "keyboards".to_owned(),
+            version: 3,
+            created_at: "2026-11-26T10:00:00Z".to_owned(),
+            updated_at: "2026-11-26T10:05:00Z".to_owned(),
+        };
+        let _: Option<Item> = cache
+            .get_or_load(&key, || async { Ok::<_, ()>(Some(item.clone())) })
+            .await
+            .expect("warm-up");
+        let started = Instant::now();
+        for _ in 0..n {
+            match mode.as_str() {
+                "raw" => {
+                    let bytes: Option<Bytes> = pool.next().get(key.as_str()).await.expect("GET");
+                    assert!(std::hint::black_box(bytes).is_some());
+                }
+                _ => {
+                    let value: Option<Item> = cache
+                        .get_or_load(&key, || async { Err("the key is warm") })
+                        .await
+                        .expect("hit");
+                    assert!(std::hint::black_box(value).is_some());
+                }
+            }
+        }
+        let elapsed = started.elapsed();
+        eprintln!(
+            "{mode}: {n} reads, {:.1} µs each",
+            elapsed.as_secs_f64() * 1e6 / n as f64
+        );
+    });
+}
