@@ -1,0 +1,131 @@
+//! A randomized stress test of the whole read/write path against a real Redis and a real
+//! database: many readers and versioned writers on a few products for a couple of
+//! seconds. No reader may ever see a version older than one it already saw, or older than
+//! a write that returned before its read began; after quiescence every cached value
+//! equals its database row.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use cache_service::{CacheConfig, CacheService};
+use integration_tests::fixtures::{Fixture, id, new_product, price_patch};
+use product_service::ProductService;
+
+const PRODUCTS: usize = 4;
+const WRITERS: usize = 4;
+const READERS: usize = 12;
+const RUN_FOR: Duration = Duration::from_secs(2);
+
+async fn readers_never_go_back_in_time(f: Fixture) {
+    let mut ids = Vec::new();
+    for i in 0..PRODUCTS {
+        ids.push(
+            f.service
+                .create(new_product(&format!("STRESS-{i}"), 1))
+                .await
+                .expect("create")
+                .id,
+        );
+    }
+    let ids = Arc::new(ids);
+    // Per product: the highest version any write has returned so far.
+    let returned: Arc<Vec<AtomicI64>> =
+        Arc::new((0..PRODUCTS).map(|_| AtomicI64::new(1)).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let (service, ids, returned, stop) = (
+            f.service.clone(),
+            ids.clone(),
+            returned.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let slot = rand::random_range(0..PRODUCTS);
+                let price = (w as i64) * 1_000_000 + n as i64;
+                let written = service
+                    .patch(id(ids[slot]), price_patch(price), None)
+                    .await
+                    .expect("patch");
+                returned[slot].fetch_max(written.version, Ordering::SeqCst);
+                n += 1;
+            }
+            n
+        }));
+    }
+    for _ in 0..READERS {
+        let (service, ids, returned, stop) = (
+            f.service.clone(),
+            ids.clone(),
+            returned.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut seen = vec![0i64; PRODUCTS];
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let slot = rand::random_range(0..PRODUCTS);
+                let floor = returned[slot].load(Ordering::SeqCst);
+                let read = service.find_by_id(id(ids[slot])).await.expect("read");
+                assert!(
+                    read.version >= floor,
+                    "read v{} after a write of v{floor} had returned",
+                    read.version
+                );
+                assert!(
+                    read.version >= seen[slot],
+                    "read v{} after having read v{}",
+                    read.version,
+                    seen[slot]
+                );
+                seen[slot] = read.version;
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    tokio::time::sleep(RUN_FOR).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut operations = 0;
+    for task in tasks {
+        operations += task.await.expect("no assertion failed in a task");
+    }
+    assert!(
+        operations > 100,
+        "the stress test did some work ({operations} operations)"
+    );
+
+    // Quiescence: what the cache serves is what the database holds.
+    let truth = ProductService::new(
+        product_service::connect(&f.database_url)
+            .await
+            .expect("second connection"),
+        CacheService::in_memory(CacheConfig::with_prefix("truth"), 100).expect("memory cache"),
+    );
+    for product in ids.iter() {
+        let cached = f.service.find_by_id(id(*product)).await.expect("read");
+        let again = f.service.find_by_id(id(*product)).await.expect("read");
+        let row = truth.find_by_id(id(*product)).await.expect("read the row");
+        assert!(f.is_cached(*product).await, "the product is cached");
+        assert_eq!(cached, row, "the cached value equals the database row");
+        assert_eq!(again, row);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readers_never_go_back_in_time_on_sqlite() {
+    if let Some(f) = Fixture::sqlite("stress_sqlite").await {
+        readers_never_go_back_in_time(f).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readers_never_go_back_in_time_on_postgres() {
+    if let Some(f) = Fixture::postgres("stress_postgres").await {
+        readers_never_go_back_in_time(f).await;
+    }
+}
