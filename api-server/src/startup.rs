@@ -164,7 +164,13 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<ProductService> {
             cache
         }
     };
-    Ok(ProductService::new(db, cache))
+    let products = ProductService::new(db, cache);
+    // Test-only: see `ProductService::pause_after_commit_for_tests`.
+    if std::env::var_os("API_SERVER_TEST_PAUSE_AFTER_COMMIT").is_some() {
+        tracing::warn!("fault injection on: every write pauses between commit and invalidation");
+        return Ok(products.pause_after_commit_for_tests());
+    }
+    Ok(products)
 }
 
 /// 32 random bytes, hex-encoded.

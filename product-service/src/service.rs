@@ -100,12 +100,27 @@ impl Cacheable for ProductPage {
 pub struct ProductService {
     pub(crate) db: DatabaseConnection,
     pub(crate) cache: CacheService,
+    /// Test-only fault injection: hang every write between commit and invalidation.
+    pause_after_commit: bool,
 }
 
 impl ProductService {
     /// A service over a migrated database and a cache.
     pub fn new(db: DatabaseConnection, cache: CacheService) -> Self {
-        Self { db, cache }
+        Self {
+            db,
+            cache,
+            pause_after_commit: false,
+        }
+    }
+
+    /// **Test-only fault injection.** Every write then hangs forever between its commit
+    /// and its invalidation, after printing `fault injection: … pausing before
+    /// invalidation` on stderr, so a test can kill the process at exactly that point
+    /// and check that the outbox makes up for the lost invalidation.
+    pub fn pause_after_commit_for_tests(mut self) -> Self {
+        self.pause_after_commit = true;
+        self
     }
 
     /// The cache the service invalidates.
@@ -313,6 +328,10 @@ impl ProductService {
     /// outbox row the triggers wrote in the same transaction still owes the
     /// invalidation, and the relay applies it.
     async fn invalidate_after_commit(&self, id: i64, version: i64) {
+        if self.pause_after_commit {
+            eprintln!("fault injection: product {id} committed at v{version}; pausing before invalidation");
+            std::future::pending::<()>().await;
+        }
         if self.cache.needs_resync() {
             tracing::debug!(
                 product = id,

@@ -21,6 +21,8 @@ pub struct Fixture {
     pub prefix: String,
     /// The database URL.
     pub database_url: String,
+    /// The Redis URL.
+    pub redis_url: String,
     /// The private Redis, if one was started.
     pub redis_server: Option<RedisServer>,
     _database: Option<TestDatabase>,
@@ -67,6 +69,7 @@ impl Fixture {
         Some(Self {
             service: ProductService::new(db, cache),
             database_url: db_url.to_owned(),
+            redis_url: redis_url.clone(),
             redis,
             prefix,
             redis_server,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::{ClientLike, KeysInterface};
 use integration_tests::fixtures::{Fixture, id, new_product, price_patch};
-use product_service::RelayConfig;
+use product_service::{ProductService, RelayConfig};
 use sea_orm::{ConnectionTrait, Database};
 
 /// Polls `check` until it holds or `limit` passes; returns whether it held.
@@ -61,6 +61,7 @@ async fn a_raw_sql_update_reaches_the_cache(f: Fixture, poll_interval: Duration)
     )
     .await;
 
+    let committed = Instant::now();
     let seen = eventually(Duration::from_secs(5), || async {
         f.service
             .find_by_id(id(p.id))
@@ -68,6 +69,11 @@ async fn a_raw_sql_update_reaches_the_cache(f: Fixture, poll_interval: Duration)
             .is_ok_and(|p| p.price_cents == 555)
     })
     .await;
+    // Reported, not asserted: timings belong in benchmarks.
+    println!(
+        "raw SQL UPDATE to a fresh cached read: {:?} (relay poll every {poll_interval:?})",
+        committed.elapsed()
+    );
     assert!(seen, "the cached product shows the raw UPDATE");
     let read = f.service.find_by_id(id(p.id)).await.expect("read");
     assert_eq!(read.version, 2, "the trigger bumped the version");
@@ -396,4 +402,75 @@ async fn a_redis_restarted_from_a_snapshot_older_than_an_applied_invalidation_is
         "every instance moved to a new cache epoch"
     );
     relay.shutdown().await;
+}
+
+/// Two instances (each with its own cache handle and relay) on one PostgreSQL database and
+/// one Redis: every owed invalidation is applied, replays are harmless, none is lost.
+#[tokio::test]
+async fn two_instances_share_the_outbox_and_lose_nothing() {
+    let Some(f) = Fixture::postgres("two_instances").await else {
+        return;
+    };
+    let other = ProductService::new(
+        product_service::connect(&f.database_url)
+            .await
+            .expect("second pool"),
+        cache_service::CacheService::connect_redis(
+            &cache_service::RedisConfig::new(f.redis_url.clone()),
+            cache_service::CacheConfig::with_prefix(f.prefix.clone()),
+        )
+        .await
+        .expect("second cache handle"),
+    );
+    let fast = RelayConfig {
+        poll_interval: Duration::from_millis(50),
+        batch_size: 25,
+    };
+    let relays = [f.service.spawn_relay(fast.clone()), other.spawn_relay(fast)];
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        ids.push(
+            f.service
+                .create(new_product(&format!("TWO-{i}"), 100))
+                .await
+                .expect("create")
+                .id,
+        );
+    }
+    for instance in [&f.service, &other] {
+        for product in &ids {
+            instance.find_by_id(id(*product)).await.expect("warm");
+        }
+    }
+
+    raw_sql(
+        &f.database_url,
+        "UPDATE product SET price_cents = price_cents + 1",
+    )
+    .await;
+
+    let all_fresh = eventually(Duration::from_secs(10), || async {
+        for instance in [&f.service, &other] {
+            for product in &ids {
+                if !instance
+                    .find_by_id(id(*product))
+                    .await
+                    .is_ok_and(|p| p.price_cents == 101 && p.version == 2)
+                {
+                    return false;
+                }
+            }
+        }
+        true
+    })
+    .await;
+    assert!(all_fresh, "both instances serve every product's new value");
+    for relay in relays {
+        relay.shutdown().await;
+    }
+    assert_eq!(
+        f.service.relay(100).backlog().await.expect("backlog"),
+        0,
+        "nothing left owed"
+    );
 }

@@ -29,10 +29,10 @@ const SETTINGS: &[&str] = &[
 ];
 
 /// How long the server may take to start or to stop.
-const PATIENCE: Duration = Duration::from_secs(20);
+pub(super) const PATIENCE: Duration = Duration::from_secs(20);
 
 /// The `api-server` executable, or `None` after a notice.
-fn binary() -> Option<PathBuf> {
+pub(super) fn binary() -> Option<PathBuf> {
     let name = format!("api-server{}", std::env::consts::EXE_SUFFIX);
     // This test runs as target/<profile>/deps/api-<hash>.
     let beside_tests = std::env::current_exe()
@@ -92,7 +92,7 @@ fn warn_if_stale(binary: &Path) {
 }
 
 /// A command for the binary with none of its settings inherited.
-fn command(binary: &Path) -> Command {
+pub(super) fn command(binary: &Path) -> Command {
     let mut command = Command::new(binary);
     for name in SETTINGS {
         command.env_remove(name);
@@ -105,7 +105,7 @@ fn command(binary: &Path) -> Command {
     command
 }
 
-fn sqlite_url(dir: &TempDir) -> String {
+pub(super) fn sqlite_url(dir: &TempDir) -> String {
     format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("products.db").display()
@@ -171,7 +171,7 @@ struct Served {
     stdout: mpsc::UnboundedReceiver<String>,
 }
 
-fn forward_lines(
+pub(super) fn forward_lines(
     stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
 ) -> mpsc::UnboundedReceiver<String> {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -231,7 +231,7 @@ async fn serve(binary: &Path, dir: &TempDir, token: Option<&str>) -> Served {
 }
 
 /// Sends SIGTERM (with the `kill` command) and waits for the exit status.
-async fn terminate(child: &mut Child) -> std::process::ExitStatus {
+pub(super) async fn terminate(child: &mut Child) -> std::process::ExitStatus {
     let pid = child.id().expect("still running");
     let sent = Command::new("kill")
         .args(["-TERM", &pid.to_string()])

@@ -20,6 +20,7 @@
 //! in CI. Metrics are process-wide: tests compare before/after and assert "at least".
 
 mod binary;
+mod crash;
 mod cache;
 mod errors;
 mod flows;
