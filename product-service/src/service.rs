@@ -329,7 +329,9 @@ impl ProductService {
     /// invalidation, and the relay applies it.
     async fn invalidate_after_commit(&self, id: i64, version: i64) {
         if self.pause_after_commit {
-            eprintln!("fault injection: product {id} committed at v{version}; pausing before invalidation");
+            eprintln!(
+                "fault injection: product {id} committed at v{version}; pausing before invalidation"
+            );
             std::future::pending::<()>().await;
         }
         if self.cache.needs_resync() {

@@ -20,8 +20,8 @@
 //! in CI. Metrics are process-wide: tests compare before/after and assert "at least".
 
 mod binary;
-mod crash;
 mod cache;
+mod crash;
 mod errors;
 mod flows;
 mod helpers;
