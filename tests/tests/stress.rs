@@ -65,7 +65,7 @@ async fn readers_never_go_back_in_time(f: Fixture) {
             stop.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let mut seen = vec![0i64; PRODUCTS];
+            let mut seen = [0i64; PRODUCTS];
             let mut reads = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let slot = rand::random_range(0..PRODUCTS);
