@@ -15,7 +15,7 @@ use crate::backend::{CacheBackend, FillOutcome, LeaseToken, Lookup, MemoryBacken
 use crate::breaker::Breaker;
 use crate::codec::{self, Entry};
 use crate::config::{CacheConfig, RedisConfig};
-use crate::error::{CacheError, Result};
+use crate::error::Result;
 use crate::flight::{self, Flights, Role};
 use crate::key::{CacheKey, Group, Invalidation, Namespace, generation_key};
 
@@ -56,13 +56,6 @@ impl fmt::Debug for CacheService {
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }
-}
-
-/// Where a value came from, for callers that report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    Cache,
-    Loader,
 }
 
 impl CacheService {
@@ -164,7 +157,7 @@ impl CacheService {
                 return loader().await;
             }
         }
-        self.load_once(key, loader).await.map(|(value, _)| value)
+        self.load_once(key, loader).await
     }
 
     /// Like [`get_or_load`](Self::get_or_load) for a member of `group`: the group's
@@ -393,11 +386,7 @@ impl CacheService {
     }
 
     /// The miss path: share one load per key in this process.
-    async fn load_once<T, E, F, Fut>(
-        &self,
-        key: &CacheKey,
-        loader: F,
-    ) -> Result<(Option<T>, Source), E>
+    async fn load_once<T, E, F, Fut>(&self, key: &CacheKey, loader: F) -> Result<Option<T>, E>
     where
         T: Cacheable,
         F: FnOnce() -> Fut,
@@ -412,7 +401,7 @@ impl CacheService {
                 }
                 Role::Follower(rx) => {
                     if let Some(value) = flight::follow(rx).await.as_deref().and_then(decode::<T>) {
-                        return Ok((value, Source::Cache));
+                        return Ok(value);
                     }
                 }
             }
@@ -426,7 +415,7 @@ impl CacheService {
         &self,
         key: &CacheKey,
         loader: F,
-    ) -> (Result<(Option<T>, Source), E>, flight::Shared)
+    ) -> (Result<Option<T>, E>, flight::Shared)
     where
         T: Cacheable,
         F: FnOnce() -> Fut,
@@ -446,7 +435,7 @@ impl CacheService {
             match lookup {
                 Ok(Lookup::Hit(bytes)) => {
                     if let Some(value) = decode::<T>(&bytes) {
-                        return (Ok((value, Source::Cache)), None);
+                        return (Ok(value), None);
                     }
                     break false;
                 }
@@ -478,14 +467,14 @@ impl CacheService {
             Err(error) => return (Err(error), None),
         };
         if !leased {
-            return (Ok((value, Source::Loader)), None);
+            return (Ok(value), None);
         }
         let (entry, ttl) = match &value {
             Some(v) => match codec::encode(v.version(), v) {
                 Ok(entry) => (entry, jittered(config.ttl, config.ttl_jitter)),
                 Err(error) => {
                     tracing::error!(%key, %error, "value cannot be serialized; not cached");
-                    return (Ok((value, Source::Loader)), None);
+                    return (Ok(value), None);
                 }
             },
             None => (
@@ -512,7 +501,7 @@ impl CacheService {
                 None
             }
         };
-        (Ok((value, Source::Loader)), shared)
+        (Ok(value), shared)
     }
 }
 
@@ -538,12 +527,6 @@ fn count_request(namespace: &'static str, result: &'static str) {
 
 fn count_load(namespace: &'static str) {
     metrics::counter!("cache_loads_total", "namespace" => namespace).increment(1);
-}
-
-impl From<CacheError> for std::io::Error {
-    fn from(error: CacheError) -> Self {
-        std::io::Error::other(error)
-    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,24 @@ where
     }
 }
 
+/// Reads product `product` until it is cached (the relay's first pass may hold reads).
+async fn warm(f: &Fixture, product: i64) {
+    let cached = eventually(Duration::from_secs(5), || async {
+        f.service.find_by_id(id(product)).await.is_ok() && f.is_cached(product).await
+    })
+    .await;
+    assert!(cached, "product {product} is cached");
+}
+
+/// Takes an RDB snapshot of the fixture's Redis, as a persistent Redis would.
+async fn save_snapshot(f: &Fixture) {
+    let _: () = f
+        .redis
+        .custom(fred::cmd!("SAVE"), Vec::<String>::new())
+        .await
+        .expect("SAVE");
+}
+
 /// A write made with plain SQL on a separate connection, as an admin tool would.
 async fn raw_sql(database_url: &str, sql: &str) {
     let db = Database::connect(database_url)
@@ -176,11 +194,7 @@ async fn a_redis_outage_loses_no_invalidation() {
         .create(new_product("OUT-1", 100))
         .await
         .expect("create");
-    let warm = eventually(Duration::from_secs(5), || async {
-        f.service.find_by_id(id(p.id)).await.is_ok() && f.is_cached(p.id).await
-    })
-    .await;
-    assert!(warm, "the value is cached");
+    warm(&f, p.id).await;
 
     f.redis_server.as_mut().expect("private").stop();
     let patched = f
@@ -251,16 +265,8 @@ async fn a_redis_restored_from_an_old_snapshot_never_serves_the_old_value() {
         .create(new_product("RDB-1", 100))
         .await
         .expect("create");
-    let warm = eventually(Duration::from_secs(5), || async {
-        f.service.find_by_id(id(p.id)).await.is_ok() && f.is_cached(p.id).await
-    })
-    .await;
-    assert!(warm, "the value is cached");
-    let _: () = f
-        .redis
-        .custom(fred::cmd!("SAVE"), Vec::<String>::new())
-        .await
-        .expect("SAVE");
+    warm(&f, p.id).await;
+    save_snapshot(&f).await;
 
     f.redis_server.as_mut().expect("private").stop();
     f.service
@@ -350,16 +356,8 @@ async fn a_redis_restarted_from_a_snapshot_older_than_an_applied_invalidation_is
         .create(new_product("EPOCH-1", 100))
         .await
         .expect("create");
-    let warm = eventually(Duration::from_secs(5), || async {
-        f.service.find_by_id(id(p.id)).await.is_ok() && f.is_cached(p.id).await
-    })
-    .await;
-    assert!(warm, "the old value is cached");
-    let _: () = f
-        .redis
-        .custom(fred::cmd!("SAVE"), Vec::<String>::new())
-        .await
-        .expect("SAVE");
+    warm(&f, p.id).await;
+    save_snapshot(&f).await;
 
     // While Redis is up: the write is invalidated inline, and the new value cached.
     f.service

@@ -12,7 +12,7 @@ use product_service::{
 
 use super::ApiTags;
 use super::auth::WriteAuth;
-use super::fields::Field;
+use super::fields::{DomainField, Field};
 use super::problem::ApiError;
 use super::timestamp::Timestamp;
 
@@ -135,13 +135,12 @@ pub struct ProductPatchBody {
     category: MaybeUndefined<Field<Category>>,
 }
 
-fn patch_field<T>(
-    field: &'static str,
+fn patch_field<T: DomainField>(
     value: MaybeUndefined<Field<T>>,
 ) -> Result<Option<T>, ValidationError> {
     match value {
         MaybeUndefined::Undefined => Ok(None),
-        MaybeUndefined::Null => Err(ValidationError::new(field, "must not be null")),
+        MaybeUndefined::Null => Err(ValidationError::new(T::FIELD, "must not be null")),
         MaybeUndefined::Value(v) => Ok(Some(v.0)),
     }
 }
@@ -151,12 +150,12 @@ impl TryFrom<ProductPatchBody> for ProductPatch {
 
     fn try_from(body: ProductPatchBody) -> Result<Self, Self::Error> {
         Ok(ProductPatch {
-            sku: patch_field("sku", body.sku)?,
-            name: patch_field("name", body.name)?,
-            description: patch_field("description", body.description)?,
-            price_cents: patch_field("price_cents", body.price_cents)?,
-            stock: patch_field("stock", body.stock)?,
-            category: patch_field("category", body.category)?,
+            sku: patch_field(body.sku)?,
+            name: patch_field(body.name)?,
+            description: patch_field(body.description)?,
+            price_cents: patch_field(body.price_cents)?,
+            stock: patch_field(body.stock)?,
+            category: patch_field(body.category)?,
         })
     }
 }
