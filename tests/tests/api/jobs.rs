@@ -78,6 +78,9 @@ async fn bad_reprice_requests_are_400s_naming_the_field_and_need_a_token() {
     let cases = [
         (json!({"percent": -91}), "percent"),
         (json!({"percent": 1001}), "percent"),
+        // One ulp past either bound: the JSON parser must not round it back inside.
+        (json!({"percent": 1000.0000000000001}), "percent"),
+        (json!({"percent": -90.00000000000001}), "percent"),
         (json!({"percent": 5, "category": 3}), "category"),
         (
             json!({"percent": 5, "category": "c".repeat(101)}),
