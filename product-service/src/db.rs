@@ -5,13 +5,15 @@ use std::time::Duration;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use sea_orm_migration::MigratorTrait;
 
-use crate::migration::Migrator;
+use crate::migration::{Migrator, NOTIFY_SETTING};
 
 /// Connects to `url` (`sqlite://…` or `postgres://…`).
 ///
 /// SQLite files get WAL and a 5 s busy timeout, so readers do not block the writer and
 /// concurrent writers queue instead of failing. `sqlite::memory:` gets a single
 /// connection, because every connection to it would be a separate, empty database.
+/// PostgreSQL sessions skip the outbox trigger's `NOTIFY`: the service invalidates
+/// inline, and the relays' poll picks up what an inline invalidation could not apply.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
@@ -31,6 +33,8 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         });
     } else {
         options.max_connections(16);
+        // This pool's writes invalidate inline; see `NOTIFY_SETTING`.
+        options.map_sqlx_postgres_opts(|o| o.options([(NOTIFY_SETTING, "off")]));
     }
     Database::connect(options).await
 }

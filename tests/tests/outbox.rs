@@ -114,6 +114,59 @@ async fn a_raw_sql_update_on_postgres_reaches_the_cache_through_notify() {
     }
 }
 
+/// The service invalidates inline, so its writes do not `NOTIFY` (a notifying commit
+/// serialises every concurrent commit on PostgreSQL's notify lock); writes from anyone
+/// else still do.
+#[tokio::test]
+async fn on_postgres_only_writes_from_outside_the_service_notify_the_relays() {
+    use sea_orm::sqlx::{Connection, postgres::PgConnection, postgres::PgListener};
+
+    let Some(f) = Fixture::postgres("quiet_service_writes").await else {
+        return;
+    };
+    let mut listener = PgListener::connect(&f.database_url)
+        .await
+        .expect("LISTEN connection");
+    listener.listen("cache_outbox").await.expect("LISTEN");
+
+    let p = f
+        .service
+        .create(new_product("QUIET-1", 100))
+        .await
+        .expect("create");
+    f.service
+        .patch(id(p.id), price_patch(200), None)
+        .await
+        .expect("patch");
+    f.service.delete(id(p.id), None).await.expect("delete");
+    let mut admin = PgConnection::connect(&f.database_url)
+        .await
+        .expect("an admin tool's connection");
+    let admin_pid: i32 = sea_orm::sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut admin)
+        .await
+        .expect("pid");
+    sea_orm::sqlx::query(
+        "INSERT INTO product (sku, name, price_cents, stock, created_at, updated_at) \
+         VALUES ('QUIET-2', 'Raw', 1, 1, now(), now())",
+    )
+    .execute(&mut admin)
+    .await
+    .expect("raw INSERT");
+
+    // Notifications arrive in commit order, so any sent by the service's three earlier
+    // commits would come before the admin's.
+    let first = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("the raw INSERT notifies within 5 s")
+        .expect("notification");
+    assert_eq!(
+        first.process_id() as i32,
+        admin_pid,
+        "the first notification is the admin's: the service's writes sent none"
+    );
+}
+
 #[tokio::test]
 async fn raw_sql_deletes_and_inserts_owe_invalidations_too() {
     let Some(f) = Fixture::sqlite("raw_sql_delete").await else {
