@@ -86,6 +86,18 @@ pub trait CacheBackend: Send + Sync + fmt::Debug + 'static {
     /// Atomically apply one invalidation (see [`Invalidation`]); fences live `fence_ttl`.
     async fn invalidate(&self, invalidation: &Invalidation, fence_ttl: Duration) -> Result<()>;
 
+    /// Everything one committed write made stale: moves each group (by its generation
+    /// key) to a new generation, then applies each item invalidation; a failure stops
+    /// it before the items. Backends that can, do it in one round trip.
+    async fn invalidate_write(
+        &self,
+        items: &[Invalidation],
+        generation_keys: &[String],
+        fence_ttl: Duration,
+    ) -> Result<()> {
+        invalidate_write_in_steps(self, items, generation_keys, fence_ttl).await
+    }
+
     /// The version fenced on `key` by the latest versioned invalidation, if the fence is
     /// still alive.
     async fn fence(&self, key: &CacheKey) -> Result<Option<u64>>;
@@ -111,6 +123,29 @@ pub trait CacheBackend: Send + Sync + fmt::Debug + 'static {
     fn reconnects(&self) -> u64 {
         0
     }
+}
+
+/// [`CacheBackend::invalidate_write`] as separate steps: the groups one by one, then the
+/// items concurrently.
+pub(crate) async fn invalidate_write_in_steps<B: CacheBackend + ?Sized>(
+    backend: &B,
+    items: &[Invalidation],
+    generation_keys: &[String],
+    fence_ttl: Duration,
+) -> Result<()> {
+    for key in generation_keys {
+        backend.bump_generation(key).await?;
+    }
+    for result in futures::future::join_all(
+        items
+            .iter()
+            .map(|invalidation| backend.invalidate(invalidation, fence_ttl)),
+    )
+    .await
+    {
+        result?;
+    }
+    Ok(())
 }
 
 /// Microseconds since the Unix epoch: the seed of a new generation counter.

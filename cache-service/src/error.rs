@@ -13,6 +13,11 @@ pub enum CacheError {
     /// The backend answered with something this crate did not write.
     #[error("unexpected reply from cache backend: {0}")]
     Protocol(String),
+    /// A value could not be serialized (see [`CacheService::get_or_load_json`]).
+    ///
+    /// [`CacheService::get_or_load_json`]: crate::CacheService::get_or_load_json
+    #[error("value cannot be serialized: {0}")]
+    Serialize(String),
     /// The configuration cannot work (for example a fence shorter than a lease).
     #[error("invalid cache configuration: {0}")]
     Config(String),

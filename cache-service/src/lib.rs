@@ -58,4 +58,4 @@ pub use backend::{CacheBackend, FillOutcome, LeaseToken, Lookup, MemoryBackend, 
 pub use config::{CacheConfig, RedisConfig};
 pub use error::{CacheError, Result};
 pub use key::{CacheKey, Group, Invalidation, Namespace};
-pub use service::{CacheService, Cacheable};
+pub use service::{CacheService, Cacheable, CachedJson};

@@ -15,7 +15,7 @@ use crate::backend::{CacheBackend, FillOutcome, LeaseToken, Lookup, MemoryBacken
 use crate::breaker::Breaker;
 use crate::codec::{self, Entry};
 use crate::config::{CacheConfig, RedisConfig};
-use crate::error::Result;
+use crate::error::{CacheError, Result};
 use crate::flight::{self, Flights, Role};
 use crate::key::{CacheKey, Group, Invalidation, Namespace, generation_key};
 
@@ -117,20 +117,89 @@ impl CacheService {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
+        self.read::<T, E, Decoded, _, _>(key, loader).await
+    }
+
+    /// Like [`get_or_load`](Self::get_or_load), but hands back the value's JSON as it is
+    /// stored, for a server that sends it on as a response body: a hit decodes nothing
+    /// and copies nothing (the bytes are a slice of the backend's reply). On a miss the
+    /// loaded value is serialized once, for the cache and for the caller.
+    ///
+    /// The JSON is what `T`'s `Serialize` wrote when the entry was filled. A release
+    /// that changes that shape must also change the key prefix (or the epoch): entries
+    /// are not decoded on a hit, so nothing else would notice the old shape before they
+    /// expire.
+    pub async fn get_or_load_json<T, E, F, Fut>(
+        &self,
+        key: &CacheKey,
+        loader: F,
+    ) -> Result<Option<CachedJson>, E>
+    where
+        T: Cacheable,
+        E: From<CacheError>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        self.read::<T, E, AsJson, _, _>(key, loader).await
+    }
+
+    /// Like [`get_or_load`](Self::get_or_load) for a member of `group`: the group's
+    /// generation is read first and is part of the key, so a value loaded before the
+    /// group was invalidated is never served after it.
+    pub async fn get_or_load_in<T, E, F, Fut>(
+        &self,
+        group: Group,
+        member: impl fmt::Display,
+        loader: F,
+    ) -> Result<Option<T>, E>
+    where
+        T: Cacheable,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        self.read_in::<T, E, Decoded, _, _>(group, member, loader)
+            .await
+    }
+
+    /// [`get_or_load_json`](Self::get_or_load_json) for a member of `group` (see
+    /// [`get_or_load_in`](Self::get_or_load_in)).
+    pub async fn get_or_load_json_in<T, E, F, Fut>(
+        &self,
+        group: Group,
+        member: impl fmt::Display,
+        loader: F,
+    ) -> Result<Option<CachedJson>, E>
+    where
+        T: Cacheable,
+        E: From<CacheError>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        self.read_in::<T, E, AsJson, _, _>(group, member, loader)
+            .await
+    }
+
+    async fn read<T, E, Fm, F, Fut>(
+        &self,
+        key: &CacheKey,
+        loader: F,
+    ) -> Result<Option<Fm::Output>, E>
+    where
+        T: Cacheable,
+        Fm: Form<T, E>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
         let namespace = key.namespace().name();
         if !self.inner.breaker.allows_reads() {
-            count_request(namespace, "error");
-            count_load(namespace);
-            return loader().await;
+            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         let read = self.inner.backend.get(key).await;
         if self.notice_reconnects() && !self.inner.breaker.allows_reads() {
-            count_request(namespace, "error");
-            count_load(namespace);
-            return loader().await;
+            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         match read {
-            Ok(Some(bytes)) => match decode::<T>(&bytes) {
+            Ok(Some(bytes)) => match Fm::from_entry(&bytes) {
                 Some(value) => {
                     count_request(namespace, "hit");
                     return Ok(value);
@@ -151,34 +220,28 @@ impl CacheService {
             Ok(None) => count_request(namespace, "miss"),
             Err(error) => {
                 self.inner.breaker.trip();
-                count_request(namespace, "error");
                 tracing::warn!(%key, %error, "cache read failed; loading from the source");
-                count_load(namespace);
-                return loader().await;
+                return bypass::<T, E, Fm, _, _>(namespace, loader).await;
             }
         }
-        self.load_once(key, loader).await
+        self.load_once::<T, E, Fm, _, _>(key, loader).await
     }
 
-    /// Like [`get_or_load`](Self::get_or_load) for a member of `group`: the group's
-    /// generation is read first and is part of the key, so a value loaded before the
-    /// group was invalidated is never served after it.
-    pub async fn get_or_load_in<T, E, F, Fut>(
+    async fn read_in<T, E, Fm, F, Fut>(
         &self,
         group: Group,
         member: impl fmt::Display,
         loader: F,
-    ) -> Result<Option<T>, E>
+    ) -> Result<Option<Fm::Output>, E>
     where
         T: Cacheable,
+        Fm: Form<T, E>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
         let namespace = group.namespace().name();
         if !self.inner.breaker.allows_reads() {
-            count_request(namespace, "error");
-            count_load(namespace);
-            return loader().await;
+            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         let prefix = self.prefix();
         let generation = self
@@ -187,9 +250,7 @@ impl CacheService {
             .generation(&generation_key(&prefix, group))
             .await;
         if self.notice_reconnects() && !self.inner.breaker.allows_reads() {
-            count_request(namespace, "error");
-            count_load(namespace);
-            return loader().await;
+            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         match generation {
             Ok(generation) => {
@@ -198,14 +259,12 @@ impl CacheService {
                     group.namespace(),
                     &format_args!("g{generation}:{member}"),
                 );
-                self.get_or_load(&key, loader).await
+                self.read::<T, E, Fm, _, _>(&key, loader).await
             }
             Err(error) => {
                 self.inner.breaker.trip();
-                count_request(namespace, "error");
                 tracing::warn!(group = namespace, %error, "cache generation read failed; loading from the source");
-                count_load(namespace);
-                loader().await
+                bypass::<T, E, Fm, _, _>(namespace, loader).await
             }
         }
     }
@@ -263,13 +322,45 @@ impl CacheService {
     }
 
     /// Invalidates what one committed write made stale: first the `groups`, then the
-    /// `items`. The order matters to [`replay_write`](Self::replay_write): an item's fence
+    /// `items`, in one round trip where the backend can (one script on a standalone
+    /// Redis). The order matters to [`replay_write`](Self::replay_write): an item's fence
     /// is only ever set after its groups moved on.
     pub async fn invalidate_write(&self, items: &[Invalidation], groups: &[Group]) -> Result<()> {
-        for group in groups {
-            self.invalidate_group(*group).await?;
+        let prefix = self.prefix();
+        let generation_keys: Vec<String> = groups
+            .iter()
+            .map(|group| generation_key(&prefix, *group))
+            .collect();
+        let result = self
+            .inner
+            .backend
+            .invalidate_write(items, &generation_keys, self.inner.config.fence_ttl)
+            .await;
+        for inv in items {
+            // As in `invalidate`: retired whatever the outcome.
+            self.inner.flights.retire(inv.key.as_str());
         }
-        self.invalidate(items).await
+        let namespaces = groups
+            .iter()
+            .map(|group| group.namespace().name())
+            .chain(items.iter().map(|inv| inv.key.namespace().name()));
+        match &result {
+            Ok(()) => {
+                for namespace in namespaces {
+                    metrics::counter!("cache_invalidations_total", "namespace" => namespace)
+                        .increment(1);
+                }
+            }
+            Err(error) => {
+                self.inner.breaker.trip();
+                for namespace in namespaces {
+                    metrics::counter!("cache_invalidation_errors_total", "namespace" => namespace)
+                        .increment(1);
+                }
+                tracing::warn!(%error, "cache invalidation of a write failed");
+            }
+        }
+        result
     }
 
     /// Applies invalidations owed by writes that may already have been invalidated inline
@@ -288,11 +379,10 @@ impl CacheService {
             };
         }
         if pending {
-            for group in groups {
-                self.invalidate_group(*group).await?;
-            }
+            self.invalidate_write(items, groups).await
+        } else {
+            self.invalidate(items).await
         }
-        self.invalidate(items).await
     }
 
     /// Whether reads currently skip the cache (after a backend error, or while owed
@@ -377,7 +467,9 @@ impl CacheService {
     /// came over a new connection is discarded.
     fn notice_reconnects(&self) -> bool {
         let now = self.inner.backend.reconnects();
-        let reconnected = self.inner.seen_reconnects.swap(now, Ordering::AcqRel) != now;
+        // A plain load first: the hit path must not write a cache line all readers share.
+        let reconnected = self.inner.seen_reconnects.load(Ordering::Acquire) != now
+            && self.inner.seen_reconnects.swap(now, Ordering::AcqRel) != now;
         if reconnected {
             tracing::info!("cache backend reconnected; its entries are held until checked");
             self.inner.breaker.suspect();
@@ -386,38 +478,45 @@ impl CacheService {
     }
 
     /// The miss path: share one load per key in this process.
-    async fn load_once<T, E, F, Fut>(&self, key: &CacheKey, loader: F) -> Result<Option<T>, E>
+    async fn load_once<T, E, Fm, F, Fut>(
+        &self,
+        key: &CacheKey,
+        loader: F,
+    ) -> Result<Option<Fm::Output>, E>
     where
         T: Cacheable,
+        Fm: Form<T, E>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
         for _ in 0..MAX_JOINS {
             match self.inner.flights.join(key.as_str()) {
                 Role::Leader(leader) => {
-                    let (result, shared) = self.lead(key, loader).await;
+                    let (result, shared) = self.lead::<T, E, Fm, _, _>(key, loader).await;
                     leader.finish(shared);
                     return result;
                 }
                 Role::Follower(rx) => {
-                    if let Some(value) = flight::follow(rx).await.as_deref().and_then(decode::<T>) {
+                    if let Some(value) = flight::follow(rx).await.as_ref().and_then(Fm::from_entry)
+                    {
                         return Ok(value);
                     }
                 }
             }
         }
-        self.lead(key, loader).await.0
+        self.lead::<T, E, Fm, _, _>(key, loader).await.0
     }
 
     /// Takes the lease (or waits for another's fill), loads, fills. Returns the value and
     /// what followers may use.
-    async fn lead<T, E, F, Fut>(
+    async fn lead<T, E, Fm, F, Fut>(
         &self,
         key: &CacheKey,
         loader: F,
-    ) -> (Result<Option<T>, E>, flight::Shared)
+    ) -> (Result<Option<Fm::Output>, E>, flight::Shared)
     where
         T: Cacheable,
+        Fm: Form<T, E>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
@@ -434,7 +533,7 @@ impl CacheService {
             }
             match lookup {
                 Ok(Lookup::Hit(bytes)) => {
-                    if let Some(value) = decode::<T>(&bytes) {
+                    if let Some(value) = Fm::from_entry(&bytes) {
                         return (Ok(value), None);
                     }
                     break false;
@@ -467,23 +566,23 @@ impl CacheService {
             Err(error) => return (Err(error), None),
         };
         if !leased {
-            return (Ok(value), None);
+            return (Fm::from_loaded(value, None), None);
         }
         let (entry, ttl) = match &value {
             Some(v) => match codec::encode(v.version(), v) {
-                Ok(entry) => (entry, jittered(config.ttl, config.ttl_jitter)),
+                Ok(entry) => (Bytes::from(entry), jittered(config.ttl, config.ttl_jitter)),
                 Err(error) => {
                     tracing::error!(%key, %error, "value cannot be serialized; not cached");
-                    return (Ok(value), None);
+                    return (Fm::from_loaded(value, None), None);
                 }
             },
             None => (
-                codec::encode_absent(),
+                Bytes::from(codec::encode_absent()),
                 jittered(config.negative_ttl, config.ttl_jitter),
             ),
         };
         let shared = match backend.fill(key, token, &entry, ttl).await {
-            Ok(FillOutcome::Stored) => Some(Bytes::from(entry)),
+            Ok(FillOutcome::Stored) => Some(entry.clone()),
             Ok(refused) => {
                 let reason = if refused == FillOutcome::Fenced {
                     "fence"
@@ -501,8 +600,100 @@ impl CacheService {
                 None
             }
         };
-        (Ok(value), shared)
+        (Fm::from_loaded(value, Some(&entry)), shared)
     }
+}
+
+/// A cached value as the JSON it is stored as (see
+/// [`CacheService::get_or_load_json`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedJson {
+    /// The value's [`Cacheable::version`].
+    pub version: u64,
+    /// The value as its `Serialize` implementation writes it with `serde_json`.
+    pub json: Bytes,
+}
+
+/// How a read hands back what it found: decoded ([`Decoded`]) or as stored JSON
+/// ([`AsJson`]). Both share one read path, so they cannot drift apart on the rules
+/// (leases, fences, single-flight, fail-open).
+trait Form<T, E> {
+    type Output;
+
+    /// From a stored entry; `None` when it cannot be read (another format or schema).
+    fn from_entry(entry: &Bytes) -> Option<Option<Self::Output>>;
+
+    /// From a freshly loaded value; `entry` is its encoding, when one was made.
+    fn from_loaded(value: Option<T>, entry: Option<&Bytes>) -> Result<Option<Self::Output>, E>;
+}
+
+/// Reads decode into `T`.
+struct Decoded;
+
+impl<T: Cacheable, E> Form<T, E> for Decoded {
+    type Output = T;
+
+    fn from_entry(entry: &Bytes) -> Option<Option<T>> {
+        decode(entry)
+    }
+
+    fn from_loaded(value: Option<T>, _entry: Option<&Bytes>) -> Result<Option<T>, E> {
+        Ok(value)
+    }
+}
+
+/// Reads hand back the stored JSON.
+struct AsJson;
+
+impl<T: Cacheable, E: From<CacheError>> Form<T, E> for AsJson {
+    type Output = CachedJson;
+
+    fn from_entry(entry: &Bytes) -> Option<Option<CachedJson>> {
+        json_of(entry)
+    }
+
+    fn from_loaded(value: Option<T>, entry: Option<&Bytes>) -> Result<Option<CachedJson>, E> {
+        if let Some(found) = entry.and_then(json_of) {
+            return Ok(found);
+        }
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let json = serde_json::to_vec(&value)
+            .map_err(|error| E::from(CacheError::Serialize(error.to_string())))?;
+        Ok(Some(CachedJson {
+            version: value.version(),
+            json: Bytes::from(json),
+        }))
+    }
+}
+
+/// The JSON payload of an entry, as a slice of the same buffer.
+fn json_of(entry: &Bytes) -> Option<Option<CachedJson>> {
+    match codec::decode(entry)? {
+        Entry::Present { version, payload } => Some(Some(CachedJson {
+            version,
+            json: entry.slice_ref(payload),
+        })),
+        Entry::Absent => Some(None),
+    }
+}
+
+/// A read that skips the cache (breaker open, or the backend failed): counted as an
+/// error and a load.
+async fn bypass<T, E, Fm, F, Fut>(
+    namespace: &'static str,
+    loader: F,
+) -> Result<Option<Fm::Output>, E>
+where
+    T: Cacheable,
+    Fm: Form<T, E>,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Option<T>, E>>,
+{
+    count_request(namespace, "error");
+    count_load(namespace);
+    Fm::from_loaded(loader().await?, None)
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<Option<T>> {

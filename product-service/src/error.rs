@@ -27,7 +27,8 @@ pub enum Error {
     /// A reprice job was taken over by another worker (its heartbeat had expired).
     #[error("the job was taken over by another worker")]
     JobLost,
-    /// The cache failed where it cannot fail open (replaying owed invalidations).
+    /// The cache failed where it cannot fail open (replaying owed invalidations, or
+    /// serializing a value for a JSON read).
     #[error("cache error")]
     Cache(#[source] cache_service::CacheError),
     /// The database failed.
@@ -38,6 +39,12 @@ pub enum Error {
 impl From<sea_orm::DbErr> for Error {
     fn from(error: sea_orm::DbErr) -> Self {
         Self::Database(error)
+    }
+}
+
+impl From<cache_service::CacheError> for Error {
+    fn from(error: cache_service::CacheError) -> Self {
+        Self::Cache(error)
     }
 }
 

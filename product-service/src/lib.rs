@@ -63,6 +63,7 @@ mod entity;
 mod error;
 mod migration;
 
+pub use cache_service::CachedJson;
 pub use db::{connect, migrate};
 pub use domain::{
     Category, Description, NewProduct, PageQuery, PriceCents, ProductId, ProductName, ProductPatch,

@@ -7,7 +7,9 @@
 //! (`cache_invalidation_errors_total`); the write has committed and is reported as done,
 //! and the outbox relay applies the invalidation later.
 
-use cache_service::{CacheService, Cacheable, Group, Invalidation, Namespace};
+use cache_service::{
+    CacheError, CacheService, Cacheable, CachedJson, Group, Invalidation, Namespace,
+};
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -88,6 +90,18 @@ pub struct ProductPage {
     pub total: u64,
 }
 
+impl ProductPage {
+    /// A page with nothing on it.
+    fn empty(query: &PageQuery) -> Self {
+        Self {
+            items: Vec::new(),
+            page: query.page(),
+            per_page: query.per_page(),
+            total: 0,
+        }
+    }
+}
+
 impl Cacheable for ProductPage {
     fn version(&self) -> u64 {
         0 // pages are invalidated by their group's generation, not by version fences
@@ -143,10 +157,18 @@ impl ProductService {
         let key = self.cache.key(PRODUCT, id);
         let found = self
             .cache
-            .get_or_load(&key, || async {
-                let model = product::Entity::find_by_id(id.get()).one(&self.db).await?;
-                Ok::<_, Error>(model.map(Product::from))
-            })
+            .get_or_load(&key, || self.load_product(id))
+            .await?;
+        found.ok_or(Error::NotFound { id })
+    }
+
+    /// [`find_by_id`](Self::find_by_id) as the JSON of a [`Product`], for a server that
+    /// sends it on: a cache hit is not decoded. `version` is the product's.
+    pub async fn find_by_id_json(&self, id: ProductId) -> Result<CachedJson> {
+        let key = self.cache.key(PRODUCT, id);
+        let found = self
+            .cache
+            .get_or_load_json(&key, || self.load_product(id))
             .await?;
         found.ok_or(Error::NotFound { id })
     }
@@ -155,32 +177,54 @@ impl ProductService {
     pub async fn find_in_page(&self, query: &PageQuery) -> Result<ProductPage> {
         let page = self
             .cache
-            .get_or_load_in(PRODUCT_LIST, query.cache_member(), || async {
-                let mut select = product::Entity::find();
-                if let Some(category) = query.category() {
-                    select = select.filter(product::Column::Category.eq(category.as_str()));
-                }
-                let total = select.clone().count(&self.db).await?;
-                let items = select
-                    .order_by_asc(product::Column::Id)
-                    .offset(query.offset())
-                    .limit(u64::from(query.per_page()))
-                    .all(&self.db)
-                    .await?;
-                Ok::<_, Error>(Some(ProductPage {
-                    items: items.into_iter().map(Product::from).collect(),
-                    page: query.page(),
-                    per_page: query.per_page(),
-                    total,
-                }))
-            })
+            .get_or_load_in(PRODUCT_LIST, query.cache_member(), || self.load_page(query))
             .await?;
         // The loader always returns a page; a cached "absent" page cannot exist.
-        Ok(page.unwrap_or_else(|| ProductPage {
-            items: Vec::new(),
+        Ok(page.unwrap_or_else(|| ProductPage::empty(query)))
+    }
+
+    /// [`find_in_page`](Self::find_in_page) as the JSON of a [`ProductPage`], for a
+    /// server that sends it on: a cache hit is not decoded.
+    pub async fn find_in_page_json(&self, query: &PageQuery) -> Result<CachedJson> {
+        let page = self
+            .cache
+            .get_or_load_json_in(PRODUCT_LIST, query.cache_member(), || self.load_page(query))
+            .await?;
+        match page {
+            Some(page) => Ok(page),
+            None => {
+                let empty = serde_json::to_vec(&ProductPage::empty(query))
+                    .map_err(|e| Error::Cache(CacheError::Serialize(e.to_string())))?;
+                Ok(CachedJson {
+                    version: 0,
+                    json: empty.into(),
+                })
+            }
+        }
+    }
+
+    async fn load_product(&self, id: ProductId) -> Result<Option<Product>> {
+        let model = product::Entity::find_by_id(id.get()).one(&self.db).await?;
+        Ok(model.map(Product::from))
+    }
+
+    async fn load_page(&self, query: &PageQuery) -> Result<Option<ProductPage>> {
+        let mut select = product::Entity::find();
+        if let Some(category) = query.category() {
+            select = select.filter(product::Column::Category.eq(category.as_str()));
+        }
+        let total = select.clone().count(&self.db).await?;
+        let items = select
+            .order_by_asc(product::Column::Id)
+            .offset(query.offset())
+            .limit(u64::from(query.per_page()))
+            .all(&self.db)
+            .await?;
+        Ok(Some(ProductPage {
+            items: items.into_iter().map(Product::from).collect(),
             page: query.page(),
             per_page: query.per_page(),
-            total: 0,
+            total,
         }))
     }
 

@@ -10,6 +10,7 @@ pub(crate) mod auth;
 mod fields;
 mod health;
 mod jobs;
+mod json_bytes;
 pub(crate) mod problem;
 mod products;
 mod timestamp;

@@ -109,6 +109,14 @@ impl From<product_service::Error> for ApiError {
     }
 }
 
+/// A response body that could not be serialized: a bug, not bad input.
+impl From<serde_json::Error> for ApiError {
+    fn from(error: serde_json::Error) -> Self {
+        tracing::error!(%error, "response body cannot be serialized");
+        Self::internal()
+    }
+}
+
 /// Rewrites poem-openapi's parse errors so the detail starts with the field's name.
 fn input_error_detail(error: &poem::Error) -> Option<String> {
     use poem_openapi::error::{ParseParamError, ParsePathError, ParseRequestPayloadError};

@@ -6,17 +6,19 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::{Example, MaybeUndefined};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use product_service::{
-    Category, Description, NewProduct, PageQuery, PriceCents, Product, ProductId, ProductName,
-    ProductPage, ProductPatch, ProductService, Sku, Stock, ValidationError, Version,
+    Category, Description, NewProduct, PageQuery, PriceCents, ProductId, ProductName, ProductPatch,
+    ProductService, Sku, Stock, ValidationError, Version,
 };
 
 use super::ApiTags;
 use super::auth::WriteAuth;
 use super::fields::{DomainField, Field};
+use super::json_bytes::JsonBytes;
 use super::problem::ApiError;
 use super::timestamp::Timestamp;
 
-/// A product.
+/// A product. Documents the JSON of [`Product`], which is what is sent (from the cache
+/// as stored, or serialized after a write).
 #[derive(Debug, Object)]
 #[oai(rename = "Product", example)]
 pub struct ProductBody {
@@ -62,23 +64,6 @@ impl Example for ProductBody {
             version: 3,
             created_at: at(0),
             updated_at: at(5),
-        }
-    }
-}
-
-impl From<Product> for ProductBody {
-    fn from(p: Product) -> Self {
-        Self {
-            id: p.id,
-            sku: p.sku,
-            name: p.name,
-            description: p.description,
-            price_cents: p.price_cents,
-            stock: p.stock,
-            category: p.category,
-            version: p.version,
-            created_at: Timestamp(p.created_at),
-            updated_at: Timestamp(p.updated_at),
         }
     }
 }
@@ -160,7 +145,7 @@ impl TryFrom<ProductPatchBody> for ProductPatch {
     }
 }
 
-/// One page of products.
+/// One page of products. Documents the JSON of [`ProductPage`].
 #[derive(Debug, Object)]
 #[oai(rename = "ProductPage", example)]
 pub struct ProductPageBody {
@@ -185,29 +170,18 @@ impl Example for ProductPageBody {
     }
 }
 
-impl From<ProductPage> for ProductPageBody {
-    fn from(page: ProductPage) -> Self {
-        Self {
-            items: page.items.into_iter().map(ProductBody::from).collect(),
-            page: page.page,
-            per_page: page.per_page,
-            total: page.total,
-        }
-    }
-}
-
 #[derive(ApiResponse)]
 enum ListProductsResponse {
     /// The page.
     #[oai(status = 200)]
-    Ok(Json<ProductPageBody>),
+    Ok(JsonBytes<ProductPageBody>),
 }
 
 #[derive(ApiResponse)]
 enum GetProductResponse {
     /// The product; `ETag` is its version.
     #[oai(status = 200)]
-    Ok(Json<ProductBody>, #[oai(header = "ETag")] String),
+    Ok(JsonBytes<ProductBody>, #[oai(header = "ETag")] String),
     /// `If-None-Match` names the current version.
     #[oai(status = 304)]
     NotModified(#[oai(header = "ETag")] String),
@@ -218,7 +192,7 @@ enum CreateProductResponse {
     /// Created; `Location` is the product's URL.
     #[oai(status = 201)]
     Created(
-        Json<ProductBody>,
+        JsonBytes<ProductBody>,
         #[oai(header = "Location")] String,
         #[oai(header = "ETag")] String,
     ),
@@ -228,7 +202,7 @@ enum CreateProductResponse {
 enum UpdateProductResponse {
     /// The product after the change.
     #[oai(status = 200)]
-    Ok(Json<ProductBody>, #[oai(header = "ETag")] String),
+    Ok(JsonBytes<ProductBody>, #[oai(header = "ETag")] String),
 }
 
 #[derive(ApiResponse)]
@@ -264,8 +238,8 @@ impl ProductsApi {
         category: Query<Option<String>>,
     ) -> Result<ListProductsResponse, ApiError> {
         let query = PageQuery::parse(page.0.unwrap_or(1), per_page.0.unwrap_or(20), category.0)?;
-        let page = self.service.find_in_page(&query).await?;
-        Ok(ListProductsResponse::Ok(Json(page.into())))
+        let page = self.service.find_in_page_json(&query).await?;
+        Ok(ListProductsResponse::Ok(JsonBytes::new(page.json)))
     }
 
     /// Get a product
@@ -286,8 +260,11 @@ impl ProductsApi {
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
     ) -> Result<GetProductResponse, ApiError> {
-        let product = self.service.find_by_id(ProductId::parse(id.0)?).await?;
-        let etag = etag(product.version);
+        let product = self
+            .service
+            .find_by_id_json(ProductId::parse(id.0)?)
+            .await?;
+        let etag = etag(product.version as i64);
         if if_none_match
             .0
             .as_deref()
@@ -295,7 +272,7 @@ impl ProductsApi {
         {
             return Ok(GetProductResponse::NotModified(etag));
         }
-        Ok(GetProductResponse::Ok(Json(product.into()), etag))
+        Ok(GetProductResponse::Ok(JsonBytes::new(product.json), etag))
     }
 
     /// Create a product
@@ -315,7 +292,7 @@ impl ProductsApi {
         let location = format!("/api/products/{}", product.id);
         let etag = etag(product.version);
         Ok(CreateProductResponse::Created(
-            Json(product.into()),
+            JsonBytes::encode(&product)?,
             location,
             etag,
         ))
@@ -348,7 +325,10 @@ impl ProductsApi {
         let expected = parse_if_match(if_match.0.as_deref())?;
         let product = self.service.replace(id, body.0.into(), expected).await?;
         let etag = etag(product.version);
-        Ok(UpdateProductResponse::Ok(Json(product.into()), etag))
+        Ok(UpdateProductResponse::Ok(
+            JsonBytes::encode(&product)?,
+            etag,
+        ))
     }
 
     /// Change some fields of a product
@@ -378,7 +358,10 @@ impl ProductsApi {
         let expected = parse_if_match(if_match.0.as_deref())?;
         let product = self.service.patch(id, body.0.try_into()?, expected).await?;
         let etag = etag(product.version);
-        Ok(UpdateProductResponse::Ok(Json(product.into()), etag))
+        Ok(UpdateProductResponse::Ok(
+            JsonBytes::encode(&product)?,
+            etag,
+        ))
     }
 
     /// Delete a product
@@ -442,7 +425,30 @@ fn parse_if_match(header: Option<&str>) -> Result<Option<Version>, ValidationErr
 
 #[cfg(test)]
 mod tests {
+    use poem_openapi::types::ToJSON;
+    use product_service::{Product, ProductPage};
+
     use super::*;
+
+    /// What is sent (serde's JSON of the service's types) is what the document
+    /// describes (the poem-openapi types): the documented example reads into the
+    /// service's type and writes back unchanged, field for field.
+    #[test]
+    fn the_json_sent_is_the_json_documented() {
+        let documented = ProductPageBody::example().to_json().expect("to JSON");
+        let page: ProductPage =
+            serde_json::from_value(documented.clone()).expect("the documented page reads");
+        assert_eq!(serde_json::to_value(&page).expect("writes"), documented);
+
+        let documented = ProductBody::example().to_json().expect("to JSON");
+        let product: Product =
+            serde_json::from_value(documented.clone()).expect("the documented product reads");
+        assert_eq!(serde_json::to_value(&product).expect("writes"), documented);
+        assert_eq!(
+            documented["created_at"], "2026-11-26T10:00:00Z",
+            "timestamps are RFC 3339 UTC with a Z"
+        );
+    }
 
     #[test]
     fn if_match_accepts_tags_and_star_only() {

@@ -7,16 +7,20 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use fred::clients::WithOptions;
 use fred::prelude::*;
 use fred::types::InfoKind;
 use fred::types::scripts::Script;
 
-use super::{CacheBackend, FillOutcome, LeaseToken, Lookup, clock_generation, millis};
+use super::{
+    CacheBackend, FillOutcome, LeaseToken, Lookup, clock_generation, invalidate_write_in_steps,
+    millis,
+};
 use crate::config::RedisConfig;
 use crate::error::{CacheError, Result};
 use crate::key::{CacheKey, Invalidation};
@@ -52,21 +56,40 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 0
 "#;
 
+/// Applies one invalidation (see [`Invalidation`]): `version` '' removes the entry and
+/// its lease; a version removes older entries and raises the fence to it.
+const INVALIDATE_FN: &str = r#"
+local function invalidate(value, lease, fence_key, version, fence_ttl)
+  if version == '' then
+    redis.call('DEL', value, lease)
+    return
+  end
+  local v = tonumber(version)
+  local current = redis.call('GET', value)
+  if current and entry_version(current) < v then redis.call('DEL', value) end
+  local fence = redis.call('GET', fence_key)
+  if fence and tonumber(fence) >= v then
+    redis.call('PEXPIRE', fence_key, fence_ttl)
+  else
+    redis.call('SET', fence_key, version, 'PX', fence_ttl)
+  end
+end
+"#;
+
+/// Moves a group to its next generation, or seeds a lost counter from the clock.
+const BUMP_FN: &str = r#"
+-- INCR's integer reply, not tostring(): Lua 5.1 prints numbers with 14 significant
+-- digits, so a clock-seeded counter (16 digits) would come back as "1.7957e+15".
+local function bump(key, seed)
+  if redis.call('EXISTS', key) == 1 then return redis.call('INCR', key) end
+  redis.call('SET', key, seed)
+  return seed
+end
+"#;
+
 /// KEYS: value, lease, fence. ARGV: version ('' = unconditional), fence ttl (ms).
 const INVALIDATE: &str = r#"
-if ARGV[1] == '' then
-  redis.call('DEL', KEYS[1], KEYS[2])
-  return 1
-end
-local version = tonumber(ARGV[1])
-local current = redis.call('GET', KEYS[1])
-if current and entry_version(current) < version then redis.call('DEL', KEYS[1]) end
-local fence = redis.call('GET', KEYS[3])
-if fence and tonumber(fence) >= version then
-  redis.call('PEXPIRE', KEYS[3], ARGV[2])
-else
-  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
-end
+invalidate(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 return 1
 "#;
 
@@ -80,11 +103,24 @@ return ARGV[1]
 
 /// KEYS: generation. ARGV: seed from the clock.
 const BUMP_GENERATION: &str = r#"
--- INCR's integer reply, not tostring(): Lua 5.1 prints numbers with 14 significant
--- digits, so a clock-seeded counter (16 digits) would come back as "1.7957e+15".
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
-redis.call('SET', KEYS[1], ARGV[1])
-return ARGV[1]
+return bump(KEYS[1], ARGV[1])
+"#;
+
+/// One write's invalidations in one step: the groups first, then the items, so an
+/// item's fence never exists without its groups having moved on (what
+/// `CacheService::replay_write` relies on); a failing group bump stops the script
+/// before any item.
+/// KEYS: the groups' generation keys, then value, lease, fence of each item.
+/// ARGV: number of groups, clock seed, fence ttl (ms), then each item's version.
+const INVALIDATE_WRITE: &str = r#"
+local groups = tonumber(ARGV[1])
+for i = 1, groups do bump(KEYS[i], ARGV[2]) end
+local item = 0
+for k = groups + 1, #KEYS, 3 do
+  item = item + 1
+  invalidate(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[3 + item], ARGV[3])
+end
+return 1
 "#;
 
 struct Scripts {
@@ -93,17 +129,20 @@ struct Scripts {
     invalidate: Script,
     generation: Script,
     bump_generation: Script,
+    invalidate_write: Script,
 }
 
 impl Scripts {
     fn new() -> Self {
-        let with_version = |body: &str| Script::from_lua(format!("{ENTRY_VERSION}{body}"));
         Self {
             get_or_lease: Script::from_lua(GET_OR_LEASE),
-            fill: with_version(FILL),
-            invalidate: with_version(INVALIDATE),
+            fill: Script::from_lua(format!("{ENTRY_VERSION}{FILL}")),
+            invalidate: Script::from_lua(format!("{ENTRY_VERSION}{INVALIDATE_FN}{INVALIDATE}")),
             generation: Script::from_lua(GENERATION),
-            bump_generation: Script::from_lua(BUMP_GENERATION),
+            bump_generation: Script::from_lua(format!("{BUMP_FN}{BUMP_GENERATION}")),
+            invalidate_write: Script::from_lua(format!(
+                "{ENTRY_VERSION}{INVALIDATE_FN}{BUMP_FN}{INVALIDATE_WRITE}"
+            )),
         }
     }
 }
@@ -112,34 +151,49 @@ impl Scripts {
 #[derive(Clone)]
 pub struct RedisBackend {
     pool: Pool,
+    /// Each pooled client with `fail_fast` set, for reads (built once: `with_options`
+    /// clones the client per call).
+    readers: Arc<[WithOptions<Client>]>,
+    /// Round-robin position over the pool.
+    next: Arc<AtomicUsize>,
     scripts: Arc<Scripts>,
     command_timeout: Duration,
     reconnects: Arc<Reconnects>,
 }
 
-/// Counts new connections. Read synchronously, so that a reply that came over a new
-/// connection is always seen together with its reconnection: fred announces a new
-/// connection before it sends anything over it.
+/// Counts new connections, per pooled client. Every command looks at the reconnections
+/// of the client it used after its reply came back, so a reply that came over a new
+/// connection is always counted by the time the caller looks: fred announces a new
+/// connection before it sends anything over it. Only that one client is looked at, so
+/// the hit path takes one uncontended lock, not one per client.
 struct Reconnects {
     receivers: Vec<std::sync::Mutex<tokio::sync::broadcast::Receiver<fred::types::config::Server>>>,
     seen: AtomicU64,
 }
 
 impl Reconnects {
-    fn count(&self) -> u64 {
+    /// Counts the reconnections announced on client `index`.
+    fn poll(&self, index: usize) {
         use tokio::sync::broadcast::error::TryRecvError;
+        let Some(receiver) = self.receivers.get(index) else {
+            return;
+        };
         let mut new = 0;
-        for receiver in &self.receivers {
-            let mut rx = receiver.lock().unwrap_or_else(|e| e.into_inner());
-            loop {
-                match rx.try_recv() {
-                    Ok(_) => new += 1,
-                    Err(TryRecvError::Lagged(n)) => new += n,
-                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-                }
+        let mut rx = receiver.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match rx.try_recv() {
+                Ok(_) => new += 1,
+                Err(TryRecvError::Lagged(n)) => new += n,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             }
         }
-        self.seen.fetch_add(new, Ordering::AcqRel) + new
+        if new > 0 {
+            self.seen.fetch_add(new, Ordering::AcqRel);
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.seen.load(Ordering::Acquire)
     }
 }
 
@@ -177,8 +231,19 @@ impl RedisBackend {
                 .collect(),
             seen: AtomicU64::new(0),
         });
+        let fail_fast = Options {
+            fail_fast: true,
+            ..Options::default()
+        };
+        let readers = pool
+            .clients()
+            .iter()
+            .map(|client| client.with_options(&fail_fast))
+            .collect();
         let backend = Self {
             pool,
+            readers,
+            next: Arc::new(AtomicUsize::new(0)),
             scripts: Arc::new(Scripts::new()),
             command_timeout: config.command_timeout,
             reconnects,
@@ -190,6 +255,13 @@ impl RedisBackend {
     /// The underlying pool, for callers that need commands this trait does not cover.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The next pooled client, round robin, and its index.
+    fn client(&self) -> (usize, &Client) {
+        let clients = self.pool.clients();
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % clients.len();
+        (index, &clients[index])
     }
 
     fn map_error(&self, error: Error) -> CacheError {
@@ -205,11 +277,19 @@ impl RedisBackend {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<R> {
-        script
-            .evalsha_with_reload(self.pool.next(), keys, args)
-            .await
-            .map_err(|e| self.map_error(e))
+        let (index, client) = self.client();
+        let reply = script.evalsha_with_reload(client, keys, args).await;
+        self.reconnects.poll(index);
+        reply.map_err(|e| self.map_error(e))
     }
+}
+
+/// The script argument of an invalidation's version ('' for an unconditional one).
+fn version_arg(invalidation: &Invalidation) -> String {
+    invalidation
+        .version
+        .map(|v| v.to_string())
+        .unwrap_or_default()
 }
 
 fn backend_error(error: Error, config: &RedisConfig) -> CacheError {
@@ -236,15 +316,12 @@ fn unexpected(what: &str, value: &Value) -> CacheError {
 #[async_trait]
 impl CacheBackend for RedisBackend {
     async fn get(&self, key: &CacheKey) -> Result<Option<Bytes>> {
-        self.pool
-            .next()
-            .with_options(&Options {
-                fail_fast: true,
-                ..Options::default()
-            })
+        let (index, _) = self.client();
+        let reply = self.readers[index]
             .get::<Option<Bytes>, _>(key.as_str())
-            .await
-            .map_err(|e| self.map_error(e))
+            .await;
+        self.reconnects.poll(index);
+        reply.map_err(|e| self.map_error(e))
     }
 
     async fn get_or_lease(
@@ -308,27 +385,52 @@ impl CacheBackend for RedisBackend {
 
     async fn invalidate(&self, invalidation: &Invalidation, fence_ttl: Duration) -> Result<()> {
         let key = &invalidation.key;
-        let version = invalidation
-            .version
-            .map(|v| v.to_string())
-            .unwrap_or_default();
         let _: i64 = self
             .eval(
                 &self.scripts.invalidate,
                 vec![key.as_str().to_owned(), key.lease_key(), key.fence_key()],
-                vec![Value::from(version), Value::from(millis(fence_ttl) as i64)],
+                vec![
+                    Value::from(version_arg(invalidation)),
+                    Value::from(millis(fence_ttl) as i64),
+                ],
             )
             .await?;
         Ok(())
     }
 
+    /// One script, one round trip. On a cluster the keys live on different nodes, which
+    /// one script cannot reach: there the steps run one after another.
+    async fn invalidate_write(
+        &self,
+        items: &[Invalidation],
+        generation_keys: &[String],
+        fence_ttl: Duration,
+    ) -> Result<()> {
+        if self.pool.is_clustered() {
+            return invalidate_write_in_steps(self, items, generation_keys, fence_ttl).await;
+        }
+        let mut keys = generation_keys.to_vec();
+        let mut args = vec![
+            Value::from(generation_keys.len() as i64),
+            Value::from(clock_generation().to_string()),
+            Value::from(millis(fence_ttl) as i64),
+        ];
+        for invalidation in items {
+            let key = &invalidation.key;
+            keys.extend([key.as_str().to_owned(), key.lease_key(), key.fence_key()]);
+            args.push(Value::from(version_arg(invalidation)));
+        }
+        let _: i64 = self
+            .eval(&self.scripts.invalidate_write, keys, args)
+            .await?;
+        Ok(())
+    }
+
     async fn fence(&self, key: &CacheKey) -> Result<Option<u64>> {
-        let fence: Option<String> = self
-            .pool
-            .next()
-            .get(key.fence_key())
-            .await
-            .map_err(|e| self.map_error(e))?;
+        let (index, client) = self.client();
+        let reply = client.get::<Option<String>, _>(key.fence_key()).await;
+        self.reconnects.poll(index);
+        let fence = reply.map_err(|e| self.map_error(e))?;
         fence
             .map(|f| {
                 f.parse()
@@ -364,12 +466,10 @@ impl CacheBackend for RedisBackend {
     }
 
     async fn identity(&self) -> Result<Option<String>> {
-        let info: String = self
-            .pool
-            .next()
-            .info(Some(InfoKind::Server))
-            .await
-            .map_err(|e| self.map_error(e))?;
+        let (index, client) = self.client();
+        let reply = client.info::<String>(Some(InfoKind::Server)).await;
+        self.reconnects.poll(index);
+        let info = reply.map_err(|e| self.map_error(e))?;
         info.lines()
             .find_map(|line| line.trim().strip_prefix("run_id:"))
             .map(|id| Some(id.to_owned()))
@@ -381,12 +481,10 @@ impl CacheBackend for RedisBackend {
     }
 
     async fn ping(&self) -> Result<()> {
-        let _: String = self
-            .pool
-            .next()
-            .ping(None)
-            .await
-            .map_err(|e| self.map_error(e))?;
+        let (index, client) = self.client();
+        let reply = client.ping::<String>(None).await;
+        self.reconnects.poll(index);
+        reply.map_err(|e| self.map_error(e))?;
         Ok(())
     }
 }

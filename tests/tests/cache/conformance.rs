@@ -38,6 +38,8 @@ on_both_backends!(paused:
     a_negative_entry_counts_as_version_zero,
     a_missing_generation_is_seeded_from_the_clock_and_stable_on_read,
     bumping_a_generation_moves_it_strictly_forward,
+    invalidating_a_write_moves_its_groups_and_applies_its_items,
+    invalidating_a_write_seeds_a_lost_generation_from_the_clock,
     a_stored_value_expires_after_its_ttl,
     a_fence_expires_after_its_ttl,
     an_entry_in_an_unknown_format_is_returned_as_stored_and_counts_as_older_than_any_version,
@@ -468,6 +470,72 @@ pub async fn bumping_a_generation_moves_it_strictly_forward(env: &Env) {
             .expect("generation"),
         other,
         "another group's counter is its own"
+    );
+}
+
+pub async fn invalidating_a_write_moves_its_groups_and_applies_its_items(env: &Env) {
+    let (group, other_group) = (env.generation_key("list"), env.generation_key("other"));
+    let before = env.backend.generation(&group).await.expect("generation");
+    let other = env
+        .backend
+        .generation(&other_group)
+        .await
+        .expect("generation");
+    lease_and_fill(env, 1, A, &entry(1, "fenced")).await;
+    lease_and_fill(env, 2, A, &entry(1, "removed")).await;
+    lease_and_fill(env, 3, A, &entry(1, "untouched")).await;
+
+    env.backend
+        .invalidate_write(
+            &[
+                Invalidation::at_version(env.key(1), 2),
+                Invalidation::remove(env.key(2)),
+            ],
+            std::slice::from_ref(&group),
+            FENCE,
+        )
+        .await
+        .expect("invalidate_write");
+
+    let after = env.backend.generation(&group).await.expect("generation");
+    assert!(after > before, "the group moved on: {after} > {before}");
+    assert_eq!(
+        env.backend
+            .generation(&other_group)
+            .await
+            .expect("generation"),
+        other,
+        "a group the write does not name stays"
+    );
+    assert_eq!(get(env, 1).await, None, "the older value is removed");
+    assert_eq!(
+        env.backend.fence(&env.key(1)).await.expect("fence"),
+        Some(2),
+        "and fenced at the write's version"
+    );
+    assert_eq!(get(env, 2).await, None, "the unversioned item is removed");
+    assert_eq!(env.backend.fence(&env.key(2)).await.expect("fence"), None);
+    assert!(get(env, 3).await.is_some(), "an item not named stays");
+    assert_eq!(
+        lease_and_fill(env, 1, B, &entry(1, "stale")).await,
+        FillOutcome::Fenced,
+        "a fill of the old version is refused"
+    );
+}
+
+pub async fn invalidating_a_write_seeds_a_lost_generation_from_the_clock(env: &Env) {
+    const MICROS_IN_2001: u64 = 1_000_000_000_000_000;
+    let group = env.generation_key("never-read");
+
+    env.backend
+        .invalidate_write(&[], std::slice::from_ref(&group), FENCE)
+        .await
+        .expect("invalidate_write");
+
+    let generation = env.backend.generation(&group).await.expect("generation");
+    assert!(
+        generation > MICROS_IN_2001,
+        "seeded from the clock, never restarted at 1: {generation}"
     );
 }
 

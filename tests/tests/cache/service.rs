@@ -3,7 +3,9 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use cache_service::{CacheService, Group, Invalidation, LeaseToken, Lookup, codec};
+use cache_service::{
+    CacheError, CacheService, CachedJson, Group, Invalidation, LeaseToken, Lookup, codec,
+};
 
 use crate::support::{Db, Env, Page, WIDGET, Widget, read};
 
@@ -19,6 +21,9 @@ on_both_backends!(realtime:
     invalidating_a_group_makes_every_member_reload,
     services_with_different_prefixes_do_not_share_entries,
     an_entry_that_cannot_be_decoded_is_replaced_on_read,
+    a_json_read_hands_back_the_stored_json_and_shares_entries_with_typed_reads,
+    a_json_read_of_a_missing_row_is_none_and_cached,
+    a_json_read_of_a_group_member_reloads_after_the_group_moved_on,
 );
 
 /// A loader of list pages that counts its calls; a page reads "{edition} page {n}", so a
@@ -227,6 +232,101 @@ pub async fn an_entry_that_cannot_be_decoded_is_replaced_on_read(env: &Env) {
     }
 }
 
+/// `cache.get_or_load_json(key)` with a loader reading `db`.
+async fn read_json(
+    cache: &CacheService,
+    key: &cache_service::CacheKey,
+    db: &Db,
+) -> Option<CachedJson> {
+    cache
+        .get_or_load_json(key, || async { Ok::<_, CacheError>(db.load()) })
+        .await
+        .expect("the loader does not fail")
+}
+
+pub async fn a_json_read_hands_back_the_stored_json_and_shares_entries_with_typed_reads(env: &Env) {
+    let widget = Widget::new(1, 3, "three");
+    let db = Db::with(widget.clone());
+    let cache = env.service();
+    let key = cache.key(WIDGET, 1);
+    let expected = CachedJson {
+        version: 3,
+        json: serde_json::to_vec(&widget).expect("encodes").into(),
+    };
+
+    assert_eq!(
+        read_json(&cache, &key, &db).await,
+        Some(expected.clone()),
+        "miss"
+    );
+    assert_eq!(
+        read_json(&cache, &key, &db).await,
+        Some(expected.clone()),
+        "hit"
+    );
+    assert_eq!(read(&cache, &key, &db).await, Some(widget), "typed hit");
+    assert_eq!(db.loads(), 1, "one load served all three");
+
+    let renamed = db.write("four");
+    cache
+        .invalidate(&[Invalidation::at_version(key.clone(), renamed.version)])
+        .await
+        .expect("invalidate");
+    let read_back = read(&cache, &key, &db).await;
+    assert_eq!(read_back, Some(renamed.clone()), "typed miss fills");
+    assert_eq!(
+        read_json(&cache, &key, &db).await,
+        Some(CachedJson {
+            version: 4,
+            json: serde_json::to_vec(&renamed).expect("encodes").into(),
+        }),
+        "a JSON hit on the typed fill"
+    );
+    assert_eq!(db.loads(), 2);
+}
+
+pub async fn a_json_read_of_a_missing_row_is_none_and_cached(env: &Env) {
+    let db = Db::empty();
+    let cache = env.service();
+    let key = cache.key(WIDGET, 9);
+
+    assert_eq!(read_json(&cache, &key, &db).await, None);
+    assert_eq!(read_json(&cache, &key, &db).await, None);
+    assert_eq!(db.loads(), 1, "the absence was cached");
+}
+
+pub async fn a_json_read_of_a_group_member_reloads_after_the_group_moved_on(env: &Env) {
+    let cache = env.service();
+    let loads = AtomicUsize::new(0);
+    let read_page = |edition: &'static str| {
+        let loads = &loads;
+        let cache = &cache;
+        async move {
+            cache
+                .get_or_load_json_in(PAGES, 1, || async {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, CacheError>(Some(Page {
+                        names: vec![edition.to_owned()],
+                    }))
+                })
+                .await
+                .expect("the loader does not fail")
+                .expect("the loader always returns a page")
+        }
+    };
+
+    let first = read_page("first").await;
+    assert_eq!(first.json, r#"{"names":["first"]}"#.as_bytes());
+    assert_eq!(first.version, 0, "pages are unversioned");
+    assert_eq!(read_page("unused").await, first, "a hit");
+    cache.invalidate_group(PAGES).await.expect("invalidate");
+    assert_eq!(
+        read_page("second").await.json,
+        r#"{"names":["second"]}"#.as_bytes()
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+}
+
 mod redis_only {
     use fred::prelude::{ClientLike, KeysInterface};
 
@@ -273,6 +373,40 @@ mod redis_only {
                 );
             }
         }
+        env.cleanup().await;
+    }
+
+    /// The groups move on before any item is fenced, and a group that cannot move on
+    /// stops the write's invalidation there: a replay must never find an item fenced
+    /// while its list pages still show the old value.
+    #[tokio::test]
+    async fn a_write_whose_group_cannot_move_on_fences_no_item() {
+        let Some(env) = Env::redis("a_write_whose_group_cannot_move_on_fences_no_item").await
+        else {
+            return;
+        };
+        let redis = env.redis.as_ref().expect("a Redis env");
+        let cache = env.service();
+        let db = Db::with(Widget::new(1, 1, "one"));
+        let key = cache.key(WIDGET, 1);
+        read(&cache, &key, &db).await;
+        // A fault a real server produces on demand: INCR on a value that is no integer.
+        let generation_key = format!("{}:widget_page:generation", env.prefix);
+        let _: () = redis
+            .client
+            .set(&generation_key, "not a number", None, None, false)
+            .await
+            .expect("SET");
+
+        let result = cache
+            .invalidate_write(&[Invalidation::at_version(key.clone(), 2)], &[PAGES])
+            .await;
+
+        assert!(result.is_err(), "the failed group bump is reported");
+        let fence = cache.backend().fence(&key).await.expect("fence");
+        assert_eq!(fence, None, "no item was fenced");
+        let cached = cache.backend().get(&key).await.expect("GET");
+        assert!(cached.is_some(), "and no item was removed");
         env.cleanup().await;
     }
 }
