@@ -1,13 +1,13 @@
-//! Write-path overhead: `ProductService::patch` (atomic `UPDATE … RETURNING` in a write
-//! transaction, outbox triggers, then inline invalidation of the product and the list
+//! Write-path overhead: `ProductService::patch` (one atomic `UPDATE … RETURNING`, its
+//! own transaction, outbox triggers, then inline invalidation of the product and the list
 //! group in Redis, with the outbox relay running as in the server) against the same
 //! atomic `UPDATE` through sea-orm with no cache and no triggers, on SQLite (a WAL file,
 //! as the server uses it) and PostgreSQL.
 //!
 //! Variants, measured in alternating batches (rotated every round):
 //! - `plain_update`: the naive alternative. The same `UPDATE … SET price_cents = ?,
-//!   version = version + 1, updated_at = ? WHERE id = ? RETURNING *` in the same kind of
-//!   transaction (`IMMEDIATE` on SQLite), on a copy of the table without triggers.
+//!   version = version + 1, updated_at = ? WHERE id = ? RETURNING *`, also a statement
+//!   on its own, on a copy of the table without triggers.
 //! - `update_with_triggers`: the same statement on the `product` table itself, so its
 //!   outbox triggers run (the relay applies what they owe); no inline invalidation.
 //!   Splits the overhead into its database part and its cache part.
@@ -43,7 +43,6 @@ use product_service::{
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, ExprTrait, QueryFilter, Schema,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use support::{Redis, Summary};
 
@@ -134,24 +133,16 @@ struct Fixture {
 macro_rules! atomic_update {
     ($entity:ident, $db:expr, $id:expr, $price:expr) => {{
         use $entity::Column as C;
-        let txn = $db
-            .begin_with_options(TransactionOptions {
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                ..TransactionOptions::default()
-            })
-            .await
-            .expect("bench: begin");
         let updated = $entity::Entity::update_many()
             .col_expr(C::Version, Expr::col(C::Version).add(1))
             .col_expr(C::UpdatedAt, Expr::value(Utc::now().trunc_subsecs(0)))
             .col_expr(C::PriceCents, Expr::value($price))
             .filter(C::Id.eq($id))
-            .exec_with_returning(&txn)
+            .exec_with_returning(&$db)
             .await
             .expect("bench: UPDATE")
             .pop()
             .expect("bench: the row exists");
-        txn.commit().await.expect("bench: commit");
         updated.version
     }};
 }

@@ -1,22 +1,21 @@
-//! Hit-path overhead: a cache hit through [`CacheService::get_or_load`] against a raw
-//! `fred` `GET` of the same bytes, on the same Redis and the same connection pool.
+//! Hit-path overhead: a cache hit through [`CacheService`] against a raw `fred` `GET`
+//! of the same bytes, on the same Redis and the same connection pool.
 //!
 //! Variants:
 //! - `raw_get`: `GET key` on the pool, bytes returned, nothing decoded: the physical
 //!   limit of one Redis round trip through `fred`.
-//! - `raw_get_decode`: the same `GET` plus the JSON decode a caller needs anyway: the
-//!   naive cache-aside read.
-//! - `fail_fast_get_decode`: `raw_get_decode` with the per-command options the backend
-//!   uses (`fail_fast`, through `with_options`).
-//! - `…_reconnect_check`: that, plus the backend's reconnection check
-//!   (`CacheBackend::reconnects`), which `get_or_load` runs after every read.
-//! - `get_or_load_hit`: `CacheService::get_or_load` on a warm key (breaker check, `GET`
-//!   with fail-fast options, reconnection check, header and JSON decode, metrics).
-//!
-//! The middle variants split the gap between the raw `GET` and the hit into its parts.
+//! - `raw_get_decode`: the same `GET` plus the JSON decode into the struct: the naive
+//!   cache-aside read.
+//! - `get_or_load_hit`: `CacheService::get_or_load` on a warm key, decoded into the
+//!   struct (breaker check, `GET` with fail-fast options, reconnection check, header
+//!   and JSON decode, metrics).
+//! - `get_or_load_json_hit`: `CacheService::get_or_load_json` on the same key: the
+//!   stored JSON as bytes, what a server sends on (everything above but the decode).
 //!
 //! Sequentially (latency per operation) and with 64 concurrent tasks (throughput).
-//! Targets: hit ≤ 1.15 × raw GET latency; ≥ 0.9 × raw GET throughput at 64 tasks.
+//! Targets: hit ≤ 1.15 × raw GET latency; ≥ 0.9 × raw GET throughput at 64 tasks. The
+//! verdict is on the JSON hit, which returns bytes as the raw `GET` does; the decoded
+//! hit is compared with the naive read, which decodes too.
 //!
 //! `cargo bench -p cache-service --bench hit_path`; smoke: add `-- --test`.
 
@@ -28,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cache_service::{
-    CacheBackend, CacheConfig, CacheKey, CacheService, Cacheable, Namespace, RedisBackend,
+    CacheConfig, CacheError, CacheKey, CacheService, Cacheable, Namespace, RedisBackend,
     RedisConfig,
 };
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -81,7 +80,6 @@ fn item() -> Item {
 struct Fixture {
     cache: CacheService,
     pool: Pool,
-    backend: RedisBackend,
     key: CacheKey,
 }
 
@@ -89,29 +87,28 @@ struct Fixture {
 enum Variant {
     RawGet,
     RawGetDecode,
-    FailFastDecode,
-    FailFastDecodeReconnects,
     Hit,
+    JsonHit,
 }
 
-const VARIANTS: [Variant; 5] = [
+const VARIANTS: [Variant; 4] = [
     Variant::RawGet,
     Variant::RawGetDecode,
-    Variant::FailFastDecode,
-    Variant::FailFastDecodeReconnects,
     Variant::Hit,
+    Variant::JsonHit,
 ];
-/// Index of [`Variant::Hit`] in [`VARIANTS`].
-const HIT: usize = 4;
+/// Indexes in [`VARIANTS`].
+const RAW_DECODE: usize = 1;
+const HIT: usize = 2;
+const JSON_HIT: usize = 3;
 
 impl Variant {
     fn name(self) -> &'static str {
         match self {
             Variant::RawGet => "raw_get",
             Variant::RawGetDecode => "raw_get_decode",
-            Variant::FailFastDecode => "fail_fast_get_decode",
-            Variant::FailFastDecodeReconnects => "fail_fast_get_decode_reconnect_check",
             Variant::Hit => "get_or_load_hit",
+            Variant::JsonHit => "get_or_load_json_hit",
         }
     }
 }
@@ -123,17 +120,12 @@ impl Fixture {
             .expect("bench: Redis");
         let pool = backend.pool().clone();
         let cache = CacheService::new(
-            Arc::new(backend.clone()),
+            Arc::new(backend),
             CacheConfig::with_prefix(support::unique_prefix("hit")),
         )
         .expect("bench: cache");
         let key = cache.key(ITEM, 42);
-        let fixture = Self {
-            cache,
-            pool,
-            backend,
-            key,
-        };
+        let fixture = Self { cache, pool, key };
         // Warm the key, and check that every variant sees the same value.
         let loaded: Option<Item> = fixture
             .cache
@@ -169,22 +161,6 @@ impl Fixture {
                     .expect("bench: GET");
                 black_box(decode(bytes));
             }
-            Variant::FailFastDecode | Variant::FailFastDecodeReconnects => {
-                let bytes: Option<Bytes> = self
-                    .pool
-                    .next()
-                    .with_options(&Options {
-                        fail_fast: true,
-                        ..Options::default()
-                    })
-                    .get(self.key.as_str())
-                    .await
-                    .expect("bench: GET");
-                if variant == Variant::FailFastDecodeReconnects {
-                    black_box(self.backend.reconnects());
-                }
-                black_box(decode(bytes));
-            }
             Variant::Hit => {
                 let value: Option<Item> = self
                     .cache
@@ -194,6 +170,18 @@ impl Fixture {
                     .await
                     .expect("bench: hit");
                 assert!(black_box(value).is_some());
+            }
+            Variant::JsonHit => {
+                let json = self
+                    .cache
+                    .get_or_load_json(&self.key, || async {
+                        Err::<Option<Item>, _>(CacheError::Backend(
+                            "the key is warm: the loader must not run".into(),
+                        ))
+                    })
+                    .await
+                    .expect("bench: hit");
+                assert!(black_box(json).is_some());
             }
         }
     }
@@ -315,12 +303,15 @@ fn interleaved(rt: &tokio::runtime::Runtime, fixture: &Fixture, smoke: bool) {
     if smoke {
         return; // tiny sizes on a debug build: the ratios mean nothing
     }
-    let lat = latency.ratio(HIT, 0);
-    let thr = throughput.ratio(HIT, 0);
+    let lat = latency.ratio(JSON_HIT, 0);
+    let thr = throughput.ratio(JSON_HIT, 0);
     let verdict = format!(
-        "targets: hit/raw latency {lat:.3} (≤ 1.15: {}); hit/raw throughput at {TASKS} tasks {thr:.3} (≥ 0.90: {})\n",
+        "targets: JSON hit/raw GET latency {lat:.3} (≤ 1.15: {}); JSON hit/raw GET throughput at {TASKS} tasks {thr:.3} (≥ 0.90: {})\n\
+         decoded hit/naive GET+decode: latency {:.3}, throughput {:.3}\n",
         pass(lat <= 1.15),
         pass(thr >= 0.90),
+        latency.ratio(HIT, RAW_DECODE),
+        throughput.ratio(HIT, RAW_DECODE),
     );
     println!("{verdict}");
     support::write_result("hit_path", &verdict);

@@ -1,8 +1,8 @@
 //! [`ProductService`]: the one way to read and change products.
 //!
 //! Reads go through the cache: a product under its id in [`PRODUCT`], list pages in the
-//! [`PRODUCT_LIST`] group. Each write is one database transaction; after it commits the
-//! service moves the list group to a new generation and invalidates the product's key,
+//! [`PRODUCT_LIST`] group. Each write is one SQL statement, which is its own transaction
+//! (the outbox triggers run inside it); after it commits the service moves the list group to a new generation and invalidates the product's key,
 //! fenced at the row's new version. An invalidation that fails is logged and counted
 //! (`cache_invalidation_errors_total`); the write has committed and is reported as done,
 //! and the outbox relay applies the invalidation later.
@@ -231,7 +231,6 @@ impl ProductService {
     /// Creates a product at version 1.
     pub async fn create(&self, input: NewProduct) -> Result<Product> {
         let now = now();
-        let txn = self.begin_write().await?;
         let row = product::ActiveModel {
             sku: Set(input.sku.to_string()),
             name: Set(input.name.into()),
@@ -245,10 +244,9 @@ impl ProductService {
             ..Default::default()
         };
         let model = product::Entity::insert(row)
-            .exec_with_returning(&txn)
+            .exec_with_returning(&self.db)
             .await
             .map_err(|e| write_error(e, Some(&input.sku)))?;
-        txn.commit().await?;
         self.invalidate_after_commit(model.id, model.version).await;
         Ok(model.into())
     }
@@ -293,15 +291,13 @@ impl ProductService {
 
     /// Deletes the product. With `expected`, only if the row is at that version.
     pub async fn delete(&self, id: ProductId, expected: Option<Version>) -> Result<()> {
-        let txn = self.begin_write().await?;
         let mut delete = product::Entity::delete_many().filter(product::Column::Id.eq(id.get()));
         if let Some(expected) = expected {
             delete = delete.filter(product::Column::Version.eq(expected.get()));
         }
-        let Some(deleted) = delete.exec_with_returning(&txn).await?.pop() else {
-            return Err(diagnose_miss(&txn, id, expected).await);
+        let Some(deleted) = delete.exec_with_returning(&self.db).await?.pop() else {
+            return Err(diagnose_miss(&self.db, id, expected).await);
         };
-        txn.commit().await?;
         // A deleted row counts as one version past its last, so every cached copy and
         // every in-flight fill of an older version is refused.
         self.invalidate_after_commit(deleted.id, deleted.version + 1)
@@ -316,7 +312,6 @@ impl ProductService {
         expected: Option<Version>,
     ) -> Result<Product> {
         use product::Column as C;
-        let txn = self.begin_write().await?;
         let mut update = product::Entity::update_many()
             .col_expr(C::Version, Expr::col(C::Version).add(1))
             .col_expr(C::UpdatedAt, Expr::value(now()))
@@ -343,14 +338,13 @@ impl ProductService {
             update = update.col_expr(C::Category, Expr::value(String::from(category)));
         }
         let updated = update
-            .exec_with_returning(&txn)
+            .exec_with_returning(&self.db)
             .await
             .map_err(|e| write_error(e, patch.sku.as_ref()))?
             .pop();
         let Some(model) = updated else {
-            return Err(diagnose_miss(&txn, id, expected).await);
+            return Err(diagnose_miss(&self.db, id, expected).await);
         };
-        txn.commit().await?;
         self.invalidate_after_commit(model.id, model.version).await;
         Ok(model.into())
     }
@@ -423,16 +417,20 @@ fn check_expected(expected: Option<Version>, actual: i64) -> Result<()> {
 /// An `UPDATE`/`DELETE` matched no row: either the id does not exist or the version
 /// differs. Runs inside the write transaction, so the answer is consistent with it.
 async fn diagnose_miss(
-    txn: &impl ConnectionTrait,
+    db: &impl ConnectionTrait,
     id: ProductId,
     expected: Option<Version>,
 ) -> Error {
-    match product::Entity::find_by_id(id.get()).one(txn).await {
+    match product::Entity::find_by_id(id.get()).one(db).await {
         Ok(None) => Error::NotFound { id },
-        Ok(Some(model)) => match check_expected(expected, model.version) {
-            Err(mismatch) => mismatch,
-            // Cannot happen inside the transaction; report it rather than guess.
-            Ok(()) => Error::Database(DbErr::RecordNotUpdated),
+        // Also when the row is at `expected` by now: a concurrent write moved it there
+        // after this statement missed it, so when it ran the precondition failed.
+        Ok(Some(model)) => match expected {
+            Some(expected) => Error::VersionMismatch {
+                expected,
+                actual: Version::from_db(model.version),
+            },
+            None => Error::Database(DbErr::RecordNotUpdated),
         },
         Err(error) => Error::Database(error),
     }

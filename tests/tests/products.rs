@@ -41,6 +41,7 @@ on_both_databases!(
     duplicate_skus_are_a_typed_error,
     a_stale_expected_version_changes_nothing,
     concurrent_patches_each_bump_the_version_once,
+    of_concurrent_patches_expecting_one_version_one_wins_and_the_rest_mismatch,
     deleted_products_read_as_not_found,
     an_empty_patch_changes_nothing,
 );
@@ -273,6 +274,35 @@ async fn concurrent_patches_each_bump_the_version_once(f: Fixture) {
     assert_eq!(done.load(Ordering::SeqCst), 20);
     let read = f.service.find_by_id(id(a.id)).await.expect("read");
     assert_eq!(read.version, 21, "no update was lost");
+}
+
+async fn of_concurrent_patches_expecting_one_version_one_wins_and_the_rest_mismatch(f: Fixture) {
+    let a = f
+        .service
+        .create(new_product("C-2", 0))
+        .await
+        .expect("create");
+    let v1 = Some(Version::parse(1).expect("valid"));
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let service = f.service.clone();
+            tokio::spawn(async move { service.patch(id(a.id), price_patch(i), v1).await })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(product) => {
+                won += 1;
+                assert_eq!(product.version, 2);
+            }
+            Err(Error::VersionMismatch { expected, .. }) => assert_eq!(expected.get(), 1),
+            Err(other) => panic!("a lost race is a version mismatch, not {other:?}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one patch saw version 1");
+    let read = f.service.find_by_id(id(a.id)).await.expect("read");
+    assert_eq!(read.version, 2);
 }
 
 async fn deleted_products_read_as_not_found(f: Fixture) {
