@@ -1,5 +1,5 @@
 //! A fixed amount of hit-path work, for profilers: `N` reads of one warm key, either raw
-//! `GET`s on the pool or `CacheService::get_or_load` hits (see `docs/BENCHMARKS.md`).
+//! `GET`s on the pool, `CacheService::get_or_load` hits or `get_or_load_json` hits (see `docs/BENCHMARKS.md`).
 //!
 //! ```sh
 //! cargo build --release -p cache-service --example hit_profile
@@ -7,6 +7,8 @@
 //!   target/release/examples/hit_profile hit 20000
 //! valgrind --tool=callgrind --callgrind-out-file=raw.out \
 //!   target/release/examples/hit_profile raw 20000
+//! valgrind --tool=callgrind --callgrind-out-file=json.out \
+//!   target/release/examples/hit_profile json 20000
 //! callgrind_annotate --inclusive=yes hit.out | head -60
 //! ```
 //!
@@ -20,7 +22,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use cache_service::{CacheConfig, CacheService, Cacheable, Namespace, RedisBackend, RedisConfig};
+use cache_service::{
+    CacheConfig, CacheError, CacheService, Cacheable, Namespace, RedisBackend, RedisConfig,
+};
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +92,15 @@ fn main() {
                 "raw" => {
                     let bytes: Option<Bytes> = pool.next().get(key.as_str()).await.expect("GET");
                     assert!(std::hint::black_box(bytes).is_some());
+                }
+                "json" => {
+                    let json = cache
+                        .get_or_load_json(&key, || async {
+                            Err::<Option<Item>, _>(CacheError::Backend("the key is warm".into()))
+                        })
+                        .await
+                        .expect("hit");
+                    assert!(std::hint::black_box(json).is_some());
                 }
                 _ => {
                     let value: Option<Item> = cache

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures::future::join_all;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -194,12 +194,15 @@ impl CacheService {
         if !self.inner.breaker.allows_reads() {
             return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
-        let read = self.inner.backend.get(key).await;
+        let read = match self.inner.backend.as_redis() {
+            Some(redis) => redis.read(key).await,
+            None => self.inner.backend.get(key).await,
+        };
         if self.notice_reconnects() && !self.inner.breaker.allows_reads() {
             return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         match read {
-            Ok(Some(bytes)) => match Fm::from_entry(&bytes) {
+            Ok(Some(bytes)) => match Fm::from_entry(bytes) {
                 Some(value) => {
                     count_request(namespace, "hit");
                     return Ok(value);
@@ -497,8 +500,7 @@ impl CacheService {
                     return result;
                 }
                 Role::Follower(rx) => {
-                    if let Some(value) = flight::follow(rx).await.as_ref().and_then(Fm::from_entry)
-                    {
+                    if let Some(value) = flight::follow(rx).await.and_then(Fm::from_entry) {
                         return Ok(value);
                     }
                 }
@@ -533,7 +535,7 @@ impl CacheService {
             }
             match lookup {
                 Ok(Lookup::Hit(bytes)) => {
-                    if let Some(value) = Fm::from_entry(&bytes) {
+                    if let Some(value) = Fm::from_entry(bytes) {
                         return (Ok(value), None);
                     }
                     break false;
@@ -621,7 +623,7 @@ trait Form<T, E> {
     type Output;
 
     /// From a stored entry; `None` when it cannot be read (another format or schema).
-    fn from_entry(entry: &Bytes) -> Option<Option<Self::Output>>;
+    fn from_entry(entry: Bytes) -> Option<Option<Self::Output>>;
 
     /// From a freshly loaded value; `entry` is its encoding, when one was made.
     fn from_loaded(value: Option<T>, entry: Option<&Bytes>) -> Result<Option<Self::Output>, E>;
@@ -633,8 +635,8 @@ struct Decoded;
 impl<T: Cacheable, E> Form<T, E> for Decoded {
     type Output = T;
 
-    fn from_entry(entry: &Bytes) -> Option<Option<T>> {
-        decode(entry)
+    fn from_entry(entry: Bytes) -> Option<Option<T>> {
+        decode(&entry)
     }
 
     fn from_loaded(value: Option<T>, _entry: Option<&Bytes>) -> Result<Option<T>, E> {
@@ -648,12 +650,12 @@ struct AsJson;
 impl<T: Cacheable, E: From<CacheError>> Form<T, E> for AsJson {
     type Output = CachedJson;
 
-    fn from_entry(entry: &Bytes) -> Option<Option<CachedJson>> {
+    fn from_entry(entry: Bytes) -> Option<Option<CachedJson>> {
         json_of(entry)
     }
 
     fn from_loaded(value: Option<T>, entry: Option<&Bytes>) -> Result<Option<CachedJson>, E> {
-        if let Some(found) = entry.and_then(json_of) {
+        if let Some(found) = entry.cloned().and_then(json_of) {
             return Ok(found);
         }
         let Some(value) = value else {
@@ -668,15 +670,18 @@ impl<T: Cacheable, E: From<CacheError>> Form<T, E> for AsJson {
     }
 }
 
-/// The JSON payload of an entry, as a slice of the same buffer.
-fn json_of(entry: &Bytes) -> Option<Option<CachedJson>> {
-    match codec::decode(entry)? {
-        Entry::Present { version, payload } => Some(Some(CachedJson {
-            version,
-            json: entry.slice_ref(payload),
-        })),
-        Entry::Absent => Some(None),
-    }
+/// The JSON payload of an entry: the same buffer with the header skipped (no copy, no
+/// new reference).
+fn json_of(mut entry: Bytes) -> Option<Option<CachedJson>> {
+    let (version, header) = match codec::decode(&entry)? {
+        Entry::Present { version, payload } => (version, entry.len() - payload.len()),
+        Entry::Absent => return Some(None),
+    };
+    entry.advance(header);
+    Some(Some(CachedJson {
+        version,
+        json: entry,
+    }))
 }
 
 /// A read that skips the cache (breaker open, or the backend failed): counted as an

@@ -257,6 +257,17 @@ impl RedisBackend {
         &self.pool
     }
 
+    /// [`CacheBackend::get`], as a plain `async fn`: the hit path calls it directly, so
+    /// it does not pay for the boxed future a trait object's method returns.
+    pub(crate) async fn read(&self, key: &CacheKey) -> Result<Option<Bytes>> {
+        let (index, _) = self.client();
+        let reply = self.readers[index]
+            .get::<Option<Bytes>, _>(key.as_str())
+            .await;
+        self.reconnects.poll(index);
+        reply.map_err(|e| self.map_error(e))
+    }
+
     /// The next pooled client, round robin, and its index.
     fn client(&self) -> (usize, &Client) {
         let clients = self.pool.clients();
@@ -316,12 +327,11 @@ fn unexpected(what: &str, value: &Value) -> CacheError {
 #[async_trait]
 impl CacheBackend for RedisBackend {
     async fn get(&self, key: &CacheKey) -> Result<Option<Bytes>> {
-        let (index, _) = self.client();
-        let reply = self.readers[index]
-            .get::<Option<Bytes>, _>(key.as_str())
-            .await;
-        self.reconnects.poll(index);
-        reply.map_err(|e| self.map_error(e))
+        self.read(key).await
+    }
+
+    fn as_redis(&self) -> Option<&RedisBackend> {
+        Some(self)
     }
 
     async fn get_or_lease(
