@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::Result;
-use crate::key::{CacheKey, Invalidation};
+use crate::key::{CacheKey, Invalidation, MemberKey};
 
 mod memory;
 mod redis;
@@ -105,6 +105,18 @@ pub trait CacheBackend: Send + Sync + fmt::Debug + 'static {
     /// The group's current generation. A missing counter is created from the clock, so a
     /// lost counter never restarts at a number that was already used.
     async fn generation(&self, key: &str) -> Result<u64>;
+
+    /// A group member's entry: the group's current generation (created like
+    /// [`generation`](Self::generation) does if missing) and the entry stored at
+    /// `member.at(generation)`. Backends that can, do it in one round trip.
+    async fn get_member(
+        &self,
+        generation_key: &str,
+        member: &MemberKey,
+    ) -> Result<(u64, Option<Bytes>)> {
+        let generation = self.generation(generation_key).await?;
+        Ok((generation, self.get(&member.at(generation)).await?))
+    }
 
     /// Moves the group to a new generation (never a used one) and returns it.
     async fn bump_generation(&self, key: &str) -> Result<u64>;

@@ -114,6 +114,48 @@ impl fmt::Display for CacheKey {
     }
 }
 
+/// The key of a group member, for any generation of the group: `head`, the generation,
+/// `tail` (`{prefix}:{group}:{g` + `42` + `:{member}}`). Lets a backend read the
+/// generation and the member's entry in one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberKey {
+    namespace: Namespace,
+    head: String,
+    tail: String,
+}
+
+impl MemberKey {
+    pub(crate) fn new(prefix: &str, group: Group, member: &dyn fmt::Display) -> Self {
+        let template = CacheKey::new(prefix, group.namespace(), &format_args!("g:{member}"));
+        // The generation goes right after `{g`, before the (possibly escaped) member.
+        let split = prefix.len() + 1 + group.namespace().name().len() + 1 + "{g".len();
+        let (head, tail) = template.key.split_at(split);
+        Self {
+            namespace: group.namespace(),
+            head: head.to_owned(),
+            tail: tail.to_owned(),
+        }
+    }
+
+    /// The member's key in `generation`.
+    pub fn at(&self, generation: u64) -> CacheKey {
+        CacheKey {
+            namespace: self.namespace,
+            key: format!("{}{generation}{}", self.head, self.tail),
+        }
+    }
+
+    /// What comes before the generation.
+    pub fn head(&self) -> &str {
+        &self.head
+    }
+
+    /// What comes after the generation.
+    pub fn tail(&self) -> &str {
+        &self.tail
+    }
+}
+
 /// One key to invalidate after a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalidation {
@@ -174,6 +216,24 @@ mod tests {
         assert_ne!(
             CacheKey::new("shop", PRODUCT, &"%7D"),
             CacheKey::new("shop", PRODUCT, &"}")
+        );
+    }
+
+    #[test]
+    fn a_member_key_is_the_entry_key_of_its_generation() {
+        let list = Group::new("product_list");
+        let member = MemberKey::new("shop", list, &"p1:n20:{c}");
+        assert_eq!(
+            member.at(7).as_str(),
+            "shop:product_list:{g7:p1:n20:%7Bc%7D}"
+        );
+        assert_eq!(
+            member.at(7),
+            CacheKey::new("shop", list.namespace(), &"g7:p1:n20:{c}")
+        );
+        assert_eq!(
+            format!("{}{}{}", member.head(), 7, member.tail()),
+            member.at(7).as_str()
         );
     }
 

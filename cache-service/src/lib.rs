@@ -57,5 +57,5 @@ mod flight;
 pub use backend::{CacheBackend, FillOutcome, LeaseToken, Lookup, MemoryBackend, RedisBackend};
 pub use config::{CacheConfig, RedisConfig};
 pub use error::{CacheError, Result};
-pub use key::{CacheKey, Group, Invalidation, Namespace};
+pub use key::{CacheKey, Group, Invalidation, MemberKey, Namespace};
 pub use service::{CacheService, Cacheable, CachedJson};

@@ -17,7 +17,7 @@ use crate::codec::{self, Entry};
 use crate::config::{CacheConfig, RedisConfig};
 use crate::error::{CacheError, Result};
 use crate::flight::{self, Flights, Role};
-use crate::key::{CacheKey, Group, Invalidation, Namespace, generation_key};
+use crate::key::{CacheKey, Group, Invalidation, MemberKey, Namespace, generation_key};
 
 /// How many times a reader joins another's load before loading on its own.
 const MAX_JOINS: usize = 3;
@@ -99,6 +99,11 @@ impl CacheService {
     /// The key of `id` in `namespace`.
     pub fn key(&self, namespace: Namespace, id: impl fmt::Display) -> CacheKey {
         CacheKey::new(&self.prefix(), namespace, &id)
+    }
+
+    /// The key of `member` of `group`, for any of the group's generations.
+    pub fn member_key(&self, group: Group, member: impl fmt::Display) -> MemberKey {
+        MemberKey::new(&self.prefix(), group, &member)
     }
 
     /// Checks that the backend answers.
@@ -201,6 +206,23 @@ impl CacheService {
         if self.notice_reconnects() && !self.inner.breaker.allows_reads() {
             return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
+        self.serve::<T, E, Fm, _, _>(key, read, loader).await
+    }
+
+    /// What follows a read of `key`'s entry: a hit, or the miss path.
+    async fn serve<T, E, Fm, F, Fut>(
+        &self,
+        key: &CacheKey,
+        read: Result<Option<Bytes>>,
+        loader: F,
+    ) -> Result<Option<Fm::Output>, E>
+    where
+        T: Cacheable,
+        Fm: Form<T, E>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        let namespace = key.namespace().name();
         match read {
             Ok(Some(bytes)) => match Fm::from_entry(bytes) {
                 Some(value) => {
@@ -247,26 +269,23 @@ impl CacheService {
             return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         let prefix = self.prefix();
-        let generation = self
+        let member = MemberKey::new(&prefix, group, &member);
+        let read = self
             .inner
             .backend
-            .generation(&generation_key(&prefix, group))
+            .get_member(&generation_key(&prefix, group), &member)
             .await;
         if self.notice_reconnects() && !self.inner.breaker.allows_reads() {
             return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
-        match generation {
-            Ok(generation) => {
-                let key = CacheKey::new(
-                    &prefix,
-                    group.namespace(),
-                    &format_args!("g{generation}:{member}"),
-                );
-                self.read::<T, E, Fm, _, _>(&key, loader).await
+        match read {
+            Ok((generation, entry)) => {
+                let key = member.at(generation);
+                self.serve::<T, E, Fm, _, _>(&key, Ok(entry), loader).await
             }
             Err(error) => {
                 self.inner.breaker.trip();
-                tracing::warn!(group = namespace, %error, "cache generation read failed; loading from the source");
+                tracing::warn!(group = namespace, %error, "cache read of a group member failed; loading from the source");
                 bypass::<T, E, Fm, _, _>(namespace, loader).await
             }
         }

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::config::RedisConfig;
 use crate::error::{CacheError, Result};
-use crate::key::{CacheKey, Invalidation};
+use crate::key::{CacheKey, Invalidation, MemberKey};
 
 /// Reads the version from an entry's header (see [`codec`](crate::codec)); -1 for bytes
 /// in another format, so they always count as older.
@@ -101,6 +101,20 @@ redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 "#;
 
+/// A group member's entry with the group's generation, in one step. The member's key
+/// depends on the generation, so it is built here and is not in KEYS: standalone Redis
+/// only (a cluster reads the two in turn).
+/// KEYS: generation. ARGV: member key head, member key tail, seed from the clock.
+/// Returns {generation} or {generation, entry}.
+const GET_MEMBER: &str = r#"
+local g = redis.call('GET', KEYS[1])
+if not g then
+  redis.call('SET', KEYS[1], ARGV[3])
+  g = ARGV[3]
+end
+return {g, redis.call('GET', ARGV[1] .. g .. ARGV[2])}
+"#;
+
 /// KEYS: generation. ARGV: seed from the clock.
 const BUMP_GENERATION: &str = r#"
 return bump(KEYS[1], ARGV[1])
@@ -128,6 +142,7 @@ struct Scripts {
     fill: Script,
     invalidate: Script,
     generation: Script,
+    get_member: Script,
     bump_generation: Script,
     invalidate_write: Script,
 }
@@ -139,6 +154,7 @@ impl Scripts {
             fill: Script::from_lua(format!("{ENTRY_VERSION}{FILL}")),
             invalidate: Script::from_lua(format!("{ENTRY_VERSION}{INVALIDATE_FN}{INVALIDATE}")),
             generation: Script::from_lua(GENERATION),
+            get_member: Script::from_lua(GET_MEMBER),
             bump_generation: Script::from_lua(format!("{BUMP_FN}{BUMP_GENERATION}")),
             invalidate_write: Script::from_lua(format!(
                 "{ENTRY_VERSION}{INVALIDATE_FN}{BUMP_FN}{INVALIDATE_WRITE}"
@@ -460,6 +476,41 @@ impl CacheBackend for RedisBackend {
         reply
             .parse()
             .map_err(|_| CacheError::Protocol(format!("generation {reply:?}")))
+    }
+
+    async fn get_member(
+        &self,
+        generation_key: &str,
+        member: &MemberKey,
+    ) -> Result<(u64, Option<Bytes>)> {
+        if self.pool.is_clustered() {
+            let generation = self.generation(generation_key).await?;
+            return Ok((generation, self.read(&member.at(generation)).await?));
+        }
+        let reply: Value = self
+            .eval(
+                &self.scripts.get_member,
+                vec![generation_key.to_owned()],
+                vec![
+                    Value::from(member.head()),
+                    Value::from(member.tail()),
+                    Value::from(clock_generation().to_string()),
+                ],
+            )
+            .await?;
+        let Value::Array(mut items) = reply else {
+            return Err(unexpected("get_member", &reply));
+        };
+        let entry = match items.len() {
+            1 => None,
+            2 => items.pop().and_then(Value::into_bytes),
+            _ => return Err(unexpected("get_member", &Value::Array(items))),
+        };
+        let generation = items
+            .first()
+            .and_then(|g| g.as_str().and_then(|g| g.parse().ok()))
+            .ok_or_else(|| CacheError::Protocol(format!("get_member generation {items:?}")))?;
+        Ok((generation, entry))
     }
 
     async fn bump_generation(&self, key: &str) -> Result<u64> {

@@ -39,6 +39,7 @@ on_both_backends!(paused:
     a_missing_generation_is_seeded_from_the_clock_and_stable_on_read,
     bumping_a_generation_moves_it_strictly_forward,
     invalidating_a_write_moves_its_groups_and_applies_its_items,
+    a_group_member_is_read_at_the_current_generation,
     invalidating_a_write_seeds_a_lost_generation_from_the_clock,
     a_stored_value_expires_after_its_ttl,
     a_fence_expires_after_its_ttl,
@@ -471,6 +472,52 @@ pub async fn bumping_a_generation_moves_it_strictly_forward(env: &Env) {
         other,
         "another group's counter is its own"
     );
+}
+
+pub async fn a_group_member_is_read_at_the_current_generation(env: &Env) {
+    const MICROS_IN_2001: u64 = 1_000_000_000_000_000;
+    let group = env.generation_key("pages");
+    let member = env.member_key("pages", "p1");
+
+    let (seeded, stored) = env
+        .backend
+        .get_member(&group, &member)
+        .await
+        .expect("get_member");
+    assert!(seeded > MICROS_IN_2001, "seeded from the clock: {seeded}");
+    assert_eq!(stored, None, "nothing stored yet");
+    assert_eq!(
+        env.backend.generation(&group).await.expect("generation"),
+        seeded,
+        "the seed was stored"
+    );
+
+    let key = member.at(seeded);
+    let page = entry(0, "page one");
+    assert_eq!(
+        env.backend
+            .get_or_lease(&key, A, LEASE)
+            .await
+            .expect("lease"),
+        Lookup::Leased
+    );
+    env.backend.fill(&key, A, &page, TTL).await.expect("fill");
+    let (generation, stored) = env
+        .backend
+        .get_member(&group, &member)
+        .await
+        .expect("get_member");
+    assert_eq!(generation, seeded);
+    assert_eq!(stored.as_deref(), Some(&page[..]), "the member's entry");
+
+    let bumped = env.backend.bump_generation(&group).await.expect("bump");
+    let (generation, stored) = env
+        .backend
+        .get_member(&group, &member)
+        .await
+        .expect("get_member");
+    assert_eq!(generation, bumped);
+    assert_eq!(stored, None, "the new generation has no entry yet");
 }
 
 pub async fn invalidating_a_write_moves_its_groups_and_applies_its_items(env: &Env) {

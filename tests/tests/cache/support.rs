@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cache_service::{
-    CacheBackend, CacheConfig, CacheKey, CacheService, Cacheable, MemoryBackend, Namespace,
-    RedisBackend, RedisConfig,
+    CacheBackend, CacheConfig, CacheKey, CacheService, Cacheable, Group, MemberKey, MemoryBackend,
+    Namespace, RedisBackend, RedisConfig,
 };
 use integration_tests::{
     RedisServer, delete_keys_with_prefix, redis_client, redis_url_or_skip, unique_prefix,
@@ -118,6 +118,13 @@ impl Env {
         CacheService::in_memory(CacheConfig::with_prefix(&self.prefix), 1)
             .expect("a valid config")
             .key(WIDGET, id)
+    }
+
+    /// The key of `member` of `group` under this test's prefix, for any generation.
+    pub fn member_key(&self, group: &'static str, member: impl fmt::Display) -> MemberKey {
+        CacheService::in_memory(CacheConfig::with_prefix(&self.prefix), 1)
+            .expect("a valid config")
+            .member_key(Group::new(group), member)
     }
 
     /// The key of a group generation counter under this test's prefix.
