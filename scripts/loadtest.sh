@@ -11,8 +11,9 @@
 #    answering the server's own response bytes from memory);
 # 3. with wrk (CONNECTIONS connections, THREADS threads), in ROUNDS interleaved rounds,
 #    loads `GET /api/products/1` and `GET /api/products?page=1&per_page=20` on each
-#    (warm cache) and reports the median req/s and p99, and the median of the per-round
-#    ratios to the ceiling;
+#    (warm cache) and reports the median req/s and p99, the median of the per-round
+#    ratios to the ceiling, and the CPU time per request of the server process and of
+#    redis-server (from /proc/PID/stat);
 # 4. starts a fresh `api-server` with Redis, sends MEM_REQUESTS GETs of random ids among
 #    the COUNT products, and reads VmRSS (and VmHWM) from /proc/PID/status.
 #
@@ -138,6 +139,7 @@ ceiling_port="$(free_port)"
 PRODUCT_BODY="$work/product.json" LIST_BODY="$work/list.json" BIND="127.0.0.1:$ceiling_port" \
   "$bin/examples/http_ceiling" >"$work/ceiling.log" 2>&1 &
 pids+=($!)
+ceiling_pid=$!
 wait_http "http://127.0.0.1:$ceiling_port$product_path" $!
 for port in "$redis_srv_port" "$memory_srv_port" "$ceiling_port"; do
   cmp -s <(curl -fs "http://127.0.0.1:$port$product_path") "$work/product.json" \
@@ -153,19 +155,28 @@ if [[ "$SKIP_LOAD" != 1 ]]; then
   : >"$results"
   targets=(ceiling redis memory)
   declare -A port_of=([ceiling]=$ceiling_port [redis]=$redis_srv_port [memory]=$memory_srv_port)
+  declare -A pid_of=([ceiling]=$ceiling_pid [redis]=$(cat "$work/redis.pid") [memory]=$(cat "$work/memory.pid"))
+  # CPU time (user + system) a process has used, in clock ticks.
+  cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+  ticks_per_s="$(getconf CLK_TCK)"
   for round in $(seq "$ROUNDS"); do
     for route in product list; do
       path=$product_path; [[ $route == list ]] && path=$list_path
       n=${#targets[@]}
       for k in $(seq 0 $((n - 1))); do
         target=${targets[$(((round + k) % n))]}
+        server_before="$(cpu_ticks "${pid_of[$target]}")"; redis_before="$(cpu_ticks "$redis_pid")"
         out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:${port_of[$target]}$path")"
+        server_ticks=$(($(cpu_ticks "${pid_of[$target]}") - server_before)); redis_ticks=$(($(cpu_ticks "$redis_pid") - redis_before))
+        requests="$(awk '/requests in/ {print $1}' <<<"$out")"
+        server_us="$(python3 -c "print(f'{$server_ticks / $ticks_per_s * 1e6 / max($requests, 1):.1f}')")"
+        redis_us="$(python3 -c "print(f'{$redis_ticks / $ticks_per_s * 1e6 / max($requests, 1):.1f}')")"
         rps="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
         p99="$(awk '$1 == "99%" {print $2}' <<<"$out")"
         errors="$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")"
         [[ -z "$errors" ]] || { echo "loadtest: errors from $target: $errors" >&2; exit 1; }
-        printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$route" "$target" "$rps" "$p99" >>"$results"
-        printf '  round %s %-7s %-8s %10s req/s  p99 %s\n' "$round" "$route" "$target" "$rps" "$p99"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$route" "$target" "$rps" "$p99" "$server_us" "$redis_us" >>"$results"
+        printf '  round %s %-7s %-8s %10s req/s  p99 %-8s CPU/request: server %s µs, redis %s µs\n' "$round" "$route" "$target" "$rps" "$p99" "$server_us" "$redis_us"
       done
     done
   done
@@ -228,8 +239,8 @@ def ms(p99):
     return float(p99)
 rows = [line.split("\t") for line in open(path).read().splitlines()]
 data = {}
-for rnd, route, target, rps, p99 in rows:
-    data.setdefault((route, target), {})[rnd] = (float(rps), ms(p99))
+for rnd, route, target, rps, p99, server_us, redis_us in rows:
+    data.setdefault((route, target), {})[rnd] = (float(rps), ms(p99), float(server_us), float(redis_us))
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 import os
 print(f"\n## loadtest {'SMOKE' if smoke == '1' else 'run'} ({profile} build; machine: {os.cpu_count()} cores, {cpu}; "
@@ -238,15 +249,19 @@ names = {"ceiling": "HTTP ceiling (fixed bytes, same stack)", "redis": "api-serv
          "memory": "api-server, in-process cache"}
 paths = {"product": "GET /api/products/1", "list": "GET /api/products?page=1&per_page=20"}
 if data:
-    print("| route | server | req/s (median) | p99 ms (median) | req/s vs ceiling (median of per-round ratios) |")
-    print("|---|---|---|---|---|")
+    print("| route | server | req/s (median) | p99 ms (median) | req/s vs ceiling (median of per-round ratios) "
+          "| server CPU µs/request (median) | ceiling's CPU / server's CPU per request (median of per-round ratios) | Redis CPU µs/request (median) |")
+    print("|---|---|---|---|---|---|---|---|")
 for route in ("product", "list") if data else ():
     base = data[(route, "ceiling")]
     for target in ("ceiling", "redis", "memory"):
         d = data[(route, target)]
         ratio = statistics.median(d[r][0] / base[r][0] for r in d)
+        cpu_ratio = statistics.median(base[r][2] / d[r][2] for r in d)
         print(f"| `{paths[route]}` | {names[target]} | {statistics.median(v[0] for v in d.values()):.0f} | "
-              f"{statistics.median(v[1] for v in d.values()):.2f} | {ratio:.3f} |")
+              f"{statistics.median(v[1] for v in d.values()):.2f} | {ratio:.3f} | "
+              f"{statistics.median(v[2] for v in d.values()):.1f} | {cpu_ratio:.3f} | "
+              f"{statistics.median(v[3] for v in d.values()):.1f} |")
 print(f"\ndatabase reads by the Redis server during the load (cache_loads_total): {loads}")
 verdict = "(smoke: no verdict)" if smoke == "1" else ("PASS" if int(rss_end) < 64 * 1024 else "MISS")
 print(f"\nmemory ({'/metrics scraped every ' + scrape + ' s' if scrape != '0' else '/metrics never scraped'}): {sent} GETs of random ids among {count} products on a fresh api-server with Redis: "

@@ -197,14 +197,14 @@ impl CacheService {
     {
         let namespace = key.namespace().name();
         if !self.inner.breaker.allows_reads() {
-            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
+            return Box::pin(bypass::<T, E, Fm, _, _>(namespace, loader)).await;
         }
         let read = match self.inner.backend.as_redis() {
             Some(redis) => redis.read(key).await,
             None => self.inner.backend.get(key).await,
         };
         if self.notice_reconnects() && !self.inner.breaker.allows_reads() {
-            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
+            return Box::pin(bypass::<T, E, Fm, _, _>(namespace, loader)).await;
         }
         self.serve::<T, E, Fm, _, _>(key, read, loader).await
     }
@@ -246,10 +246,12 @@ impl CacheService {
             Err(error) => {
                 self.inner.breaker.trip();
                 tracing::warn!(%key, %error, "cache read failed; loading from the source");
-                return bypass::<T, E, Fm, _, _>(namespace, loader).await;
+                return Box::pin(bypass::<T, E, Fm, _, _>(namespace, loader)).await;
             }
         }
-        self.load_once::<T, E, Fm, _, _>(key, loader).await
+        // Boxed, like every path that runs the loader: the loader's future (a database
+        // query) can be large, and the hit path should not carry its size around.
+        Box::pin(self.load_once::<T, E, Fm, _, _>(key, loader)).await
     }
 
     async fn read_in<T, E, Fm, F, Fut>(
@@ -266,7 +268,7 @@ impl CacheService {
     {
         let namespace = group.namespace().name();
         if !self.inner.breaker.allows_reads() {
-            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
+            return Box::pin(bypass::<T, E, Fm, _, _>(namespace, loader)).await;
         }
         let prefix = self.prefix();
         let member = MemberKey::new(&prefix, group, &member);
@@ -276,7 +278,7 @@ impl CacheService {
             .get_member(&generation_key(&prefix, group), &member)
             .await;
         if self.notice_reconnects() && !self.inner.breaker.allows_reads() {
-            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
+            return Box::pin(bypass::<T, E, Fm, _, _>(namespace, loader)).await;
         }
         match read {
             Ok((generation, entry)) => {
@@ -286,7 +288,7 @@ impl CacheService {
             Err(error) => {
                 self.inner.breaker.trip();
                 tracing::warn!(group = namespace, %error, "cache read of a group member failed; loading from the source");
-                bypass::<T, E, Fm, _, _>(namespace, loader).await
+                Box::pin(bypass::<T, E, Fm, _, _>(namespace, loader)).await
             }
         }
     }
