@@ -388,25 +388,26 @@ impl CacheService {
     }
 
     /// Applies invalidations owed by writes that may already have been invalidated inline
-    /// (an outbox relay's replay). Idempotent, and cheap when they were: items at or
-    /// below their fence are left alone, and the groups only move on if some item was
-    /// not fenced yet, so a replay costs no extra loads. Unversioned items always count
-    /// as not applied.
+    /// (an outbox relay's replay). Idempotent, and cheap when they were: an item whose
+    /// fence is already at or above its version was applied (the fence was set by the
+    /// same script that removed every older value, and refuses older fills since), so
+    /// it is skipped; the groups only move on if some item was not applied yet, so a
+    /// replay costs no extra loads. Unversioned items always count as not applied.
     pub async fn replay_write(&self, items: &[Invalidation], groups: &[Group]) -> Result<()> {
         let fences = join_all(items.iter().map(|inv| self.inner.backend.fence(&inv.key))).await;
-        let mut pending = false;
+        let mut pending = Vec::new();
         for (inv, fence) in items.iter().zip(fences) {
             let fence = fence.inspect_err(|_| self.inner.breaker.trip())?;
-            pending |= match (inv.version, fence) {
-                (Some(version), Some(fence)) => fence < version,
-                _ => true,
-            };
+            let applied =
+                matches!((inv.version, fence), (Some(version), Some(fence)) if fence >= version);
+            if !applied {
+                pending.push(inv.clone());
+            }
         }
-        if pending {
-            self.invalidate_write(items, groups).await
-        } else {
-            self.invalidate(items).await
+        if pending.is_empty() {
+            return Ok(());
         }
+        self.invalidate_write(&pending, groups).await
     }
 
     /// Whether reads currently skip the cache (after a backend error, or while owed
