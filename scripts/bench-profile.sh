@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The callgrind profiles behind docs/BENCHMARKS.md ("Profiles"): instructions per read on
-# the cache hit path (raw GET vs get_or_load hit), and per HTTP request (api-server with
+# the cache hit path (raw GET vs get_or_load_json and get_or_load hits), and per HTTP request (api-server with
 # its in-process cache vs the HTTP ceiling, product and list routes).
 #
 #   scripts/bench-profile.sh          # release build; N=20000 cache reads, 1000 HTTP requests
@@ -38,7 +38,7 @@ total() { awk '/^(summary|totals):/ {print $2; exit}' "$1"; }
 
 echo "== cache hit path: $READS reads each"
 declare -A ir
-for mode in raw hit; do
+for mode in raw json hit; do
   for n in 0 "$READS"; do
     valgrind --tool=callgrind --callgrind-out-file="$out/cache-$mode-$n.out" \
       "$bin/examples/hit_profile" "$mode" "$n" 2>/dev/null

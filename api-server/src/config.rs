@@ -109,6 +109,17 @@ pub struct Settings {
     )]
     pub cache_ttl_secs: u64,
 
+    /// Entries the in-process cache holds at most (without `REDIS_URL`); beyond it,
+    /// expired entries go first, then arbitrary ones.
+    #[arg(
+        long,
+        env = "CACHE_MAX_ENTRIES",
+        default_value_t = 100_000,
+        value_parser = clap::value_parser!(u64).range(1..=100_000_000),
+        global = true
+    )]
+    pub cache_max_entries: u64,
+
     /// Bearer token required by writes. Unset: a random token is generated and printed
     /// once at start-up.
     #[arg(long, env = "API_TOKEN", hide_env_values = true, global = true)]
@@ -130,6 +141,7 @@ impl fmt::Debug for Settings {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("cache_prefix", &self.cache_prefix)
             .field("cache_ttl_secs", &self.cache_ttl_secs)
+            .field("cache_max_entries", &self.cache_max_entries)
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
@@ -170,11 +182,21 @@ mod tests {
     }
 
     #[test]
+    fn the_in_process_cache_bound_is_configurable_and_checked() {
+        let cli = Cli::parse_from(["api-server", "--cache-max-entries", "5000"]);
+        assert_eq!(cli.settings.cache_max_entries, 5000);
+        let error = Cli::try_parse_from(["api-server", "--cache-max-entries", "0"])
+            .expect_err("a bound of 0 is refused");
+        assert!(error.to_string().contains("--cache-max-entries"), "{error}");
+    }
+
+    #[test]
     fn flags_default_as_the_contract_says() {
         let cli = Cli::parse_from(["api-server"]);
         assert!(cli.command.is_none());
         assert_eq!(cli.settings.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(cli.settings.cache_prefix, "products");
         assert_eq!(cli.settings.cache_ttl_secs, 300);
+        assert_eq!(cli.settings.cache_max_entries, 100_000);
     }
 }

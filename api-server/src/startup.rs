@@ -18,9 +18,6 @@ use crate::middleware::{BodyLimit, HttpMetrics, allow_header};
 /// How long in-flight requests may run after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// Values the in-process memory cache holds at most.
-const MEMORY_CACHE_ENTRIES: usize = 100_000;
-
 /// A server that is connected, migrated and bound, but not yet serving.
 pub struct Application {
     acceptor: TcpAcceptor,
@@ -159,8 +156,12 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<ProductService> {
             cache
         }
         None => {
-            let cache = CacheService::in_memory(config, MEMORY_CACHE_ENTRIES)?;
-            tracing::info!("cache: in-process memory (set REDIS_URL to use Redis)");
+            let max_entries = usize::try_from(settings.cache_max_entries).unwrap_or(usize::MAX);
+            let cache = CacheService::in_memory(config, max_entries)?;
+            tracing::info!(
+                max_entries,
+                "cache: in-process memory (set REDIS_URL to use Redis)"
+            );
             cache
         }
     };

@@ -593,6 +593,7 @@ fn settings(database_url: &str, redis_url: Option<&str>, prefix: &str) -> api_se
         redis_url: redis_url.map(str::to_owned),
         cache_prefix: prefix.to_owned(),
         cache_ttl_secs: 300,
+        cache_max_entries: 100_000,
         api_token: None,
     }
 }

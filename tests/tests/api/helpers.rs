@@ -116,6 +116,7 @@ async fn build(
         redis_url: redis_url.clone(),
         cache_prefix: prefix.clone(),
         cache_ttl_secs: 300,
+        cache_max_entries: 100_000,
         api_token: Some(token.clone()),
     };
     let application = Application::build(&settings)
