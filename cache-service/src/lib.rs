@@ -4,14 +4,17 @@
 //! `cache-service` knows nothing about any particular entity. A caller names its keys
 //! with a [`Namespace`] and an id, or groups derived values (list pages, search results)
 //! in a [`Group`], and reads them through [`CacheService::get_or_load`], which runs the
-//! caller's loader only on a miss. After a database write commits, the caller invalidates
-//! what the write made stale with [`CacheService::invalidate`].
+//! caller's loader only on a miss (or [`CacheService::get_or_load_json`], which hands a
+//! hit back as the stored JSON bytes, for a server to send as they are). After a database
+//! write commits, the caller invalidates what the write made stale with
+//! [`CacheService::invalidate_write`] (or [`CacheService::invalidate`]).
 //!
 //! # Layout
 //!
 //! - [`service`]: [`CacheService`], the cheap-to-clone handle: typed reads, single-flight,
 //!   lease waits, invalidation, metrics.
-//! - [`key`]: the only place keys are spelled: [`Namespace`], [`Group`], [`CacheKey`].
+//! - [`key`]: the only place keys are spelled: [`Namespace`], [`Group`], [`CacheKey`],
+//!   [`MemberKey`].
 //! - [`codec`]: the entry format (a format byte, the source version, the payload).
 //! - [`backend`]: the [`CacheBackend`] trait and its two implementations,
 //!   [`RedisBackend`] and [`MemoryBackend`], which pass one conformance suite.

@@ -5,9 +5,10 @@
 //! Every server instance runs one ([`ProductService::spawn_relay`](crate::ProductService::spawn_relay)). It is the safety
 //! net: the service still invalidates inline after commit, so a client reads its own
 //! write at once; replaying an invalidation that was already applied costs nothing
-//! ([`CacheService::replay_write`]). Delivery is at-least-once and idempotent. On
-//! PostgreSQL relays wake on `NOTIFY cache_outbox` (with a poll as a fallback) and share
-//! the work with `FOR UPDATE SKIP LOCKED`; on SQLite they poll.
+//! ([`CacheService::replay_write`]). Delivery is at-least-once and idempotent. Relays
+//! poll, and share the work with `FOR UPDATE SKIP LOCKED` on PostgreSQL, where a
+//! change made outside the service also wakes them at once with `NOTIFY cache_outbox`
+//! (the service's own connections skip it: they invalidate inline).
 //!
 //! After a cache outage the relay also reopens the cache to reads, only once what was
 //! owed has been applied ([`CacheService::resume`]); and on every pass it checks which

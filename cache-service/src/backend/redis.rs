@@ -1,7 +1,10 @@
 //! Redis backend over a `fred` pool.
 //!
-//! Each atomic step is one Lua script over keys that share a hash tag (see
-//! [`key`](crate::key)), so the same code runs on a Redis Cluster. The client reconnects
+//! Each atomic step on one entry is one Lua script over keys that share a hash tag (see
+//! [`key`](crate::key)), so the same code runs on a Redis Cluster. Two steps span
+//! entries, to save a round trip: a write's invalidation (groups and items) and a group
+//! member's read (generation and entry); on a standalone Redis each is one script, on a
+//! cluster they run as separate steps in the same order. The client reconnects
 //! with exponential backoff, every command has a timeout, and reads fail fast while
 //! disconnected: a dead or frozen Redis costs a request at most one timeout.
 
