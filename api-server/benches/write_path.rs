@@ -49,59 +49,41 @@ use support::{Redis, Summary};
 /// Concurrent writers of the throughput variants.
 const WRITERS: usize = 8;
 
-/// A trigger-free copy of the product table, for the baseline.
-mod plain {
-    use sea_orm::entity::prelude::*;
+/// An entity with the product table's columns, mapped onto `$table`.
+macro_rules! product_columns {
+    ($module:ident, $table:literal) => {
+        mod $module {
+            use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "bench_plain_product")]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i64,
-        #[sea_orm(unique)]
-        pub sku: String,
-        pub name: String,
-        pub description: String,
-        pub price_cents: i64,
-        pub stock: i64,
-        pub category: String,
-        pub version: i64,
-        pub created_at: DateTimeUtc,
-        pub updated_at: DateTimeUtc,
-    }
+            #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+            #[sea_orm(table_name = $table)]
+            pub struct Model {
+                #[sea_orm(primary_key)]
+                pub id: i64,
+                #[sea_orm(unique)]
+                pub sku: String,
+                pub name: String,
+                pub description: String,
+                pub price_cents: i64,
+                pub stock: i64,
+                pub category: String,
+                pub version: i64,
+                pub created_at: DateTimeUtc,
+                pub updated_at: DateTimeUtc,
+            }
 
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+            #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+            pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
+            impl ActiveModelBehavior for ActiveModel {}
+        }
+    };
 }
 
-/// The same columns, mapped onto the real `product` table (its triggers fire).
-mod triggered {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "product")]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i64,
-        #[sea_orm(unique)]
-        pub sku: String,
-        pub name: String,
-        pub description: String,
-        pub price_cents: i64,
-        pub stock: i64,
-        pub category: String,
-        pub version: i64,
-        pub created_at: DateTimeUtc,
-        pub updated_at: DateTimeUtc,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
+// A trigger-free copy of the product table, for the baseline.
+product_columns!(plain, "bench_plain_product");
+// The real `product` table (its triggers fire).
+product_columns!(triggered, "product");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {

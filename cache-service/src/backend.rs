@@ -129,12 +129,6 @@ pub trait CacheBackend: Send + Sync + fmt::Debug + 'static {
     /// behind the process's back (memory).
     async fn identity(&self) -> Result<Option<String>>;
 
-    /// This backend as Redis, if it is: lets `CacheService` read without boxing a future
-    /// on its hit path. Other implementations keep the default.
-    fn as_redis(&self) -> Option<&RedisBackend> {
-        None
-    }
-
     /// How many times the connection to the backend was re-established since it was
     /// created. A new connection may lead to another server (restarted from an old
     /// snapshot, or a promoted replica), whose entries are not trusted until checked.

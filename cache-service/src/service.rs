@@ -197,14 +197,11 @@ impl CacheService {
     {
         let namespace = key.namespace().name();
         if !self.inner.breaker.allows_reads() {
-            return Box::pin(bypass::<T, E, Fm, _, _>(namespace, loader)).await;
+            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
-        let read = match self.inner.backend.as_redis() {
-            Some(redis) => redis.read(key).await,
-            None => self.inner.backend.get(key).await,
-        };
+        let read = self.inner.backend.get(key).await;
         if self.notice_reconnects() && !self.inner.breaker.allows_reads() {
-            return Box::pin(bypass::<T, E, Fm, _, _>(namespace, loader)).await;
+            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         self.serve::<T, E, Fm, _, _>(key, read, loader).await
     }
@@ -246,11 +243,12 @@ impl CacheService {
             Err(error) => {
                 self.inner.breaker.trip();
                 tracing::warn!(%key, %error, "cache read failed; loading from the source");
-                return Box::pin(bypass::<T, E, Fm, _, _>(namespace, loader)).await;
+                return bypass::<T, E, Fm, _, _>(namespace, loader).await;
             }
         }
-        // Boxed, like every path that runs the loader: the loader's future (a database
-        // query) can be large, and the hit path should not carry its size around.
+        // Boxed, as is the loader in `bypass`: the miss path holds the loader's future
+        // (a database query), which can be large, and every read's future would carry
+        // its size, hits included.
         Box::pin(self.load_once::<T, E, Fm, _, _>(key, loader)).await
     }
 
@@ -268,7 +266,7 @@ impl CacheService {
     {
         let namespace = group.namespace().name();
         if !self.inner.breaker.allows_reads() {
-            return Box::pin(bypass::<T, E, Fm, _, _>(namespace, loader)).await;
+            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         let prefix = self.prefix();
         let member = MemberKey::new(&prefix, group, &member);
@@ -278,7 +276,7 @@ impl CacheService {
             .get_member(&generation_key(&prefix, group), &member)
             .await;
         if self.notice_reconnects() && !self.inner.breaker.allows_reads() {
-            return Box::pin(bypass::<T, E, Fm, _, _>(namespace, loader)).await;
+            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         match read {
             Ok((generation, entry)) => {
@@ -288,7 +286,7 @@ impl CacheService {
             Err(error) => {
                 self.inner.breaker.trip();
                 tracing::warn!(group = namespace, %error, "cache read of a group member failed; loading from the source");
-                Box::pin(bypass::<T, E, Fm, _, _>(namespace, loader)).await
+                bypass::<T, E, Fm, _, _>(namespace, loader).await
             }
         }
     }
@@ -720,7 +718,7 @@ where
 {
     count_request(namespace, "error");
     count_load(namespace);
-    Fm::from_loaded(loader().await?, None)
+    Fm::from_loaded(Box::pin(loader()).await?, None)
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<Option<T>> {

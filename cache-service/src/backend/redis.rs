@@ -276,19 +276,6 @@ impl RedisBackend {
         &self.pool
     }
 
-    /// [`CacheBackend::get`], called directly by the hit path.
-    ///
-    /// The `fred` command future is about 7 KB. It is boxed here, once, so that the
-    /// futures of everything that awaits a read stay small: a server's request future
-    /// is moved into a new box by each layer of its router and middleware, and would
-    /// copy those 7 KB a dozen times per request.
-    pub(crate) async fn read(&self, key: &CacheKey) -> Result<Option<Bytes>> {
-        let (index, _) = self.client();
-        let reply = Box::pin(self.readers[index].get::<Option<Bytes>, _>(key.as_str())).await;
-        self.reconnects.poll(index);
-        reply.map_err(|e| self.map_error(e))
-    }
-
     /// The next pooled client, round robin, and its index.
     fn client(&self) -> (usize, &Client) {
         let clients = self.pool.clients();
@@ -347,12 +334,17 @@ fn unexpected(what: &str, value: &Value) -> CacheError {
 
 #[async_trait]
 impl CacheBackend for RedisBackend {
+    /// The `fred` command future is about 7 KB; the box `async_trait` puts it in keeps
+    /// the futures of everything that awaits a read small (a server moves its request
+    /// future into a new box at each layer of its router and middleware, and would
+    /// copy those 7 KB a dozen times per request).
     async fn get(&self, key: &CacheKey) -> Result<Option<Bytes>> {
-        self.read(key).await
-    }
-
-    fn as_redis(&self) -> Option<&RedisBackend> {
-        Some(self)
+        let (index, _) = self.client();
+        let reply = self.readers[index]
+            .get::<Option<Bytes>, _>(key.as_str())
+            .await;
+        self.reconnects.poll(index);
+        reply.map_err(|e| self.map_error(e))
     }
 
     async fn get_or_lease(
@@ -490,7 +482,7 @@ impl CacheBackend for RedisBackend {
     ) -> Result<(u64, Option<Bytes>)> {
         if self.pool.is_clustered() {
             let generation = self.generation(generation_key).await?;
-            return Ok((generation, self.read(&member.at(generation)).await?));
+            return Ok((generation, self.get(&member.at(generation)).await?));
         }
         let reply: Value = self
             .eval(
