@@ -57,8 +57,9 @@ pub const COLUMNS: [&str; 6] = [
 /// Without a terminal, a progress line every this many rows.
 const PROGRESS_LINE_EVERY: u64 = 10_000;
 
-/// Invalidations the final outbox drain applies per round.
-const DRAIN_BATCH: u64 = 500;
+/// How long an import waits at its end for the servers' relays to apply what it owes,
+/// when it cannot apply it itself.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The file formats, chosen by the file name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,10 +99,6 @@ pub enum Progress {
 pub struct ImportOptions {
     /// Validate and count, but write nothing.
     pub dry_run: bool,
-    /// The cache is the one the servers read (Redis): the outbox rows of a batch whose
-    /// invalidation was applied are deleted at once. Otherwise they are left for a
-    /// server's relay (the only way to reach a server's in-process cache).
-    pub shared_cache: bool,
     /// How progress is shown.
     pub progress: Progress,
 }
@@ -186,16 +183,17 @@ impl fmt::Display for ImportReport {
 /// If Redis cannot be reached, the import still runs: its invalidations stay in the
 /// outbox until a server's relay applies them.
 pub async fn run(settings: &Settings, file: &Path, dry_run: bool) -> anyhow::Result<()> {
-    let (service, shared_cache) = connect(settings).await?;
+    let service = startup::connect(settings)
+        .await
+        .context("failed to connect")?;
     let options = ImportOptions {
         dry_run,
-        shared_cache,
         progress: Progress::Auto,
     };
     let started = Instant::now();
     let result = import_file(&service, file, &options).await;
     if !dry_run {
-        settle_outbox(&service, shared_cache).await;
+        flush_outbox(&service).await;
     }
     if let Err(error) = service.close().await {
         tracing::warn!(%error, "failed to close the database pool");
@@ -222,47 +220,16 @@ pub async fn run(settings: &Settings, file: &Path, dry_run: bool) -> anyhow::Res
     }
 }
 
-/// The service, and whether its cache is one a server can share (Redis). An unreachable
-/// Redis is not fatal: the import then runs on a private memory cache and leaves its
-/// invalidations in the outbox.
-async fn connect(settings: &Settings) -> anyhow::Result<(ProductService, bool)> {
-    let shared = settings.redis_url().is_some();
-    match startup::connect(settings).await {
-        Ok(service) => Ok((service, shared)),
-        Err(error) if shared => {
-            let mut without_redis = settings.clone();
-            without_redis.redis_url = None;
-            match startup::connect(&without_redis).await {
-                Ok(service) => {
-                    tracing::warn!(
-                        error = %format!("{error:#}"),
-                        "Redis is unreachable; importing anyway: the outbox keeps every invalidation until a server's relay applies it"
-                    );
-                    Ok((service, false))
-                }
-                // Not (only) Redis: report the first failure.
-                Err(_) => Err(error.context("failed to connect")),
-            }
-        }
-        Err(error) => Err(error.context("failed to connect")),
-    }
-}
-
-/// Applies what the import recorded in the outbox, so a running server's relay does not
-/// have to. Only with a shared cache: a server with an in-process cache can only be
-/// reached through its own relay, which the outbox rows are left for. A failure (the
-/// cache went down) leaves them for the relay too.
-async fn settle_outbox(service: &ProductService, shared_cache: bool) {
-    if !shared_cache {
-        tracing::info!("no shared cache: the outbox is left for the server's relay");
-        return;
-    }
-    match service.relay(DRAIN_BATCH).drain().await {
-        Ok(applied) => tracing::debug!(applied, "outbox drained"),
-        Err(error) => tracing::warn!(
-            %error,
-            "cannot apply the outbox now; a server's relay applies it when the cache is back"
-        ),
+/// Waits until a cache can show what the import wrote: applies what the import owes
+/// (after checking the cache epoch) or, when this process cannot (Redis unreachable, or
+/// no Redis: a server's in-process cache is reached through its relay alone), wakes the
+/// servers' relays and waits, up to [`FLUSH_TIMEOUT`], for one to apply it. What is left
+/// stays in the outbox for the relays.
+async fn flush_outbox(service: &ProductService) {
+    if !service.coherence().flush(FLUSH_TIMEOUT).await {
+        tracing::warn!(
+            "the cache could not be updated yet; the outbox keeps the import's invalidations until a server's relay applies them"
+        );
     }
 }
 
@@ -285,9 +252,7 @@ pub async fn import_file(
     };
     let mut reporter = Reporter::new(options.progress, size);
     let mut run = Run {
-        importer: service
-            .importer(options.dry_run)
-            .with_shared_cache(options.shared_cache),
+        importer: service.importer(options.dry_run),
         report: ImportReport::default(),
         rows: Vec::with_capacity(BATCH_SIZE),
         lines: Vec::with_capacity(BATCH_SIZE),

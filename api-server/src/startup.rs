@@ -9,7 +9,7 @@ use cache_service::{CacheConfig, CacheService, RedisConfig};
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::Tracing;
 use poem::{EndpointExt, Route, Server};
-use product_service::{JobConfig, ProductService, RelayConfig};
+use product_service::{JobConfig, ProductService};
 
 use crate::api::{self, ApiToken};
 use crate::config::{Settings, redact_url};
@@ -93,7 +93,10 @@ impl Application {
             .with(Tracing)
             .data(ApiToken(self.token.clone()));
         let upkeep = crate::telemetry::spawn_upkeep();
-        let relay = self.products.spawn_relay(RelayConfig::default());
+        self.products.coherence().check_eviction_policy().await;
+        let relay = self.products.coherence().start_relay().await.context(
+            "the cache would be incoherent across processes: give every server the same REDIS_URL",
+        )?;
         // Serve with the cache open when it is healthy; a dead Redis must not delay start.
         let _ = tokio::time::timeout(Duration::from_secs(2), relay.first_pass()).await;
         let jobs = self.products.spawn_job_worker(JobConfig::default());
@@ -149,9 +152,10 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<ProductService> {
     };
     let cache = match settings.redis_url() {
         Some(url) => {
-            let cache = CacheService::connect_redis(&RedisConfig::new(url), config)
+            // Starts without Redis too: reads go to the database until it answers.
+            let cache = CacheService::connect_redis_in_background(&RedisConfig::new(url), config)
                 .await
-                .with_context(|| format!("failed to connect to Redis at {}", redact_url(url)))?;
+                .with_context(|| format!("cannot use Redis at {}", redact_url(url)))?;
             tracing::info!(redis = %redact_url(url), prefix = %settings.cache_prefix, "cache: Redis");
             cache
         }

@@ -135,6 +135,30 @@ pub trait CacheBackend: Send + Sync + fmt::Debug + 'static {
     fn reconnects(&self) -> u64 {
         0
     }
+
+    /// [`reconnects`](Self::reconnects) after looking at every connection, not only the
+    /// ones that carried a reply since: for the identity check.
+    fn refresh_reconnects(&self) -> u64 {
+        self.reconnects()
+    }
+
+    /// Completes after a connection was re-established (at once if one was since the
+    /// last call), so its server can be checked without waiting for a timer. Never
+    /// completes for a store that does not reconnect.
+    async fn reconnected(&self) {
+        std::future::pending::<()>().await
+    }
+
+    /// Whether the store lives in this process (and so cannot see another process's
+    /// invalidations).
+    fn is_in_process(&self) -> bool {
+        false
+    }
+
+    /// The server's eviction policy (Redis `maxmemory-policy`), where there is one.
+    async fn eviction_policy(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// [`CacheBackend::invalidate_write`] as separate steps: the groups one by one, then the

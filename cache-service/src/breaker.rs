@@ -2,11 +2,11 @@
 //!
 //! After a backend error, reads skip the cache for a cool-down and go to the loader
 //! instead of waiting on a sick backend for every request. With the resync gate on
-//! ([`CacheService::hold_reads_after_outage`](crate::CacheService::hold_reads_after_outage)),
 //! reads stay off the cache after the cool-down too, until the owner of the owed
-//! invalidations (an outbox relay) has applied them and calls
-//! [`CacheService::resume`](crate::CacheService::resume): a backend that missed
-//! invalidations during an outage never serves what they would have removed.
+//! invalidations (the [`Coherence`](crate::Coherence) relay) has applied them and resumes
+//! reads: a backend that missed invalidations during an outage never serves what they
+//! would have removed. The breaker's vocabulary is private to the crate: only the relay
+//! drives it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -77,8 +77,17 @@ impl Breaker {
 
     /// The replay that started at `mark` finished: failures up to `mark` are resolved.
     /// A failure after `mark` keeps reads held until a later replay.
+    /// With no failure since `mark`, the cool-down ends too: the replay has just shown
+    /// the backend answering, so reads need not wait out a timer.
     pub(crate) fn resume(&self, mark: u64) {
         self.resynced_through.fetch_max(mark, Ordering::AcqRel);
+        if self.trips.load(Ordering::Acquire) == mark {
+            self.open_until.store(0, Ordering::Release);
+        }
+    }
+
+    pub(crate) fn gate_on(&self) -> bool {
+        self.gate.load(Ordering::Acquire)
     }
 }
 

@@ -21,6 +21,20 @@ pub enum CacheError {
     /// The configuration cannot work (for example a fence shorter than a lease).
     #[error("invalid cache configuration: {0}")]
     Config(String),
+    /// The database behind the outbox or the epoch failed (see
+    /// [`Coherence`](crate::Coherence)).
+    #[error("cache coherence: database error")]
+    Database(#[source] sea_orm::DbErr),
+    /// Another process shares the database in a set-up whose caches would disagree: an
+    /// in-process cache cannot see another process's invalidations.
+    #[error("{0}")]
+    Incoherent(String),
+}
+
+impl From<sea_orm::DbErr> for CacheError {
+    fn from(error: sea_orm::DbErr) -> Self {
+        Self::Database(error)
+    }
 }
 
 /// Result type of this crate.

@@ -49,6 +49,7 @@
 
 pub mod backend;
 pub mod codec;
+pub mod coherence;
 pub mod config;
 pub mod key;
 pub mod service;
@@ -58,6 +59,7 @@ mod error;
 mod flight;
 
 pub use backend::{CacheBackend, FillOutcome, LeaseToken, Lookup, MemoryBackend, RedisBackend};
+pub use coherence::{Applied, Change, Coherence, CoherenceConfig, OutboxTable, RelayHandle};
 pub use config::{CacheConfig, RedisConfig};
 pub use error::{CacheError, Result};
 pub use key::{CacheKey, Group, Invalidation, MemberKey, Namespace};

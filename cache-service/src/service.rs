@@ -45,8 +45,11 @@ struct Inner {
     /// The cache epoch (see [`CacheService::set_epoch`]) and the key prefix it implies.
     epoch: AtomicU64,
     prefix: RwLock<Arc<str>>,
-    /// The backend's reconnection count when last looked at.
-    seen_reconnects: AtomicU64,
+    /// The backend's reconnection count when the backend's identity (and so the epoch)
+    /// was last verified; `u64::MAX` before the first verification. A reply that came
+    /// over a later connection may come from another server: with the gate on, it is
+    /// not served.
+    verified_reconnects: AtomicU64,
 }
 
 impl fmt::Debug for CacheService {
@@ -64,7 +67,7 @@ impl CacheService {
         config.validate()?;
         Ok(Self {
             inner: Arc::new(Inner {
-                seen_reconnects: AtomicU64::new(backend.reconnects()),
+                verified_reconnects: AtomicU64::new(u64::MAX),
                 backend,
                 breaker: Breaker::new(config.breaker_cooldown),
                 epoch: AtomicU64::new(0),
@@ -84,6 +87,20 @@ impl CacheService {
     pub async fn connect_redis(redis: &RedisConfig, config: CacheConfig) -> Result<Self> {
         config.validate()?;
         Self::new(Arc::new(RedisBackend::connect(redis).await?), config)
+    }
+
+    /// A service over Redis that starts even if Redis cannot be reached now: reads go to
+    /// the loader (and [`is_degraded`](Self::is_degraded) is true) until it can (see
+    /// [`RedisBackend::connect_in_background`]). Fails only on a bad configuration.
+    pub async fn connect_redis_in_background(
+        redis: &RedisConfig,
+        config: CacheConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        Self::new(
+            Arc::new(RedisBackend::connect_in_background(redis).await?),
+            config,
+        )
     }
 
     /// The configuration in use.
@@ -196,11 +213,11 @@ impl CacheService {
         Fut: Future<Output = Result<Option<T>, E>>,
     {
         let namespace = key.namespace().name();
-        if !self.inner.breaker.allows_reads() {
+        if !self.reply_trusted() {
             return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         let read = self.inner.backend.get(key).await;
-        if self.notice_reconnects() && !self.inner.breaker.allows_reads() {
+        if !self.reply_trusted() {
             return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         self.serve::<T, E, Fm, _, _>(key, read, loader).await
@@ -265,7 +282,7 @@ impl CacheService {
         Fut: Future<Output = Result<Option<T>, E>>,
     {
         let namespace = group.namespace().name();
-        if !self.inner.breaker.allows_reads() {
+        if !self.reply_trusted() {
             return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         let prefix = self.prefix();
@@ -275,7 +292,7 @@ impl CacheService {
             .backend
             .get_member(&generation_key(&prefix, group), &member)
             .await;
-        if self.notice_reconnects() && !self.inner.breaker.allows_reads() {
+        if !self.reply_trusted() {
             return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         match read {
@@ -409,45 +426,42 @@ impl CacheService {
     }
 
     /// Whether reads currently skip the cache (after a backend error, or while owed
-    /// invalidations wait to be replayed).
+    /// invalidations wait to be replayed, or until a new connection was checked).
     pub fn is_degraded(&self) -> bool {
-        !self.inner.breaker.allows_reads()
+        !self.inner.breaker.allows_reads() || (self.inner.breaker.gate_on() && !self.is_verified())
     }
 
-    /// With `true`, reads stay off the cache after a backend error until [`resume`]
-    /// is called after a replay; for callers that keep a durable record of owed invalidations (an
-    /// outbox) and replay it after an outage.
-    ///
-    /// [`resume`]: Self::resume
-    pub fn hold_reads_after_outage(&self, on: bool) {
+    /// The current cache epoch (see [`Coherence`](crate::Coherence)): keys are spelled
+    /// `{prefix}:e{epoch}:…` (plain `{prefix}:…` for epoch 0).
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::Acquire)
+    }
+
+    /// With `true`, reads stay off the cache after a backend error until a replay of the
+    /// owed invalidations resumes them, and a reply that came over a connection opened
+    /// after the last identity check is not served.
+    pub(crate) fn hold_reads_after_outage(&self, on: bool) {
         self.inner.breaker.set_gate(on);
     }
 
     /// Whether an outage happened whose owed invalidations have not been replayed yet.
-    pub fn needs_resync(&self) -> bool {
+    pub(crate) fn needs_resync(&self) -> bool {
         self.inner.breaker.resync_needed()
     }
 
     /// Take before replaying owed invalidations; pass to [`resume`](Self::resume) after.
-    pub fn outage_mark(&self) -> u64 {
+    pub(crate) fn outage_mark(&self) -> u64 {
         self.inner.breaker.mark()
     }
 
-    /// Declares that everything owed up to `mark` (from [`outage_mark`], taken before the
-    /// replay began) has been applied: unless the backend failed again since, reads may
-    /// use the cache again (after the cool-down).
-    ///
-    /// [`outage_mark`]: Self::outage_mark
-    pub fn resume(&self, mark: u64) {
+    /// Everything owed up to `mark` has been applied: unless the backend failed again
+    /// since, reads may use the cache again, at once (no cool-down left).
+    pub(crate) fn resume(&self, mark: u64) {
         self.inner.breaker.resume(mark);
     }
 
-    /// Moves to cache epoch `epoch`: every key is spelled `{prefix}:e{epoch}:…` from now
-    /// on (plain `{prefix}:…` for epoch 0), so entries written before can never be read.
-    /// For a backend that was replaced behind the process's back (a Redis restarted from
-    /// an old snapshot, a promoted replica): every instance sharing the backend must move
-    /// to the same epoch, which its owner keeps in shared storage (a database).
-    pub fn set_epoch(&self, epoch: u64) {
+    /// Moves to cache epoch `epoch`, so entries written before can never be read.
+    pub(crate) fn set_epoch(&self, epoch: u64) {
         let prefix: Arc<str> = match epoch {
             0 => Arc::from(self.inner.config.prefix.as_str()),
             n => Arc::from(format!("{}:e{n}", self.inner.config.prefix)),
@@ -456,25 +470,32 @@ impl CacheService {
         self.inner.epoch.store(epoch, Ordering::Release);
     }
 
-    /// The current cache epoch.
-    pub fn epoch(&self) -> u64 {
-        self.inner.epoch.load(Ordering::Acquire)
+    /// Holds reads (with the gate on) until the next [`resume`](Self::resume): for a
+    /// start-up, before the backend's identity was checked.
+    pub(crate) fn hold_reads_until_resync(&self) {
+        self.inner.breaker.suspect();
     }
 
-    /// The identity of the server behind the backend (see [`CacheBackend::identity`]).
-    pub async fn backend_identity(&self) -> Result<Option<String>> {
+    /// Records that the backend's identity was checked while its reconnection count was
+    /// `reconnects`.
+    pub(crate) fn set_verified(&self, reconnects: u64) {
+        self.inner
+            .verified_reconnects
+            .store(reconnects, Ordering::Release);
+    }
+
+    /// The fence on `key` (see [`CacheBackend::fence`]); an error trips the breaker.
+    pub(crate) async fn fence_of(&self, key: &CacheKey) -> Result<Option<u64>> {
         self.inner
             .backend
-            .identity()
+            .fence(key)
             .await
             .inspect_err(|_| self.inner.breaker.trip())
     }
 
-    /// Holds reads (when [`hold_reads_after_outage`](Self::hold_reads_after_outage) is
-    /// on) until the next [`resume`](Self::resume): for a start-up, before the backend's
-    /// identity was checked.
-    pub fn hold_reads_until_resync(&self) {
-        self.inner.breaker.suspect();
+    /// Whether the identity was checked since the last reconnection.
+    pub(crate) fn is_verified(&self) -> bool {
+        self.inner.backend.reconnects() == self.inner.verified_reconnects.load(Ordering::Acquire)
     }
 
     fn prefix(&self) -> Arc<str> {
@@ -485,19 +506,15 @@ impl CacheService {
             .clone()
     }
 
-    /// A reconnection may lead to another server: distrust it until checked. Returns
-    /// whether there was one since the last look; call it after a read, so a value that
-    /// came over a new connection is discarded.
-    fn notice_reconnects(&self) -> bool {
-        let now = self.inner.backend.reconnects();
-        // A plain load first: the hit path must not write a cache line all readers share.
-        let reconnected = self.inner.seen_reconnects.load(Ordering::Acquire) != now
-            && self.inner.seen_reconnects.swap(now, Ordering::AcqRel) != now;
-        if reconnected {
-            tracing::info!("cache backend reconnected; its entries are held until checked");
-            self.inner.breaker.suspect();
+    /// Whether a reply that just came back may be served: the breaker lets reads through,
+    /// and (with the gate on) it came over a connection whose server was checked. Every
+    /// reader looks for itself (a plain load of shared counters: the hit path writes no
+    /// shared cache line), so no reader serves a reply of an unchecked connection.
+    fn reply_trusted(&self) -> bool {
+        if !self.inner.breaker.allows_reads() {
+            return false;
         }
-        reconnected
+        !self.inner.breaker.gate_on() || self.is_verified()
     }
 
     /// The miss path: share one load per key in this process.
@@ -550,7 +567,7 @@ impl CacheService {
         let mut pause = Duration::from_millis(5);
         let leased = loop {
             let lookup = backend.get_or_lease(key, token, config.lease_ttl).await;
-            if self.notice_reconnects() && !self.inner.breaker.allows_reads() {
+            if !self.reply_trusted() {
                 break false;
             }
             match lookup {

@@ -27,25 +27,6 @@ pub(crate) mod product {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-/// Owed invalidations, written by triggers (see the migrations) and drained by the relay.
-pub(crate) mod cache_outbox {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "cache_outbox")]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i64,
-        pub product_id: i64,
-        pub version: i64,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
 /// Reprice jobs (see [`jobs`](crate::jobs)).
 pub(crate) mod reprice_job {
     use sea_orm::entity::prelude::*;
@@ -66,25 +47,9 @@ pub(crate) mod reprice_job {
         pub heartbeat_at: Option<DateTimeUtc>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
-/// The cache epoch shared by every instance, and the identity of the Redis it belongs to.
-pub(crate) mod cache_epoch {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "cache_epoch")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub id: i32,
-        pub epoch: i64,
-        pub redis_id: String,
+        /// The token of the claim that runs the job (a UUID), set while it is running:
+        /// the worker's every later write is conditional on it.
+        pub owner: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -22,13 +22,15 @@
 //!    products are invalidated at their new versions, and the list group once.
 //!
 //! The database triggers record every change in `cache_outbox` in the same transaction,
-//! so an invalidation that fails here (Redis down) is applied later by a relay
-//! ([`ProductService::relay`]). With a shared cache ([`Importer::with_shared_cache`]),
-//! once a batch's invalidation has been applied the importer deletes the outbox rows
-//! that batch recorded, as a relay would after applying them, so that a final drain does
-//! not replay 100 000 invalidations that were already applied. After a failed invalidation, inline invalidation pauses (1 s, doubling up to
-//! 30 s) and the outbox keeps what is owed, so a dead or frozen Redis costs a few
-//! timeouts, not one per batch.
+//! so an invalidation that fails here (Redis down) is applied later by a relay; the
+//! import's caller waits for that once, at the end ([`Coherence::flush`]), instead of
+//! after every batch. Inline invalidation runs only at a checked cache epoch (the first
+//! batch checks it). After a failed invalidation, inline invalidation pauses (1 s,
+//! doubling up to 30 s) and the outbox keeps what is owed, so a dead or frozen Redis
+//! costs a few timeouts, not one per batch. Replaying what was applied inline costs a
+//! relay one fence read per product, no reload.
+//!
+//! [`Coherence::flush`]: cache_service::Coherence::flush
 //!
 //! A dry run executes the same statements in a transaction that is rolled back, and
 //! invalidates nothing. It remembers what its earlier batches would have changed, so a
@@ -37,7 +39,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use cache_service::Invalidation;
+use cache_service::Change;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr,
@@ -45,9 +47,9 @@ use sea_orm::{
 };
 
 use crate::domain::{Category, Description, PriceCents, ProductName, Sku, Stock, ValidationError};
-use crate::entity::{cache_outbox, product};
+use crate::entity::product;
 use crate::error::Result;
-use crate::service::{PRODUCT, PRODUCT_LIST, ProductService, now};
+use crate::service::{PRODUCT, ProductService, now};
 
 /// How many times a batch is tried when another writer got in the way (PostgreSQL only:
 /// on SQLite the importer is the only writer for the whole transaction). The first
@@ -122,8 +124,6 @@ pub struct Importer {
     dry_run: bool,
     /// Dry run only: the products as earlier batches left them (they were rolled back).
     simulated: HashMap<String, Current>,
-    /// Whether the cache is the one the servers read (see [`Importer::with_shared_cache`]).
-    shared_cache: bool,
     /// Whether [`Importer::analyze_once`] has run.
     analyzed: bool,
     /// After a failed invalidation, inline invalidation pauses until then (the outbox
@@ -140,7 +140,6 @@ impl ProductService {
             service: self.clone(),
             dry_run,
             simulated: HashMap::new(),
-            shared_cache: false,
             analyzed: false,
             paused_until: None,
             pause: FIRST_PAUSE,
@@ -156,15 +155,6 @@ impl ProductService {
 }
 
 impl Importer {
-    /// Declares whether the service's cache is the one the servers read (Redis). Only
-    /// then does an applied invalidation settle the outbox rows of its batch; a server
-    /// with an in-process cache is reached through its own relay alone, so without this
-    /// (the default) the outbox rows are left for it.
-    pub fn with_shared_cache(mut self, shared: bool) -> Self {
-        self.shared_cache = shared;
-        self
-    }
-
     /// Whether this importer writes nothing.
     pub fn is_dry_run(&self) -> bool {
         self.dry_run
@@ -215,12 +205,6 @@ impl Importer {
                 },
             }
         }
-        let dirty = batch.rows.iter().any(Current::is_dirty);
-        let mark = if dirty && self.shared_cache && !self.dry_run {
-            Some(outbox_mark(&txn).await?)
-        } else {
-            None
-        };
         let written = match write(&txn, &batch).await {
             Ok(written) => written,
             Err(error) if is_conflict(&error) => {
@@ -234,18 +218,12 @@ impl Importer {
             self.remember(batch);
             return Ok(Attempt::Done(report));
         }
-        let owed = match mark {
-            Some(mark) => owed_since(&txn, mark, &written).await?,
-            None => Vec::new(),
-        };
         txn.commit().await?;
         let committed = Instant::now();
         if report.created > 0 {
             self.analyze_once().await;
         }
-        if self.invalidate(&written).await {
-            self.settle(&owed).await;
-        }
+        self.invalidate(&written).await;
         tracing::debug!(
             rows = rows.len(),
             written = written.len(),
@@ -329,84 +307,31 @@ impl Importer {
     /// After the commit: the changed products at their new versions, the list group
     /// once. Returns whether it was applied; if not, the outbox still owes it.
     async fn invalidate(&mut self, written: &[(i64, i64)]) -> bool {
-        let cache = &self.service.cache;
         if written.is_empty() {
             return true;
         }
-        if cache.needs_resync() || self.paused_until.is_some_and(|t| Instant::now() < t) {
+        if self.paused_until.is_some_and(|t| Instant::now() < t) {
             return false;
         }
-        let items: Vec<Invalidation> = written
+        let changes: Vec<Change> = written
             .iter()
-            .map(|&(id, version)| {
-                Invalidation::at_version(cache.key(PRODUCT, id), version.unsigned_abs())
+            .map(|&(id, version)| Change {
+                namespace: PRODUCT,
+                id,
+                version: version.unsigned_abs(),
             })
             .collect();
-        match cache.invalidate_write(&items, &[PRODUCT_LIST]).await {
-            Ok(()) => {
-                self.paused_until = None;
-                self.pause = FIRST_PAUSE;
-                true
-            }
-            Err(error) => {
-                tracing::warn!(%error, pause = ?self.pause, "import: cache invalidation failed; the outbox keeps what is owed, and inline invalidation pauses");
-                self.paused_until = Some(Instant::now() + self.pause);
-                self.pause = (self.pause * 2).min(MAX_PAUSE);
-                false
-            }
+        if self.service.coherence.after_commit_deferred(&changes).await {
+            self.paused_until = None;
+            self.pause = FIRST_PAUSE;
+            true
+        } else {
+            tracing::warn!(pause = ?self.pause, "import: cache invalidation not applied; the outbox keeps what is owed, and inline invalidation pauses");
+            self.paused_until = Some(Instant::now() + self.pause);
+            self.pause = (self.pause * 2).min(MAX_PAUSE);
+            false
         }
     }
-
-    /// After the batch's invalidation was applied: deletes the outbox rows its own
-    /// transaction recorded, which that invalidation (at the products' final versions)
-    /// has just satisfied, as a relay would after applying them. Without this, the final
-    /// drain would replay every one of them. A failure only leaves them to a relay.
-    async fn settle(&self, owed: &[i64]) {
-        if owed.is_empty() {
-            return;
-        }
-        let deleted = cache_outbox::Entity::delete_many()
-            .filter(cache_outbox::Column::Id.is_in(owed.iter().copied()))
-            .exec(&self.service.db)
-            .await;
-        if let Err(error) = deleted {
-            tracing::debug!(%error, "import: outbox rows left for the relay");
-        }
-    }
-}
-
-/// The highest outbox id before the batch's writes (0 when empty).
-async fn outbox_mark(txn: &DatabaseTransaction) -> Result<i64> {
-    let max: Option<Option<i64>> = cache_outbox::Entity::find()
-        .select_only()
-        .column_as(cache_outbox::Column::Id.max(), "max_id")
-        .into_tuple()
-        .one(txn)
-        .await?;
-    Ok(max.flatten().unwrap_or(0))
-}
-
-/// The outbox rows recorded after `mark` for the written products: the batch's own, and
-/// possibly a concurrent writer's from before the batch's `UPDATE` (which then found the
-/// version it read, so that writer's change came earlier). Either way the batch's
-/// invalidation, at the final versions, covers them. Once the batch has written a
-/// product, nobody else can until the commit (row lock, or a new row).
-async fn owed_since(
-    txn: &DatabaseTransaction,
-    mark: i64,
-    written: &[(i64, i64)],
-) -> Result<Vec<i64>> {
-    if written.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(cache_outbox::Entity::find()
-        .select_only()
-        .column(cache_outbox::Column::Id)
-        .filter(cache_outbox::Column::Id.gt(mark))
-        .filter(cache_outbox::Column::ProductId.is_in(written.iter().map(|&(id, _)| id)))
-        .into_tuple()
-        .all(txn)
-        .await?)
 }
 
 /// The outcome of one try at a batch.

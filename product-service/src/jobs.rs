@@ -12,11 +12,15 @@
 //! products are invalidated at their new versions and the list group once.
 //!
 //! A running job whose worker disappeared (a crash) stops sending heartbeats and is
-//! queued again after [`STALE_AFTER`].
+//! queued again after [`STALE_AFTER`]. A worker that was only slow must then keep off it:
+//! each claim sets a new owner token on the job, and every later write of that worker
+//! (each batch's cursor advance, which is also its heartbeat, and the job's end or requeue)
+//! is conditional on its token. A worker whose write matches no row has lost the job
+//! ([`Error::JobLost`]): it rolls back and leaves the job to its new owner.
 
 use std::time::Duration;
 
-use cache_service::Invalidation;
+use cache_service::Change;
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, ExprTrait, QueryFilter,
@@ -28,7 +32,7 @@ use tokio::task::JoinHandle;
 use crate::domain::{Category, PriceCents, ValidationError};
 use crate::entity::{product, reprice_job};
 use crate::error::{Error, Result};
-use crate::service::{PRODUCT, PRODUCT_LIST, ProductService, now};
+use crate::service::{PRODUCT, ProductService, now};
 
 /// A running job whose heartbeat is older than this is considered abandoned.
 pub const STALE_AFTER: Duration = Duration::from_secs(30);
@@ -150,6 +154,23 @@ struct BatchOutcome {
     done: bool,
 }
 
+/// A worker's claim on a job: the job as claimed, and the owner token the claim set on
+/// it. Every write the worker makes to the job afterwards is conditional on the token.
+/// Public for the test hooks only.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct JobClaim {
+    job: reprice_job::Model,
+    owner: String,
+}
+
+impl JobClaim {
+    /// The claimed job's id.
+    pub fn job_id(&self) -> &str {
+        &self.job.id
+    }
+}
+
 impl ProductService {
     /// Queues a job that changes the price of every product of `category` (every
     /// product, with `None`) by `percent`.
@@ -171,6 +192,7 @@ impl ProductService {
             heartbeat_at: Set(None),
             created_at: Set(at),
             updated_at: Set(at),
+            owner: Set(None),
         };
         let model = reprice_job::Entity::insert(job)
             .exec_with_returning(&self.db)
@@ -194,7 +216,8 @@ impl ProductService {
         JobWorker { stop, task }
     }
 
-    /// Queues again the running jobs whose worker stopped sending heartbeats.
+    /// Queues again the running jobs whose worker stopped sending heartbeats, and takes
+    /// them from that worker: it no longer owns them, even if it was only slow.
     async fn requeue_abandoned(&self) -> Result<()> {
         let stale = now() - chrono::Duration::from_std(STALE_AFTER).unwrap_or_default();
         reprice_job::Entity::update_many()
@@ -202,6 +225,7 @@ impl ProductService {
                 reprice_job::Column::Status,
                 Expr::value(JobStatus::Queued.as_str()),
             )
+            .col_expr(reprice_job::Column::Owner, Expr::value(None::<String>))
             .filter(reprice_job::Column::Status.eq(JobStatus::Running.as_str()))
             .filter(reprice_job::Column::HeartbeatAt.lt(stale))
             .exec(&self.db)
@@ -209,8 +233,9 @@ impl ProductService {
         Ok(())
     }
 
-    /// Claims the oldest queued job, atomically: of several workers, one wins.
-    async fn claim_job(&self) -> Result<Option<reprice_job::Model>> {
+    /// Claims the oldest queued job, atomically: of several workers, one wins. The claim
+    /// sets a new owner token on the job.
+    async fn claim_job(&self) -> Result<Option<JobClaim>> {
         let txn = self.begin_write().await?;
         let mut oldest = reprice_job::Entity::find()
             .filter(reprice_job::Column::Status.eq(JobStatus::Queued.as_str()))
@@ -222,11 +247,13 @@ impl ProductService {
         let Some(job) = oldest.one(&txn).await? else {
             return Ok(None);
         };
+        let owner = uuid::Uuid::new_v4().to_string();
         let claimed = reprice_job::Entity::update_many()
             .col_expr(
                 reprice_job::Column::Status,
                 Expr::value(JobStatus::Running.as_str()),
             )
+            .col_expr(reprice_job::Column::Owner, Expr::value(owner.as_str()))
             .col_expr(reprice_job::Column::HeartbeatAt, Expr::value(now()))
             .col_expr(reprice_job::Column::UpdatedAt, Expr::value(now()))
             .filter(reprice_job::Column::Id.eq(job.id.as_str()))
@@ -235,23 +262,26 @@ impl ProductService {
             .await?
             .pop();
         txn.commit().await?;
-        Ok(claimed)
+        Ok(claimed.map(|job| JobClaim { job, owner }))
     }
 
     /// One batch: reprice the next products after the job's cursor and advance the
-    /// cursor, in one transaction; then invalidate.
-    async fn reprice_batch(
-        &self,
-        job: &reprice_job::Model,
-        batch_size: u64,
-    ) -> Result<BatchOutcome> {
+    /// cursor, in one transaction; then invalidate. [`Error::JobLost`] (and nothing
+    /// changed) if the job is no longer the claim's.
+    async fn reprice_batch(&self, claim: &JobClaim, batch_size: u64) -> Result<BatchOutcome> {
         use product::Column as P;
+        let job = &claim.job;
         let percent = RepricePercent::parse(job.percent)?;
         let txn = self.begin_write().await?;
-        let cursor = reprice_job::Entity::find_by_id(job.id.clone())
+        let Some(cursor) = reprice_job::Entity::find_by_id(job.id.clone())
+            .filter(reprice_job::Column::Owner.eq(claim.owner.as_str()))
             .one(&txn)
             .await?
-            .map_or(job.cursor, |j| j.cursor);
+            .map(|j| j.cursor)
+        else {
+            txn.rollback().await?;
+            return Err(Error::JobLost);
+        };
         let mut select = product::Entity::find()
             .filter(P::Id.gt(cursor))
             .order_by_asc(P::Id)
@@ -263,10 +293,11 @@ impl ProductService {
         let mut changed = Vec::new();
         for row in &rows {
             if let Some(version) = reprice_one(&txn, row.clone(), percent).await? {
-                changed.push(Invalidation::at_version(
-                    self.cache.key(PRODUCT, row.id),
-                    version.unsigned_abs(),
-                ));
+                changed.push(Change {
+                    namespace: PRODUCT,
+                    id: row.id,
+                    version: version.unsigned_abs(),
+                });
             }
         }
         let last = rows.last().map_or(cursor, |r| r.id);
@@ -284,19 +315,17 @@ impl ProductService {
             .col_expr(reprice_job::Column::UpdatedAt, Expr::value(now()))
             .filter(reprice_job::Column::Id.eq(job.id.as_str()))
             .filter(reprice_job::Column::Status.eq(JobStatus::Running.as_str()))
+            .filter(reprice_job::Column::Owner.eq(claim.owner.as_str()))
             .exec(&txn)
             .await?;
         if advanced.rows_affected != 1 {
-            // Someone else owns the job now (it was requeued as abandoned).
+            // The job is no longer ours: it was requeued as abandoned (and maybe claimed by
+            // another worker, which may have repriced these very products meanwhile).
             txn.rollback().await?;
             return Err(Error::JobLost);
         }
         txn.commit().await?;
-        if !changed.is_empty()
-            && let Err(error) = self.cache.invalidate_write(&changed, &[PRODUCT_LIST]).await
-        {
-            tracing::warn!(%error, "reprice: invalidation failed; the outbox relay will apply it");
-        }
+        self.coherence.after_commit(&changed).await;
         Ok(BatchOutcome {
             seen: rows.len() as u64,
             changed: changed.len() as u64,
@@ -304,49 +333,86 @@ impl ProductService {
         })
     }
 
-    async fn finish_job(&self, id: &str, status: JobStatus, error: Option<String>) -> Result<()> {
-        reprice_job::Entity::update_many()
+    /// Ends the claimed job with `status` (`Queued`: back to the queue, for the next
+    /// start) and gives up its ownership. [`Error::JobLost`] (and nothing changed) if
+    /// the job is no longer the claim's.
+    async fn finish_job(
+        &self,
+        claim: &JobClaim,
+        status: JobStatus,
+        error: Option<String>,
+    ) -> Result<()> {
+        let finished = reprice_job::Entity::update_many()
             .col_expr(reprice_job::Column::Status, Expr::value(status.as_str()))
             .col_expr(reprice_job::Column::Error, Expr::value(error))
+            .col_expr(reprice_job::Column::Owner, Expr::value(None::<String>))
             .col_expr(reprice_job::Column::UpdatedAt, Expr::value(now()))
-            .filter(reprice_job::Column::Id.eq(id))
+            .filter(reprice_job::Column::Id.eq(claim.job.id.as_str()))
+            .filter(reprice_job::Column::Status.eq(JobStatus::Running.as_str()))
+            .filter(reprice_job::Column::Owner.eq(claim.owner.as_str()))
             .exec(&self.db)
             .await?;
+        if finished.rows_affected != 1 {
+            return Err(Error::JobLost);
+        }
         Ok(())
     }
 
-    /// Runs a claimed job until it ends or `stopped` fires (then it is queued again).
+    /// The claimed job's next batch, and its end (success) if that was the last one.
+    async fn run_batch(&self, claim: &JobClaim, batch_size: u64) -> Result<BatchOutcome> {
+        let outcome = self.reprice_batch(claim, batch_size).await?;
+        if outcome.done {
+            self.finish_job(claim, JobStatus::Succeeded, None).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Runs a claimed job until it ends, `stopped` fires (then it is queued again), or
+    /// another worker takes it over (then this one leaves it alone).
     async fn run_job(
         &self,
-        job: reprice_job::Model,
+        claim: JobClaim,
         config: &JobConfig,
         stopped: &watch::Receiver<bool>,
     ) -> Result<()> {
+        let job = &claim.job;
         tracing::info!(job = %job.id, category = ?job.category, percent = job.percent, "reprice job running");
+        match self.run_claimed(&claim, config, stopped).await {
+            Err(Error::JobLost) => {
+                tracing::warn!(job = %job.id, "reprice job was taken over by another worker");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    async fn run_claimed(
+        &self,
+        claim: &JobClaim,
+        config: &JobConfig,
+        stopped: &watch::Receiver<bool>,
+    ) -> Result<()> {
+        let id = claim.job.id.as_str();
         loop {
             if *stopped.borrow() {
-                self.finish_job(&job.id, JobStatus::Queued, None).await?;
-                tracing::info!(job = %job.id, "reprice job queued again for the next start");
+                self.finish_job(claim, JobStatus::Queued, None).await?;
+                tracing::info!(job = %id, "reprice job queued again for the next start");
                 return Ok(());
             }
-            match self.reprice_batch(&job, config.batch_size).await {
+            match self.run_batch(claim, config.batch_size).await {
                 Ok(BatchOutcome {
                     done: true,
                     seen,
                     changed,
                 }) => {
-                    self.finish_job(&job.id, JobStatus::Succeeded, None).await?;
-                    tracing::info!(job = %job.id, seen, changed, "reprice job succeeded");
+                    tracing::info!(job = %id, seen, changed, "reprice job succeeded");
                     return Ok(());
                 }
                 Ok(_) => {}
-                Err(Error::JobLost) => {
-                    tracing::warn!(job = %job.id, "reprice job was taken over by another worker");
-                    return Ok(());
-                }
+                Err(Error::JobLost) => return Err(Error::JobLost),
                 Err(error) => {
-                    tracing::error!(job = %job.id, %error, "reprice job failed");
-                    self.finish_job(&job.id, JobStatus::Failed, Some(error.to_string()))
+                    tracing::error!(job = %id, %error, "reprice job failed");
+                    self.finish_job(claim, JobStatus::Failed, Some(error.to_string()))
                         .await?;
                     return Ok(());
                 }
@@ -355,6 +421,32 @@ impl ProductService {
                 tokio::time::sleep(config.batch_pause).await;
             }
         }
+    }
+}
+
+/// Test-only hooks: a worker's steps one at a time, so a test can interleave two workers
+/// on one job without timing. Not part of the API; servers run [`JobWorker`]s.
+impl ProductService {
+    /// Test-only: what an idle worker does on each poll (queue again the abandoned jobs,
+    /// then claim the oldest queued one), without running the job.
+    #[doc(hidden)]
+    pub async fn claim_job_for_test(&self) -> Result<Option<JobClaim>> {
+        self.requeue_abandoned().await?;
+        self.claim_job().await
+    }
+
+    /// Test-only: the claimed job's next batch, as its worker runs it. `Ok(true)` when it
+    /// was the last one (the job then succeeded); `Err(Error::JobLost)` when the job is no
+    /// longer this claim's.
+    #[doc(hidden)]
+    pub async fn run_batch_for_test(&self, claim: &JobClaim, batch_size: u64) -> Result<bool> {
+        Ok(self.run_batch(claim, batch_size).await?.done)
+    }
+
+    /// Test-only: what a worker that is shut down does with its job (queue it again).
+    #[doc(hidden)]
+    pub async fn release_job_for_test(&self, claim: JobClaim) -> Result<()> {
+        self.finish_job(&claim, JobStatus::Queued, None).await
     }
 }
 
@@ -426,8 +518,8 @@ async fn work(service: ProductService, config: JobConfig, mut stopped: watch::Re
             tracing::warn!(%error, "jobs: cannot requeue abandoned jobs");
         }
         match service.claim_job().await {
-            Ok(Some(job)) => {
-                if let Err(error) = service.run_job(job, &config, &stopped).await {
+            Ok(Some(claim)) => {
+                if let Err(error) = service.run_job(claim, &config, &stopped).await {
                     tracing::error!(%error, "jobs: cannot record a job's state");
                 }
                 continue;

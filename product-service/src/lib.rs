@@ -11,8 +11,9 @@
 //! - [`jobs`]: reprice jobs, stored in the database and run in batches by a worker.
 //! - [`import`]: [`Importer`]: bulk upsert by sku in batches (one transaction each, then
 //!   invalidation), behind `api-server import`.
-//! - [`outbox`]: the relay that applies the invalidations recorded by database triggers
-//!   with every change, from any writer.
+//! - The outbox, its relay and the cache epoch are `cache-service`'s
+//!   [`Coherence`](cache_service::Coherence) component; this crate declares the product
+//!   table to it ([`PRODUCT_TABLE`]) and installs its triggers in a migration.
 //! - [`db`]: connecting (SQLite or PostgreSQL) and [`migrate`].
 //! - `entity` (private): the sea-orm entity. Its write side never leaves this crate.
 //!
@@ -56,7 +57,6 @@ pub mod db;
 pub mod domain;
 pub mod import;
 pub mod jobs;
-pub mod outbox;
 pub mod service;
 
 mod entity;
@@ -64,6 +64,7 @@ mod error;
 mod migration;
 
 pub use cache_service::CachedJson;
+pub use cache_service::{Coherence, CoherenceConfig, RelayHandle};
 pub use db::{connect, migrate};
 pub use domain::{
     Category, Description, NewProduct, PageQuery, PriceCents, ProductId, ProductName, ProductPatch,
@@ -72,5 +73,4 @@ pub use domain::{
 pub use error::{Error, Result};
 pub use import::{BatchReport, ImportFailure, Importer, ProductImport};
 pub use jobs::{JobConfig, JobStatus, JobWorker, RepriceJob, RepricePercent};
-pub use outbox::{OutboxRelay, RelayConfig, RelayHandle};
-pub use service::{PRODUCT, PRODUCT_LIST, Product, ProductPage, ProductService};
+pub use service::{PRODUCT, PRODUCT_LIST, PRODUCT_TABLE, Product, ProductPage, ProductService};

@@ -13,6 +13,9 @@ impl MigratorTrait for Migrator {
             Box::new(CreateRepriceJob),
             Box::new(CreateCacheEpoch),
             Box::new(QuietServiceWrites),
+            Box::new(RepriceJobOwner),
+            Box::new(GenericOutbox),
+            cache_service::coherence::tables_migration(),
         ]
     }
 }
@@ -253,6 +256,7 @@ enum RepriceJob {
     HeartbeatAt,
     CreatedAt,
     UpdatedAt,
+    Owner,
 }
 
 /// Reprice jobs, so a queued or running job survives a restart.
@@ -389,14 +393,9 @@ impl MigrationTrait for CreateCacheEpoch {
     }
 }
 
-/// The setting that silences the outbox trigger's `NOTIFY` for one session. The
-/// service's own connections ([`connect`](crate::connect)) turn it off: they invalidate
-/// inline after every commit, so waking every relay would only cost. And it costs a
-/// lot: a transaction that sent `NOTIFY` takes PostgreSQL's notify lock at commit and
-/// holds it through its WAL flush, so concurrent committers line up one by one (8
-/// writers: 3 600 commits/s without, 500 with). Every other writer (`psql`, an admin
-/// tool, an import script) still wakes the relays within milliseconds.
-pub(crate) const NOTIFY_SETTING: &str = "cache_outbox.notify";
+/// The setting that silences the outbox trigger's `NOTIFY` for one session (see
+/// [`cache_service::coherence::NOTIFY_SETTING`]).
+pub(crate) use cache_service::coherence::NOTIFY_SETTING;
 
 /// Makes the outbox trigger's `NOTIFY` skippable with [`NOTIFY_SETTING`]. SQLite has no
 /// `NOTIFY`; nothing changes there.
@@ -447,5 +446,89 @@ impl MigrationTrait for QuietServiceWrites {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The owner token of a running reprice job: each claim sets a new one, and every later
+/// write of the worker that claimed it is conditional on it, so a worker that was slow
+/// (not dead) and lost its job to another cannot commit another batch of it.
+struct RepriceJobOwner;
+
+impl MigrationName for RepriceJobOwner {
+    fn name(&self) -> &str {
+        "m20261129_000006_reprice_job_owner"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for RepriceJobOwner {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(RepriceJob::Table)
+                    .add_column(ColumnDef::new(RepriceJob::Owner).string_len(36).null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(RepriceJob::Table)
+                    .drop_column(RepriceJob::Owner)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// The outbox becomes the coherence component's, shared by any table: rows name their
+/// `namespace` and `entity_id`, and the product triggers are the ones
+/// [`OutboxTable`](cache_service::OutboxTable) writes (versions never go back, a created
+/// row owes an unconditional removal, a changed id owes both ids).
+struct GenericOutbox;
+
+impl MigrationName for GenericOutbox {
+    fn name(&self) -> &str {
+        "m20261129_000007_generic_outbox"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for GenericOutbox {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let backend = manager.get_database_backend();
+        let table = crate::service::PRODUCT_TABLE;
+        let to_db = |e: cache_service::CacheError| DbErr::Migration(e.to_string());
+        // The old triggers write the old columns: gone before the columns change.
+        let mut statements = table.uninstall_statements(backend).map_err(to_db)?;
+        let namespace_type = match backend {
+            sea_orm::DbBackend::Postgres => "VARCHAR(64)",
+            _ => "TEXT",
+        };
+        statements.extend([
+            "ALTER TABLE cache_outbox RENAME COLUMN product_id TO entity_id".to_owned(),
+            format!(
+                "ALTER TABLE cache_outbox ADD COLUMN namespace {namespace_type} NOT NULL DEFAULT '{}'",
+                table.namespace.name()
+            ),
+        ]);
+        statements.extend(table.install_statements(backend).map_err(to_db)?);
+        for statement in &statements {
+            manager
+                .get_connection()
+                .execute_unprepared(statement)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+        Err(DbErr::Migration(
+            "the generic outbox cannot be turned back into the product-only one".into(),
+        ))
     }
 }

@@ -8,7 +8,8 @@
 //! and the outbox relay applies the invalidation later.
 
 use cache_service::{
-    CacheError, CacheService, Cacheable, CachedJson, Group, Invalidation, Namespace,
+    CacheError, CacheService, Cacheable, CachedJson, Change, Coherence, CoherenceConfig, Group,
+    Namespace, OutboxTable, RelayHandle,
 };
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
@@ -22,12 +23,21 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{NewProduct, PageQuery, ProductId, ProductPatch, Sku, Version};
 use crate::entity::product;
 use crate::error::{Error, Result};
-use crate::outbox::{OutboxRelay, RelayConfig, RelayHandle};
 
 /// Cache namespace of single products (also the `namespace` metric label).
 pub const PRODUCT: Namespace = Namespace::new("product");
 /// Cache group of list pages (also the `namespace` metric label).
 pub const PRODUCT_LIST: Group = Group::new("product_list");
+
+/// The `product` table as the coherence component knows it: its triggers record every
+/// change of a product in the outbox, whoever makes it.
+pub const PRODUCT_TABLE: OutboxTable = OutboxTable {
+    table: "product",
+    id_column: "id",
+    version_column: "version",
+    namespace: PRODUCT,
+    groups: &[PRODUCT_LIST],
+};
 
 /// A product as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +124,9 @@ impl Cacheable for ProductPage {
 pub struct ProductService {
     pub(crate) db: DatabaseConnection,
     pub(crate) cache: CacheService,
+    /// Invalidation after commit, the outbox relay and the epoch (see
+    /// [`cache_service::coherence`]).
+    pub(crate) coherence: Coherence,
     /// Test-only fault injection: hang every write between commit and invalidation.
     pause_after_commit: bool,
 }
@@ -121,7 +134,18 @@ pub struct ProductService {
 impl ProductService {
     /// A service over a migrated database and a cache.
     pub fn new(db: DatabaseConnection, cache: CacheService) -> Self {
+        Self::with_config(db, cache, CoherenceConfig::default())
+    }
+
+    /// [`new`](Self::new) with the coherence component's settings (relay pace, the
+    /// bound on a write's wait for a relay).
+    pub fn with_config(
+        db: DatabaseConnection,
+        cache: CacheService,
+        config: CoherenceConfig,
+    ) -> Self {
         Self {
+            coherence: Coherence::new(db.clone(), cache.clone(), &[PRODUCT_TABLE], config),
             db,
             cache,
             pause_after_commit: false,
@@ -140,6 +164,11 @@ impl ProductService {
     /// The cache the service invalidates.
     pub fn cache(&self) -> &CacheService {
         &self.cache
+    }
+
+    /// The coherence component: the outbox, its relay and the cache epoch.
+    pub fn coherence(&self) -> &Coherence {
+        &self.coherence
     }
 
     /// Checks that the database answers.
@@ -362,9 +391,8 @@ impl ProductService {
     }
 
     /// Runs after the commit, never before: the list group, then the product's key,
-    /// fenced at `version`. If the cache fails (or is recovering from an outage), the
-    /// outbox row the triggers wrote in the same transaction still owes the
-    /// invalidation, and the relay applies it.
+    /// fenced at `version`, inline; or, if the cache cannot take it now, by a relay while
+    /// the write waits (see [`Coherence::after_commit`]).
     async fn invalidate_after_commit(&self, id: i64, version: i64) {
         if self.pause_after_commit {
             eprintln!(
@@ -372,31 +400,29 @@ impl ProductService {
             );
             std::future::pending::<()>().await;
         }
-        if self.cache.needs_resync() {
-            tracing::debug!(
-                product = id,
-                "cache recovering; the outbox relay will invalidate"
-            );
-            return;
-        }
-        let item = [Invalidation::at_version(
-            self.cache.key(PRODUCT, id),
-            version.unsigned_abs(),
-        )];
-        if let Err(error) = self.cache.invalidate_write(&item, &[PRODUCT_LIST]).await {
-            tracing::warn!(product = id, %error, "invalidation after commit failed; the outbox relay will apply it");
-        }
+        let change = Change {
+            namespace: PRODUCT,
+            id,
+            version: version.unsigned_abs(),
+        };
+        self.coherence.after_commit(&[change]).await;
     }
 
-    /// A relay for this service's outbox (see [`outbox`](crate::outbox)).
-    pub fn relay(&self, batch_size: u64) -> OutboxRelay {
-        OutboxRelay::new(self.db.clone(), self.cache.clone(), batch_size)
+    /// The coherence component with `batch_size` rows per batch, to drain or count the
+    /// outbox (see [`Coherence::drain`], [`Coherence::backlog`]).
+    pub fn relay(&self, batch_size: u64) -> Coherence {
+        self.coherence.with_config(CoherenceConfig {
+            batch_size,
+            ..self.coherence.config().clone()
+        })
     }
 
-    /// Starts the outbox relay in the background. Every process that serves reads
-    /// should run one; [`RelayHandle::shutdown`] drains it.
-    pub fn spawn_relay(&self, config: RelayConfig) -> RelayHandle {
-        RelayHandle::spawn(self.relay(config.batch_size), config)
+    /// Starts the outbox relay in the background (see [`Coherence::spawn_relay`]).
+    /// Every process that serves reads should run one; [`RelayHandle::shutdown`] drains
+    /// it. A server uses [`Coherence::start_relay`], which also refuses incoherent
+    /// set-ups.
+    pub fn spawn_relay(&self, config: CoherenceConfig) -> RelayHandle {
+        self.coherence.with_config(config).spawn_relay()
     }
 }
 
@@ -415,7 +441,7 @@ fn check_expected(expected: Option<Version>, actual: i64) -> Result<()> {
 }
 
 /// An `UPDATE`/`DELETE` matched no row: either the id does not exist or the version
-/// differs. Runs inside the write transaction, so the answer is consistent with it.
+/// differs. Runs after the statement, so a concurrent write may have moved the row on.
 async fn diagnose_miss(
     db: &impl ConnectionTrait,
     id: ProductId,

@@ -5,21 +5,32 @@
 # Usage (from a script with `set -euo pipefail`):
 #
 #   . "$(dirname "$0")/lib/server.sh"
-#   server_start            # sets SERVER_URL, API_TOKEN, SERVER_TMP
+#   server_start            # sets SERVER_URL, API_TOKEN, SERVER_TMP, REDIS_PORT
 #   curl "$SERVER_URL/health"
+#   redis_kill; redis_spawn; redis_wait   # crash the private Redis, start an empty one
+#                                         # on the same REDIS_PORT, wait for its PONG
 #
 # Environment:
-#   API_SERVER_BIN  the binary (default: target/debug/api-server, built if missing)
+#   API_SERVER_BIN  the binary (default: debug/api-server in cargo's target directory, which
+#                   honours CARGO_TARGET_DIR; built if missing)
 #   API_TOKEN       the write token (default: a fixed test token)
 #   KEEP_TMP=1      keep the temporary directory (database, logs) after exit
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-API_SERVER_BIN="${API_SERVER_BIN:-$ROOT/target/debug/api-server}"
 API_TOKEN="${API_TOKEN:-test-token-0123456789abcdef}"
 SERVER_TMP=""
 SERVER_PID=""
 REDIS_PID=""
+REDIS_PORT=""
 SERVER_URL=""
+
+# Cargo's target directory (CARGO_TARGET_DIR, a config file, or $ROOT/target).
+cargo_target_dir() {
+  (cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null) ||
+    echo "$ROOT/target"
+}
+API_SERVER_BIN="${API_SERVER_BIN:-$(cargo_target_dir)/debug/api-server}"
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -77,26 +88,17 @@ server_start() {
   trap 'exit 130' INT
   trap 'exit 143' TERM
 
-  local redis_port port
-  redis_port="$(free_port)"
-  mkdir -p "$SERVER_TMP/redis"
-  redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$SERVER_TMP/redis" \
-    --save "" --appendonly no --daemonize no --loglevel warning \
-    >"$SERVER_TMP/redis.log" 2>&1 &
-  REDIS_PID=$!
-  local i
-  for i in $(seq 50); do
-    if redis-cli -h 127.0.0.1 -p "$redis_port" ping >/dev/null 2>&1; then break; fi
-    kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server exited: $(cat "$SERVER_TMP/redis.log")"
-    sleep 0.1
-  done
-  log "redis-server (pid $REDIS_PID) on 127.0.0.1:$redis_port"
+  local port i
+  REDIS_PORT="$(free_port)"
+  redis_spawn
+  redis_wait || die "redis-server did not answer on 127.0.0.1:$REDIS_PORT"
+  log "redis-server (pid $REDIS_PID) on 127.0.0.1:$REDIS_PORT"
 
   port="$(free_port)"
   SERVER_URL="http://127.0.0.1:$port"
   BIND="127.0.0.1:$port" \
     DATABASE_URL="sqlite://$SERVER_TMP/x.db?mode=rwc" \
-    REDIS_URL="redis://127.0.0.1:$redis_port" \
+    REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
     API_TOKEN="$API_TOKEN" \
     CACHE_PREFIX="test" \
     RUST_LOG="${RUST_LOG:-warn}" \
@@ -111,4 +113,35 @@ server_start() {
     sleep 0.1
   done
   die "api-server did not answer $SERVER_URL/health within 30 s"
+}
+
+# Starts an empty redis-server on REDIS_PORT (data in $SERVER_TMP/redis, log appended to
+# $SERVER_TMP/redis.log) and sets REDIS_PID; does not wait for it (see redis_wait).
+redis_spawn() {
+  mkdir -p "$SERVER_TMP/redis"
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$SERVER_TMP/redis" \
+    --save "" --appendonly no --daemonize no --loglevel warning \
+    >>"$SERVER_TMP/redis.log" 2>&1 &
+  REDIS_PID=$!
+}
+
+# Returns as soon as REDIS_PORT answers PING (polled every 10 ms); returns 1 after 500
+# tries (about 6 s). Dies if redis-server exits.
+redis_wait() {
+  local i
+  for i in $(seq 500); do
+    if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then return 0; fi
+    kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server exited: $(tail -n 5 "$SERVER_TMP/redis.log")"
+    sleep 0.01
+  done
+  return 1
+}
+
+# Kills redis-server with SIGKILL (a crash: its data is lost) and waits until it is gone.
+redis_kill() {
+  if [ -n "$REDIS_PID" ]; then
+    kill -KILL "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+    REDIS_PID=""
+  fi
 }

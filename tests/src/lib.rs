@@ -34,6 +34,7 @@ use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database};
 
 pub mod fixtures;
+pub mod tcp_relay;
 
 /// Environment variable naming a Redis to use instead of a private server.
 pub const TEST_REDIS_URL: &str = "TEST_REDIS_URL";

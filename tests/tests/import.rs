@@ -80,7 +80,6 @@ impl Files {
 fn quiet(dry_run: bool) -> ImportOptions {
     ImportOptions {
         dry_run,
-        shared_cache: true,
         progress: Progress::Hidden,
     }
 }

@@ -260,3 +260,298 @@ async fn a_job_that_would_break_a_price_rule_fails_and_keeps_its_committed_batch
     let unchanged = f.service.find_by_id(id(huge.id)).await.expect("read");
     assert_eq!(unchanged.price_cents, 500_000_000_000);
 }
+
+// ---------------------------------------------------------------------------------------
+// A slow worker whose job was taken over (its heartbeat expired) must not touch the job
+// again: driven step by step through the test hooks, no timing.
+// ---------------------------------------------------------------------------------------
+
+/// A second connection to the fixture's database, for raw SQL.
+async fn raw(f: &Fixture) -> sea_orm::DatabaseConnection {
+    product_service::connect(&f.database_url)
+        .await
+        .expect("second connection")
+}
+
+/// Makes a running job look abandoned: its heartbeat is far older than `STALE_AFTER`.
+async fn age_heartbeat(db: &sea_orm::DatabaseConnection, job: &str) {
+    use sea_orm::ConnectionTrait;
+    let aged = db
+        .execute_unprepared(&format!(
+            "UPDATE reprice_job SET heartbeat_at = '2000-01-01T00:00:00+00:00' \
+             WHERE id = '{job}' AND status = 'running'"
+        ))
+        .await
+        .expect("age the heartbeat");
+    assert_eq!(aged.rows_affected(), 1, "the job is running");
+}
+
+/// `(id, price_cents, version)` of every product, from the database itself.
+async fn prices(db: &sea_orm::DatabaseConnection) -> Vec<(i64, i64, i64)> {
+    use sea_orm::{ConnectionTrait, Statement};
+    db.query_all_raw(Statement::from_string(
+        db.get_database_backend(),
+        "SELECT id, price_cents, version FROM product ORDER BY id",
+    ))
+    .await
+    .expect("read products")
+    .iter()
+    .map(|row| {
+        (
+            row.try_get::<i64>("", "id").expect("id"),
+            row.try_get::<i64>("", "price_cents").expect("price"),
+            row.try_get::<i64>("", "version").expect("version"),
+        )
+    })
+    .collect()
+}
+
+fn wrong_prices(rows: &[(i64, i64, i64)]) -> Vec<(i64, i64, i64)> {
+    rows.iter()
+        .copied()
+        .filter(|&(_, price, version)| (price, version) != (1100, 2))
+        .collect()
+}
+
+async fn a_worker_that_lost_its_job_changes_nothing_more(f: Fixture) {
+    for i in 0..30 {
+        f.service
+            .create(new_product(&format!("L-{i}"), 1000))
+            .await
+            .expect("create");
+    }
+    let db = raw(&f).await;
+    let job = f
+        .service
+        .enqueue_reprice(category("cat"), percent(10.0))
+        .await
+        .expect("enqueue");
+
+    // Worker A claims the job and commits one batch, then stalls (a long GC pause, a
+    // slow disk): its heartbeat expires and worker B takes the job over.
+    let a = f
+        .service
+        .claim_job_for_test()
+        .await
+        .expect("claim")
+        .expect("A claims the job");
+    assert_eq!(a.job_id(), job.id);
+    assert!(
+        !f.service
+            .run_batch_for_test(&a, 10)
+            .await
+            .expect("A's batch")
+    );
+    age_heartbeat(&db, &job.id).await;
+    let b = f
+        .service
+        .claim_job_for_test()
+        .await
+        .expect("claim")
+        .expect("B takes the abandoned job over");
+    assert_eq!(b.job_id(), job.id);
+    assert!(
+        !f.service
+            .run_batch_for_test(&b, 10)
+            .await
+            .expect("B's batch")
+    );
+
+    // A wakes up: its next batch, and its requeue at shutdown, must find the job gone.
+    let before = prices(&db).await;
+    let stale = f.service.run_batch_for_test(&a, 10).await;
+    assert!(
+        matches!(stale, Err(product_service::Error::JobLost)),
+        "a worker whose job was taken over committed a batch: {stale:?}"
+    );
+    assert_eq!(
+        prices(&db).await,
+        before,
+        "A's stale batch changed no price"
+    );
+    let released = f.service.release_job_for_test(a).await;
+    assert!(
+        matches!(released, Err(product_service::Error::JobLost)),
+        "a worker whose job was taken over queued it again: {released:?}"
+    );
+    let current = f
+        .service
+        .find_job(&job.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(current.status, JobStatus::Running, "B still runs the job");
+
+    // B finishes the job: every product repriced exactly once.
+    let mut batches = 0;
+    while !f
+        .service
+        .run_batch_for_test(&b, 10)
+        .await
+        .expect("B's batch")
+    {
+        batches += 1;
+        assert!(batches < 10, "B never finishes");
+    }
+    let done = f
+        .service
+        .find_job(&job.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(
+        (done.status, done.matched, done.updated, done.error),
+        (JobStatus::Succeeded, 30, 30, None)
+    );
+    let rows = prices(&db).await;
+    assert_eq!(rows.len(), 30);
+    assert_eq!(
+        wrong_prices(&rows),
+        [],
+        "each product repriced exactly once"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_that_lost_its_job_changes_nothing_more_on_sqlite() {
+    if let Some(f) = Fixture::sqlite("job_lost_sqlite").await {
+        a_worker_that_lost_its_job_changes_nothing_more(f).await;
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_lost_its_job_changes_nothing_more_on_postgres() {
+    if let Some(f) = Fixture::postgres("job_lost_postgres").await {
+        a_worker_that_lost_its_job_changes_nothing_more(f).await;
+    }
+}
+
+/// Waits until `n` sessions of this database wait for a lock.
+async fn wait_for_lock_waiters(db: &sea_orm::DatabaseConnection, n: i64) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT count(*) AS waiting FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            ))
+            .await
+            .expect("pg_stat_activity")
+            .expect("one row");
+        let waiting: i64 = row.try_get("", "waiting").expect("count");
+        if waiting >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} of {n} sessions wait for a lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The double application itself. On PostgreSQL two batch transactions can overlap: A's
+/// batch read the cursor and the products before B claimed the job, B's batch reads the
+/// same cursor; the one that gets the rows second re-reads them (version check) and
+/// reprices them again. Both used to commit (prices ×1.1²); A's batch must roll back,
+/// whichever of the two gets the rows first. (On SQLite batches cannot overlap: each is
+/// an immediate transaction, which the test above covers.)
+#[tokio::test]
+async fn overlapping_batches_of_a_slow_worker_and_its_successor_apply_once_on_postgres() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let Some(f) = Fixture::postgres("job_overlap_postgres").await else {
+        return;
+    };
+    for i in 0..10 {
+        f.service
+            .create(new_product(&format!("O-{i}"), 1000))
+            .await
+            .expect("create");
+    }
+    let db = raw(&f).await;
+    let job = f
+        .service
+        .enqueue_reprice(category("cat"), percent(10.0))
+        .await
+        .expect("enqueue");
+
+    // Hold the first product's row, so each batch stops inside its transaction, after it
+    // read the cursor and the products, at its first price update.
+    let holder = db.begin().await.expect("begin");
+    holder
+        .execute_unprepared(
+            "SELECT id FROM product WHERE id = (SELECT min(id) FROM product) FOR UPDATE",
+        )
+        .await
+        .expect("lock the first product");
+
+    let a = f
+        .service
+        .claim_job_for_test()
+        .await
+        .expect("claim")
+        .expect("A claims the job");
+    let service = f.service.clone();
+    let a_batch = tokio::spawn(async move { service.run_batch_for_test(&a, 5).await });
+    wait_for_lock_waiters(&db, 1).await; // A is inside its batch
+
+    age_heartbeat(&db, &job.id).await;
+    let b = f
+        .service
+        .claim_job_for_test()
+        .await
+        .expect("claim")
+        .expect("B takes the abandoned job over");
+    let service = f.service.clone();
+    let b_batch = tokio::spawn(async move {
+        let result = service.run_batch_for_test(&b, 5).await;
+        (b, result)
+    });
+    wait_for_lock_waiters(&db, 2).await; // B too, with the same cursor
+
+    holder.rollback().await.expect("release the row");
+    let a_result = a_batch.await.expect("A's task");
+    let (b_claim, b_result) = b_batch.await.expect("B's task");
+    let rows = prices(&db).await;
+    assert_eq!(rows.len(), 10);
+    assert_eq!(
+        wrong_prices(&rows[..5]),
+        [],
+        "each product of the batch repriced exactly once (A: {a_result:?}, B: {b_result:?})"
+    );
+    assert!(
+        matches!(a_result, Err(product_service::Error::JobLost)),
+        "{a_result:?}"
+    );
+    let last = b_result.expect("B's batch commits");
+    assert!(!last, "B's batch was not the last one");
+
+    // B goes on with the job.
+    let mut batches = 0;
+    while !f
+        .service
+        .run_batch_for_test(&b_claim, 5)
+        .await
+        .expect("B's batch")
+    {
+        batches += 1;
+        assert!(batches < 10, "B never finishes");
+    }
+    assert_eq!(
+        wrong_prices(&prices(&db).await),
+        [],
+        "each product repriced exactly once"
+    );
+    let done = f
+        .service
+        .find_job(&job.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(
+        (done.status, done.matched, done.updated),
+        (JobStatus::Succeeded, 10, 10)
+    );
+}

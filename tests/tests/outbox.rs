@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::{ClientLike, KeysInterface};
 use integration_tests::fixtures::{Fixture, id, new_product, price_patch};
-use product_service::{ProductService, RelayConfig};
+use product_service::{CoherenceConfig, ProductService};
 use sea_orm::{ConnectionTrait, Database};
 
 /// Polls `check` until it holds or `limit` passes; returns whether it held.
@@ -54,9 +54,9 @@ async fn raw_sql(database_url: &str, sql: &str) {
 }
 
 async fn a_raw_sql_update_reaches_the_cache(f: Fixture, poll_interval: Duration) {
-    let relay = f.service.spawn_relay(RelayConfig {
+    let relay = f.service.spawn_relay(CoherenceConfig {
         poll_interval,
-        ..RelayConfig::default()
+        ..CoherenceConfig::default()
     });
     let p = f
         .service
@@ -238,9 +238,9 @@ async fn a_redis_outage_loses_no_invalidation() {
         eprintln!("SKIPPED a_redis_outage_loses_no_invalidation: needs a private redis-server");
         return;
     }
-    let relay = f.service.spawn_relay(RelayConfig {
+    let relay = f.service.spawn_relay(CoherenceConfig {
         poll_interval: Duration::from_millis(50),
-        ..RelayConfig::default()
+        ..CoherenceConfig::default()
     });
     let p = f
         .service
@@ -309,9 +309,9 @@ async fn a_redis_restored_from_an_old_snapshot_never_serves_the_old_value() {
     }
     // The relay wakes later than the breaker's 1 s cool-down ends, so reads in between
     // must be held by the resync gate, not by the cool-down.
-    let relay = f.service.spawn_relay(RelayConfig {
+    let relay = f.service.spawn_relay(CoherenceConfig {
         poll_interval: Duration::from_secs(2),
-        ..RelayConfig::default()
+        ..CoherenceConfig::default()
     });
     let p = f
         .service
@@ -377,7 +377,7 @@ async fn invalidations_owed_before_a_crash_are_applied_at_the_next_start() {
     );
 
     // The next start runs a relay.
-    let relay = f.service.spawn_relay(RelayConfig::default());
+    let relay = f.service.spawn_relay(CoherenceConfig::default());
     let seen = eventually(Duration::from_secs(5), || async {
         f.service
             .find_by_id(id(p.id))
@@ -400,9 +400,9 @@ async fn a_redis_restarted_from_a_snapshot_older_than_an_applied_invalidation_is
         );
         return;
     }
-    let relay = f.service.spawn_relay(RelayConfig {
+    let relay = f.service.spawn_relay(CoherenceConfig {
         poll_interval: Duration::from_millis(50),
-        ..RelayConfig::default()
+        ..CoherenceConfig::default()
     });
     let p = f
         .service
@@ -473,9 +473,10 @@ async fn two_instances_share_the_outbox_and_lose_nothing() {
         .await
         .expect("second cache handle"),
     );
-    let fast = RelayConfig {
+    let fast = CoherenceConfig {
         poll_interval: Duration::from_millis(50),
         batch_size: 25,
+        ..CoherenceConfig::default()
     };
     let relays = [f.service.spawn_relay(fast.clone()), other.spawn_relay(fast)];
     let mut ids = Vec::new();

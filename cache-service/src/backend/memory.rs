@@ -129,6 +129,10 @@ fn evict(map: &mut HashMap<String, Slot>, max: usize, now: Instant) {
 
 #[async_trait]
 impl CacheBackend for MemoryBackend {
+    fn is_in_process(&self) -> bool {
+        true
+    }
+
     async fn get(&self, key: &CacheKey) -> Result<Option<Bytes>> {
         Ok(self.with_slot(key.as_str(), |slot, _| {
             slot.value.as_ref().map(|(v, _)| v.clone())

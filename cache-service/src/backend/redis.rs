@@ -178,6 +178,8 @@ pub struct RedisBackend {
     scripts: Arc<Scripts>,
     command_timeout: Duration,
     reconnects: Arc<Reconnects>,
+    /// Woken on every reconnection (and on the first connection, when it came late).
+    signal: Arc<tokio::sync::Notify>,
 }
 
 /// Counts new connections, per pooled client. Every command looks at the reconnections
@@ -214,6 +216,13 @@ impl Reconnects {
     fn count(&self) -> u64 {
         self.seen.load(Ordering::Acquire)
     }
+
+    fn poll_all(&self) -> u64 {
+        for index in 0..self.receivers.len() {
+            self.poll(index);
+        }
+        self.count()
+    }
 }
 
 impl fmt::Debug for RedisBackend {
@@ -226,10 +235,53 @@ impl fmt::Debug for RedisBackend {
 
 impl RedisBackend {
     /// Connects the pool; fails if Redis cannot be reached now. Afterwards the pool
-    /// reconnects on its own, forever, with exponential backoff (100 ms to 2 s).
+    /// reconnects on its own, forever (see [`connect_in_background`]).
+    ///
+    /// [`connect_in_background`]: Self::connect_in_background
     pub async fn connect(config: &RedisConfig) -> Result<Self> {
-        let fred_config = Config::from_url(&config.url)
+        let backend = Self::build(config, true)?;
+        let init = backend
+            .pool
+            .init()
+            .await
+            .map_err(|e| backend_error(e, config))?;
+        drop(init); // the connection tasks keep running inside the pool
+        backend.ping().await?;
+        Ok(backend)
+    }
+
+    /// Like [`connect`](Self::connect), but a Redis that cannot be reached now is not an
+    /// error: the pool keeps trying in the background, and until it connects every
+    /// command fails at once (reads then go to the loader). Waits up to the connect
+    /// timeout for the first connection. Fails only on a bad URL.
+    ///
+    /// Reconnection is fast on purpose (50 ms, doubling to at most 200 ms between
+    /// attempts, forever): the cache is useless while it is away, and each attempt is
+    /// one TCP connect.
+    pub async fn connect_in_background(config: &RedisConfig) -> Result<Self> {
+        let backend = Self::build(config, false)?;
+        drop(backend.pool.connect_pool());
+        let connected =
+            tokio::time::timeout(config.connect_timeout, backend.pool.wait_for_connect()).await;
+        if !matches!(connected, Ok(Ok(()))) {
+            tracing::warn!(redis = %redact(&config.url), "Redis cannot be reached now; reads go to the database until it can");
+            let pool = backend.pool.clone();
+            let signal = backend.signal.clone();
+            tokio::spawn(async move {
+                if pool.wait_for_connect().await.is_ok() {
+                    signal.notify_one();
+                }
+            });
+        }
+        Ok(backend)
+    }
+
+    /// The pool, not connected yet. With `fail_fast`, a first connection that fails is an
+    /// error; without, it is retried like any later one.
+    fn build(config: &RedisConfig, fail_fast: bool) -> Result<Self> {
+        let mut fred_config = Config::from_url(&config.url)
             .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))?;
+        fred_config.fail_fast = fail_fast;
         let pool = Builder::from_config(fred_config)
             .with_performance_config(|p| p.default_command_timeout = config.command_timeout)
             .with_connection_config(|c| {
@@ -237,11 +289,9 @@ impl RedisBackend {
                 c.internal_command_timeout = config.command_timeout.max(Duration::from_secs(1));
                 c.max_command_attempts = 1;
             })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 200, 2))
             .build_pool(config.pool_size.max(1))
             .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))?;
-        let init = pool.init().await.map_err(|e| backend_error(e, config))?;
-        drop(init); // the connection tasks keep running inside the pool
         let reconnects = Arc::new(Reconnects {
             receivers: pool
                 .clients()
@@ -250,6 +300,20 @@ impl RedisBackend {
                 .collect(),
             seen: AtomicU64::new(0),
         });
+        let signal = Arc::new(tokio::sync::Notify::new());
+        for client in pool.clients() {
+            let mut events = client.reconnect_rx();
+            let signal = signal.clone();
+            tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    match events.recv().await {
+                        Ok(_) | Err(RecvError::Lagged(_)) => signal.notify_one(),
+                        Err(RecvError::Closed) => break,
+                    }
+                }
+            });
+        }
         let fail_fast = Options {
             fail_fast: true,
             ..Options::default()
@@ -259,16 +323,15 @@ impl RedisBackend {
             .iter()
             .map(|client| client.with_options(&fail_fast))
             .collect();
-        let backend = Self {
+        Ok(Self {
             pool,
             readers,
             next: Arc::new(AtomicUsize::new(0)),
             scripts: Arc::new(Scripts::new()),
             command_timeout: config.command_timeout,
             reconnects,
-        };
-        backend.ping().await?;
-        Ok(backend)
+            signal,
+        })
     }
 
     /// The underlying pool, for callers that need commands this trait does not cover.
@@ -536,6 +599,25 @@ impl CacheBackend for RedisBackend {
 
     fn reconnects(&self) -> u64 {
         self.reconnects.count()
+    }
+
+    fn refresh_reconnects(&self) -> u64 {
+        self.reconnects.poll_all()
+    }
+
+    async fn reconnected(&self) {
+        self.signal.notified().await;
+    }
+
+    async fn eviction_policy(&self) -> Result<Option<String>> {
+        let (index, client) = self.client();
+        let reply = client.info::<String>(Some(InfoKind::Memory)).await;
+        self.reconnects.poll(index);
+        let info = reply.map_err(|e| self.map_error(e))?;
+        Ok(info
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("maxmemory_policy:"))
+            .map(str::to_owned))
     }
 
     async fn ping(&self) -> Result<()> {

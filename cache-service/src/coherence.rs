@@ -1,0 +1,629 @@
+//! [`Coherence`]: the cache keeps its promises across processes, for any table.
+//!
+//! A [`CacheService`] alone keeps its promises inside one process. Writers in other
+//! processes, Redis outages and Redis replacements need more, and this component is that
+//! more, switched on by building it over a database (through sea-orm) and a cache:
+//!
+//! - **A transactional outbox.** Triggers ([`OutboxTable`]) record in `cache_outbox`,
+//!   inside the writer's own transaction, the invalidation each change owes, whoever
+//!   writes (this process, another program, `psql`).
+//! - **A relay** ([`Coherence::spawn_relay`]) applies what is owed and deletes it: on
+//!   PostgreSQL woken by `NOTIFY` and sharing the rows with other relays by
+//!   `FOR UPDATE SKIP LOCKED`; on SQLite by polling.
+//! - **One after-commit routine** ([`Coherence::after_commit`]) for every writer.
+//! - **An epoch per Redis identity**, shared through the database (`cache_epoch`).
+//!
+//! # Invariants
+//!
+//! 1. **Every writer is in the epoch.** Nothing is invalidated inline, applied or settled
+//!    before this process has checked which Redis it talks to and moved to that Redis's
+//!    epoch ([`Coherence::join`], done lazily by the first write).
+//! 2. **Acknowledged means applied.** [`after_commit`](Coherence::after_commit) returns
+//!    once the write's invalidation was applied, inline or, when that was skipped (the
+//!    cache is recovering) or failed, by some relay, which it wakes at once; only after
+//!    [`CoherenceConfig::ack_timeout`] does it return with the invalidation still owed,
+//!    and then every relay's gate keeps reads off entries it would remove.
+//! 3. **Reads wait for the replay.** Once a relay runs, reads skip the cache after a
+//!    backend failure until a pass of the relay has checked the Redis identity and
+//!    applied every row that was owed when the pass began (also rows that another relay
+//!    was holding); a reply that came over a connection opened after the last identity
+//!    check is never served.
+//! 4. **Versions only grow.** The triggers raise a version that an `UPDATE` left alone or
+//!    lowered, and a created row owes an unconditional removal, so fences and replays
+//!    are sound against restored rows and reused ids.
+//! 5. **In-process caches are never shared.** A relay over an in-process cache refuses
+//!    to start while another relay runs on the same database, and the reverse: the
+//!    in-process cache cannot see other processes' invalidations.
+
+mod relay;
+mod schema;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sea_orm::sea_query::LockType;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
+};
+use tokio::sync::Notify;
+
+use crate::error::{CacheError, Result};
+use crate::key::{Group, Invalidation, Namespace};
+use crate::service::CacheService;
+
+pub use relay::RelayHandle;
+pub use schema::{NOTIFY_SETTING, OutboxTable, tables_migration};
+
+use schema::{CHANNEL, epoch, outbox};
+
+/// How the coherence component runs.
+#[derive(Debug, Clone)]
+pub struct CoherenceConfig {
+    /// How often a relay looks for owed invalidations without being woken.
+    pub poll_interval: Duration,
+    /// Rows applied per batch.
+    pub batch_size: u64,
+    /// How long a write whose invalidation could not be applied inline waits for a
+    /// relay to apply it before it returns anyway.
+    pub ack_timeout: Duration,
+}
+
+impl Default for CoherenceConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(250),
+            batch_size: 500,
+            ack_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One committed change of a row of an [`OutboxTable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// The table's namespace.
+    pub namespace: Namespace,
+    /// The row's id.
+    pub id: i64,
+    /// The row's version after the change (its last version + 1 for a delete); 0 removes
+    /// whatever is cached under the id, whatever its version.
+    pub version: u64,
+}
+
+/// How a write's invalidation was applied (see [`Coherence::after_commit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// By this process, right after the commit.
+    Inline,
+    /// By a relay (this process's or another's) while the write waited.
+    ByRelay,
+    /// Not yet: no relay applied it within the acknowledgement bound; it stays owed.
+    Owed,
+}
+
+/// The coherence component. Cloning is shallow.
+#[derive(Clone)]
+pub struct Coherence {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    cache: CacheService,
+    tables: Vec<OutboxTable>,
+    config: CoherenceConfig,
+    /// The Redis identity this process's epoch was last checked against.
+    checked_identity: Arc<Mutex<Option<String>>>,
+    /// Wakes this process's relay.
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Coherence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coherence")
+            .field("tables", &self.inner.tables)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Coherence {
+    /// The component over a database migrated with [`tables_migration`] and the
+    /// tables' [`OutboxTable::migration`]s. Until [`spawn_relay`](Self::spawn_relay),
+    /// reads are not gated (a process that only writes needs no relay).
+    pub fn new(
+        db: DatabaseConnection,
+        cache: CacheService,
+        tables: &[OutboxTable],
+        config: CoherenceConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                cache,
+                tables: tables.to_vec(),
+                config: CoherenceConfig {
+                    batch_size: config.batch_size.max(1),
+                    ..config
+                },
+                checked_identity: Arc::default(),
+                wake: Arc::default(),
+            }),
+        }
+    }
+
+    /// The same component (same cache, tables and relay wake-ups) with another
+    /// configuration, for a relay that polls at another pace, say.
+    pub fn with_config(&self, config: CoherenceConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db: self.inner.db.clone(),
+                cache: self.inner.cache.clone(),
+                tables: self.inner.tables.clone(),
+                config: CoherenceConfig {
+                    batch_size: config.batch_size.max(1),
+                    ..config
+                },
+                checked_identity: self.inner.checked_identity.clone(),
+                wake: self.inner.wake.clone(),
+            }),
+        }
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &CacheService {
+        &self.inner.cache
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &CoherenceConfig {
+        &self.inner.config
+    }
+
+    /// Checks which Redis the cache talks to and moves this process to the epoch every
+    /// process uses for it (a Redis not seen before starts a new epoch for all). Writers
+    /// need not call it: the first write does, and relays do on every pass.
+    pub async fn join(&self) -> Result<()> {
+        let cache = &self.inner.cache;
+        let before = cache.backend().refresh_reconnects();
+        let identity = match cache.backend().identity().await {
+            Ok(identity) => identity,
+            Err(error) => {
+                cache.hold_reads_until_resync();
+                return Err(error);
+            }
+        };
+        if let Some(identity) = identity {
+            let checked = lock(&self.inner.checked_identity).clone();
+            if checked.as_deref() != Some(identity.as_str()) {
+                let epoch = self.epoch_for(&identity).await?;
+                if epoch != cache.epoch() {
+                    tracing::info!(epoch, redis = %identity, "cache epoch changed: entries from before are ignored");
+                    cache.set_epoch(epoch);
+                }
+                *lock(&self.inner.checked_identity) = Some(identity);
+            }
+        }
+        let after = cache.backend().refresh_reconnects();
+        if before != after {
+            return Err(CacheError::Backend(
+                "the cache reconnected while its identity was checked".into(),
+            ));
+        }
+        cache.set_verified(after);
+        Ok(())
+    }
+
+    /// The one after-commit routine: applies what `changes` made stale (each change's
+    /// entry, fenced at its version, and its table's groups), inline when this process
+    /// trusts the cache, else by waking every relay and waiting (up to
+    /// [`CoherenceConfig::ack_timeout`]) until one has applied it. Call it after the
+    /// write's transaction committed, never before. Never fails: what is not applied
+    /// stays in the outbox.
+    pub async fn after_commit(&self, changes: &[Change]) -> Applied {
+        if changes.is_empty() {
+            return Applied::Inline;
+        }
+        if self.invalidate_inline(changes).await {
+            return Applied::Inline;
+        }
+        self.wait_for_relays(changes).await
+    }
+
+    /// Like [`after_commit`](Self::after_commit) without the wait, for a bulk writer
+    /// that waits once at its end ([`flush`](Self::flush)). Returns whether it was
+    /// applied inline.
+    pub async fn after_commit_deferred(&self, changes: &[Change]) -> bool {
+        changes.is_empty() || self.invalidate_inline(changes).await
+    }
+
+    /// Applies everything owed now (after checking the epoch); if this process cannot,
+    /// wakes every relay and waits up to `timeout` for the outbox to hold nothing that
+    /// was owed when it was called. Returns whether nothing of that is owed any more.
+    ///
+    /// An in-process cache is never applied to here: in a process that is not the
+    /// server (an import), it is private, and the rows are for the server's relay.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let Ok(high) = self.high_water().await else {
+            return false;
+        };
+        if !self.is_in_process() && self.drain().await.is_ok() {
+            return true;
+        }
+        let deadline = Instant::now() + timeout;
+        self.wake_relays().await;
+        loop {
+            if self.owed_through(high).await.is_ok_and(|owed| !owed) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Applies owed invalidations until none is left; returns how many rows it
+    /// resolved. Checks the epoch first: nothing is applied at an unchecked one.
+    pub async fn drain(&self) -> Result<usize> {
+        self.join().await?;
+        self.drain_joined().await
+    }
+
+    /// Number of invalidations owed (outbox rows of this component's tables).
+    pub async fn backlog(&self) -> Result<u64> {
+        Ok(outbox::Entity::find()
+            .filter(outbox::Column::Namespace.is_in(self.namespaces()))
+            .count(&self.inner.db)
+            .await?)
+    }
+
+    /// Starts the relay in the background: from now on reads are gated (see the
+    /// module's invariant 3), and held until its first pass. Every process that serves
+    /// reads runs one; [`RelayHandle::shutdown`] drains it.
+    pub fn spawn_relay(&self) -> RelayHandle {
+        relay::spawn(self.clone())
+    }
+
+    /// Like [`spawn_relay`](Self::spawn_relay), after registering this process on the
+    /// database, which fails ([`CacheError::Incoherent`]) when the set-up would be
+    /// incoherent: an in-process cache with any other relay on the database, or any
+    /// cache with another relay's in-process cache. A registration left by a crashed
+    /// process blocks for at most a few seconds.
+    pub async fn start_relay(&self) -> Result<RelayHandle> {
+        let instance = relay::Instance::register(&self.inner.db, self.is_in_process()).await?;
+        Ok(relay::spawn_registered(self.clone(), Some(instance)))
+    }
+
+    /// Warns when Redis may evict keys this component relies on, and says why. Returns
+    /// the policy.
+    pub async fn check_eviction_policy(&self) -> Option<String> {
+        let policy = self
+            .inner
+            .cache
+            .backend()
+            .eviction_policy()
+            .await
+            .ok()
+            .flatten()?;
+        if policy != "noeviction" {
+            tracing::warn!(
+                maxmemory_policy = %policy,
+                "Redis may evict keys: set maxmemory-policy to noeviction. Fences and leases \
+                 have a TTL, so volatile-* policies evict exactly them and let a stale fill \
+                 through; allkeys-* policies evict the group generation counters and fences"
+            );
+        }
+        Some(policy)
+    }
+
+    fn is_in_process(&self) -> bool {
+        self.inner.cache.backend().is_in_process()
+    }
+
+    fn namespaces(&self) -> Vec<&'static str> {
+        self.inner
+            .tables
+            .iter()
+            .map(|table| table.namespace.name())
+            .collect()
+    }
+
+    fn table(&self, namespace: &str) -> Option<&OutboxTable> {
+        self.inner
+            .tables
+            .iter()
+            .find(|table| table.namespace.name() == namespace)
+    }
+
+    /// Inline invalidation, only at a checked epoch and with no outage unresolved.
+    async fn invalidate_inline(&self, changes: &[Change]) -> bool {
+        let cache = &self.inner.cache;
+        if cache.needs_resync() {
+            return false;
+        }
+        if !cache.is_verified()
+            && let Err(error) = self.join().await
+        {
+            tracing::debug!(%error, "cache: cannot check which Redis this is; the relays invalidate");
+            return false;
+        }
+        let (items, groups) = self.invalidations(
+            changes
+                .iter()
+                .map(|c| (c.namespace.name(), c.id, c.version)),
+        );
+        match cache.invalidate_write(&items, &groups).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "invalidation after commit failed; waiting for a relay");
+                false
+            }
+        }
+    }
+
+    /// The invalidations that rows owe: per entity, an unconditional removal if one is
+    /// owed, and a fence at the highest version owed; and their tables' groups.
+    fn invalidations<'a>(
+        &self,
+        rows: impl Iterator<Item = (&'a str, i64, u64)>,
+    ) -> (Vec<Invalidation>, Vec<Group>) {
+        let cache = &self.inner.cache;
+        let mut owed: BTreeMap<(&str, i64), (bool, u64)> = BTreeMap::new();
+        let mut groups = BTreeSet::new();
+        for (namespace, id, version) in rows {
+            let Some(table) = self.table(namespace) else {
+                continue;
+            };
+            groups.extend(table.groups.iter().map(|g| g.namespace().name()));
+            let entry = owed.entry((table.namespace.name(), id)).or_default();
+            if version == 0 {
+                entry.0 = true;
+            }
+            entry.1 = entry.1.max(version);
+        }
+        let mut items = Vec::new();
+        for ((namespace, id), (remove, version)) in owed {
+            let Some(table) = self.table(namespace) else {
+                continue;
+            };
+            let key = cache.key(table.namespace, id);
+            if remove {
+                items.push(Invalidation::remove(key.clone()));
+            }
+            if version > 0 {
+                items.push(Invalidation::at_version(key, version));
+            }
+        }
+        let groups = self
+            .inner
+            .tables
+            .iter()
+            .flat_map(|table| table.groups.iter().copied())
+            .filter(|group| groups.remove(group.namespace().name()))
+            .collect();
+        (items, groups)
+    }
+
+    /// Wakes every relay (this process's at once, others by `NOTIFY` on PostgreSQL; on
+    /// SQLite they poll) and waits until none of `changes`' rows is owed any more.
+    async fn wait_for_relays(&self, changes: &[Change]) -> Applied {
+        let deadline = Instant::now() + self.inner.config.ack_timeout;
+        self.wake_relays().await;
+        loop {
+            match self.owes(changes).await {
+                Ok(false) => return Applied::ByRelay,
+                Ok(true) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "cannot tell whether a relay applied a write's invalidation");
+                    return Applied::Owed;
+                }
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    timeout = ?self.inner.config.ack_timeout,
+                    "no relay applied a write's invalidation in time; it stays owed"
+                );
+                return Applied::Owed;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn wake_relays(&self) {
+        self.inner.wake.notify_one();
+        if self.inner.db.get_database_backend() == DbBackend::Postgres
+            && let Err(error) = self
+                .inner
+                .db
+                .execute_unprepared(&format!("SELECT pg_notify('{CHANNEL}', '')"))
+                .await
+        {
+            tracing::warn!(%error, "cannot wake the other relays");
+        }
+    }
+
+    /// Whether any outbox row of these entities is still owed.
+    async fn owes(&self, changes: &[Change]) -> Result<bool> {
+        let mut by_namespace: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for change in changes {
+            by_namespace
+                .entry(change.namespace.name())
+                .or_default()
+                .push(change.id);
+        }
+        for (namespace, ids) in by_namespace {
+            for ids in ids.chunks(500) {
+                let found = outbox::Entity::find()
+                    .filter(outbox::Column::Namespace.eq(namespace))
+                    .filter(outbox::Column::EntityId.is_in(ids.iter().copied()))
+                    .limit(1)
+                    .one(&self.inner.db)
+                    .await?;
+                if found.is_some() {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// The highest outbox row id of this component's tables (0 when empty).
+    async fn high_water(&self) -> Result<i64> {
+        let row = outbox::Entity::find()
+            .select_only()
+            .column_as(outbox::Column::Id.max(), "high")
+            .filter(outbox::Column::Namespace.is_in(self.namespaces()))
+            .into_tuple::<Option<i64>>()
+            .one(&self.inner.db)
+            .await?;
+        Ok(row.flatten().unwrap_or(0))
+    }
+
+    /// Whether a row with an id up to `high` is still owed (rows other relays hold
+    /// locked count too).
+    async fn owed_through(&self, high: i64) -> Result<bool> {
+        Ok(outbox::Entity::find()
+            .filter(outbox::Column::Namespace.is_in(self.namespaces()))
+            .filter(outbox::Column::Id.lte(high))
+            .limit(1)
+            .one(&self.inner.db)
+            .await?
+            .is_some())
+    }
+
+    /// Applies one batch; returns how many rows it resolved. The caller has checked the
+    /// epoch.
+    async fn apply_batch(&self) -> Result<usize> {
+        let db = &self.inner.db;
+        let select = outbox::Entity::find()
+            .filter(outbox::Column::Namespace.is_in(self.namespaces()))
+            .order_by_asc(outbox::Column::Id)
+            .limit(self.inner.config.batch_size);
+        if db.get_database_backend() == DbBackend::Postgres {
+            // Row locks held while the cache is updated: other relays skip these rows.
+            let txn = db.begin().await?;
+            let rows = select
+                .lock_with_behavior(
+                    LockType::Update,
+                    sea_orm::sea_query::LockBehavior::SkipLocked,
+                )
+                .all(&txn)
+                .await?;
+            self.apply(&rows).await?;
+            delete(&txn, &rows).await?;
+            txn.commit().await?;
+            Ok(rows.len())
+        } else {
+            // SQLite has one writer; holding its lock across Redis calls would stall
+            // every write. Two relays on one file may apply a row twice: harmless.
+            let rows = select.all(db).await?;
+            self.apply(&rows).await?;
+            delete(db, &rows).await?;
+            Ok(rows.len())
+        }
+    }
+
+    /// Replays what `rows` owe. A "created at `c`" row was applied by its creator when
+    /// the entry's fence is exactly `c` and no later version is owed; otherwise the
+    /// entry may come from an earlier incarnation of the id and is removed.
+    async fn apply(&self, rows: &[outbox::Model]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let cache = &self.inner.cache;
+        let mut owed: BTreeMap<(&str, i64), (Option<u64>, u64)> = BTreeMap::new();
+        for row in rows {
+            let entry = owed
+                .entry((row.namespace.as_str(), row.entity_id))
+                .or_default();
+            if row.version < 0 {
+                entry.0 = Some(
+                    entry
+                        .0
+                        .map_or(0, |c: u64| c)
+                        .max(row.version.unsigned_abs()),
+                );
+            } else {
+                entry.1 = entry.1.max(row.version.unsigned_abs());
+            }
+        }
+        let mut changes = Vec::with_capacity(owed.len());
+        for ((namespace, id), (created, version)) in owed {
+            let Some(table) = self.table(namespace) else {
+                continue;
+            };
+            if let Some(created) = created {
+                let fence = cache.fence_of(&cache.key(table.namespace, id)).await?;
+                if fence != Some(created) || version > created {
+                    changes.push((namespace, id, 0));
+                }
+            }
+            if version > 0 {
+                changes.push((namespace, id, version));
+            }
+        }
+        let (items, groups) = self.invalidations(changes.into_iter());
+        cache.replay_write(&items, &groups).await
+    }
+
+    /// The epoch for the Redis with this identity, moving every process to a new one if
+    /// the identity is new. One transaction with the row locked, so processes agree.
+    async fn epoch_for(&self, identity: &str) -> Result<u64> {
+        let db = &self.inner.db;
+        let txn = db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await?;
+        let mut select = epoch::Entity::find_by_id(1);
+        if db.get_database_backend() == DbBackend::Postgres {
+            select = select.lock(LockType::Update);
+        }
+        let epoch = match select.one(&txn).await? {
+            Some(row) if row.redis_id == identity => row.epoch,
+            Some(row) => {
+                let next = row.epoch + 1;
+                epoch::Entity::update(epoch::ActiveModel {
+                    id: Set(1),
+                    epoch: Set(next),
+                    redis_id: Set(identity.to_owned()),
+                })
+                .exec(&txn)
+                .await?;
+                next
+            }
+            None => {
+                epoch::Entity::insert(epoch::ActiveModel {
+                    id: Set(1),
+                    epoch: Set(0),
+                    redis_id: Set(identity.to_owned()),
+                })
+                .exec(&txn)
+                .await?;
+                0
+            }
+        };
+        txn.commit().await?;
+        Ok(epoch.unsigned_abs())
+    }
+}
+
+async fn delete(db: &impl ConnectionTrait, rows: &[outbox::Model]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    outbox::Entity::delete_many()
+        .filter(outbox::Column::Id.is_in(rows.iter().map(|r| r.id)))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

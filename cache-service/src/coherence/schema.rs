@@ -1,0 +1,410 @@
+//! The coherence tables and the triggers that fill the outbox.
+//!
+//! - `cache_outbox`: one row per invalidation owed: `namespace`, `entity_id`, `version`:
+//!   positive, the version cached copies must reach; negative, the row was created (or
+//!   re-created) at version `-version`, and an entry cached under its id may belong to
+//!   an earlier incarnation with a higher version.
+//! - `cache_epoch`: one row, the cache epoch every process uses and the Redis identity it
+//!   belongs to.
+//! - `cache_instance`: one row per running relay, with a heartbeat, so a process with an
+//!   in-process cache can refuse to share the database with another one.
+//!
+//! [`OutboxTable`] writes the triggers for any table with an integer id and an integer
+//! version column; they run inside the writer's own transaction, whoever the writer is.
+
+use sea_orm::DbBackend;
+use sea_orm_migration::prelude::*;
+
+use crate::error::{CacheError, Result};
+use crate::key::{Group, Namespace};
+
+/// The session setting that silences the outbox trigger's `NOTIFY` (PostgreSQL). A
+/// process that invalidates inline after every commit sets it off on its pool: a
+/// transaction that sent `NOTIFY` takes PostgreSQL's notify lock at commit and holds it
+/// through its WAL flush, so concurrent committers line up one by one (8 writers: 3 600
+/// commits/s without, 500 with). Every other writer (`psql`, an admin tool, a script)
+/// still wakes the relays within milliseconds.
+pub const NOTIFY_SETTING: &str = "cache_outbox.notify";
+
+/// The `LISTEN`/`NOTIFY` channel the relays wait on.
+pub(crate) const CHANNEL: &str = "cache_outbox";
+
+/// A table whose rows are cached under `namespace` (by id) and in `groups` (derived
+/// values such as list pages). Its triggers record every change in the outbox.
+///
+/// Names are SQL identifiers: lower-case ASCII letters, digits and `_`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxTable {
+    /// The table's name.
+    pub table: &'static str,
+    /// Its integer primary key; also the id of the cache key.
+    pub id_column: &'static str,
+    /// Its integer version column: starts at 1, grows on every change.
+    pub version_column: &'static str,
+    /// The cache namespace of one row.
+    pub namespace: Namespace,
+    /// The groups every change of a row invalidates.
+    pub groups: &'static [Group],
+}
+
+impl OutboxTable {
+    fn check(&self) -> Result<()> {
+        for name in [self.table, self.id_column, self.version_column] {
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !ok {
+                return Err(CacheError::Config(format!(
+                    "outbox table: {name:?} must be [a-z0-9_]+"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The statements that install (or replace) this table's triggers.
+    ///
+    /// What they guarantee, for every writer:
+    /// - `version` never goes back: an `UPDATE` that leaves it alone or lowers it (a
+    ///   restored row) gets `old + 1`, so fences and replays stay sound;
+    /// - an insert (also SQLite's `INSERT OR REPLACE`) owes "created at `v`" (recorded
+    ///   as `-v`): unless the creator fenced exactly that version, whatever is cached
+    ///   under the id is removed, since it may come from an earlier incarnation;
+    /// - a delete owes `old + 1`; an `UPDATE … SET id = …` owes both: the old id as
+    ///   deleted and the new one as inserted.
+    pub fn install_statements(&self, backend: DbBackend) -> Result<Vec<String>> {
+        self.check()?;
+        let (t, i, v, ns) = (
+            self.table,
+            self.id_column,
+            self.version_column,
+            self.namespace.name(),
+        );
+        let row = |id: &str, version: &str| {
+            format!(
+                "INSERT INTO cache_outbox (namespace, entity_id, version) VALUES ('{ns}', {id}, {version});"
+            )
+        };
+        match backend {
+            DbBackend::Postgres => Ok(vec![
+                format!(
+                    "CREATE OR REPLACE FUNCTION {t}_bump_version() RETURNS trigger AS $$
+                    BEGIN
+                        IF NEW IS DISTINCT FROM OLD AND NEW.{v} <= OLD.{v} THEN
+                            NEW.{v} := OLD.{v} + 1;
+                        END IF;
+                        RETURN NEW;
+                    END $$ LANGUAGE plpgsql"
+                ),
+                format!("DROP TRIGGER IF EXISTS {t}_bump_version ON {t}"),
+                format!(
+                    "CREATE TRIGGER {t}_bump_version BEFORE UPDATE ON {t}
+                        FOR EACH ROW EXECUTE FUNCTION {t}_bump_version()"
+                ),
+                format!(
+                    "CREATE OR REPLACE FUNCTION {t}_owe_invalidation() RETURNS trigger AS $$
+                    BEGIN
+                        IF TG_OP = 'DELETE' THEN
+                            {delete}
+                        ELSIF TG_OP = 'INSERT' THEN
+                            {insert}
+                        ELSIF NEW.{i} <> OLD.{i} THEN
+                            {delete}
+                            {insert}
+                        ELSIF NEW.{v} <> OLD.{v} THEN
+                            {update}
+                        END IF;
+                        IF current_setting('{NOTIFY_SETTING}', true) IS DISTINCT FROM 'off' THEN
+                            PERFORM pg_notify('{CHANNEL}', '');
+                        END IF;
+                        RETURN NULL;
+                    END $$ LANGUAGE plpgsql",
+                    delete = row(&format!("OLD.{i}"), &format!("OLD.{v} + 1")),
+                    insert = row(&format!("NEW.{i}"), &format!("-NEW.{v}")),
+                    update = row(&format!("NEW.{i}"), &format!("NEW.{v}")),
+                ),
+                format!("DROP TRIGGER IF EXISTS {t}_owe_invalidation ON {t}"),
+                format!(
+                    "CREATE TRIGGER {t}_owe_invalidation AFTER INSERT OR UPDATE OR DELETE ON {t}
+                        FOR EACH ROW EXECUTE FUNCTION {t}_owe_invalidation()"
+                ),
+            ]),
+            // SQLite triggers cannot change `NEW`: an UPDATE that did not raise the version
+            // is followed by a second one that does (a trigger never fires while it is
+            // already running, so this cannot recurse), and only a raised version owes
+            // an invalidation.
+            DbBackend::Sqlite => {
+                let mut statements = self.uninstall_statements(backend)?;
+                statements.extend([
+                    format!(
+                        "CREATE TRIGGER {t}_bump_version AFTER UPDATE ON {t}
+                            WHEN NEW.{v} <= OLD.{v}
+                            BEGIN
+                                UPDATE {t} SET {v} = OLD.{v} + 1 WHERE {i} = NEW.{i};
+                            END"
+                    ),
+                    format!(
+                        "CREATE TRIGGER {t}_owe_insert AFTER INSERT ON {t}
+                            BEGIN {} END",
+                        row(&format!("NEW.{i}"), &format!("-NEW.{v}"))
+                    ),
+                    format!(
+                        "CREATE TRIGGER {t}_owe_update AFTER UPDATE ON {t}
+                            WHEN NEW.{v} > OLD.{v} AND NEW.{i} = OLD.{i}
+                            BEGIN {} END",
+                        row(&format!("NEW.{i}"), &format!("NEW.{v}"))
+                    ),
+                    format!(
+                        "CREATE TRIGGER {t}_owe_rekey AFTER UPDATE ON {t}
+                            WHEN NEW.{i} <> OLD.{i}
+                            BEGIN {} {} END",
+                        row(&format!("OLD.{i}"), &format!("OLD.{v} + 1")),
+                        row(&format!("NEW.{i}"), &format!("-NEW.{v}"))
+                    ),
+                    format!(
+                        "CREATE TRIGGER {t}_owe_delete AFTER DELETE ON {t}
+                            BEGIN {} END",
+                        row(&format!("OLD.{i}"), &format!("OLD.{v} + 1"))
+                    ),
+                ]);
+                Ok(statements)
+            }
+            other => Err(unsupported(other)),
+        }
+    }
+
+    /// The statements that remove this table's triggers.
+    pub fn uninstall_statements(&self, backend: DbBackend) -> Result<Vec<String>> {
+        self.check()?;
+        let t = self.table;
+        match backend {
+            DbBackend::Postgres => Ok(vec![
+                format!("DROP TRIGGER IF EXISTS {t}_owe_invalidation ON {t}"),
+                format!("DROP TRIGGER IF EXISTS {t}_bump_version ON {t}"),
+                format!("DROP FUNCTION IF EXISTS {t}_owe_invalidation()"),
+                format!("DROP FUNCTION IF EXISTS {t}_bump_version()"),
+            ]),
+            DbBackend::Sqlite => Ok([
+                "bump_version",
+                "owe_insert",
+                "owe_update",
+                "owe_rekey",
+                "owe_delete",
+            ]
+            .iter()
+            .map(|name| format!("DROP TRIGGER IF EXISTS {t}_{name}"))
+            .collect()),
+            other => Err(unsupported(other)),
+        }
+    }
+
+    /// A migration that installs this table's triggers (after the coherence tables and
+    /// the table itself exist), named `name`.
+    pub fn migration(&self, name: &'static str) -> Box<dyn MigrationTrait> {
+        Box::new(InstallTriggers { table: *self, name })
+    }
+}
+
+fn unsupported(backend: DbBackend) -> CacheError {
+    CacheError::Config(format!(
+        "the outbox supports PostgreSQL and SQLite, not {backend:?}"
+    ))
+}
+
+fn migration_error(error: CacheError) -> DbErr {
+    DbErr::Migration(error.to_string())
+}
+
+struct InstallTriggers {
+    table: OutboxTable,
+    name: &'static str,
+}
+
+impl MigrationName for InstallTriggers {
+    fn name(&self) -> &str {
+        self.name
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for InstallTriggers {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let backend = manager.get_database_backend();
+        execute(
+            manager,
+            &self
+                .table
+                .install_statements(backend)
+                .map_err(migration_error)?,
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let backend = manager.get_database_backend();
+        execute(
+            manager,
+            &self
+                .table
+                .uninstall_statements(backend)
+                .map_err(migration_error)?,
+        )
+        .await
+    }
+}
+
+pub(crate) async fn execute(
+    manager: &SchemaManager<'_>,
+    statements: &[String],
+) -> Result<(), DbErr> {
+    for statement in statements {
+        manager
+            .get_connection()
+            .execute_unprepared(statement)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The migration that creates the coherence tables (idempotent: `IF NOT EXISTS`).
+/// Run it before any [`OutboxTable::migration`].
+pub fn tables_migration() -> Box<dyn MigrationTrait> {
+    Box::new(CreateTables)
+}
+
+struct CreateTables;
+
+impl MigrationName for CreateTables {
+    fn name(&self) -> &str {
+        "m20261129_000001_cache_coherence_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let statements: Vec<String> = match manager.get_database_backend() {
+            DbBackend::Postgres => vec![
+                "CREATE TABLE IF NOT EXISTS cache_outbox (
+                    id BIGSERIAL PRIMARY KEY,
+                    namespace VARCHAR(64) NOT NULL,
+                    entity_id BIGINT NOT NULL,
+                    version BIGINT NOT NULL,
+                    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                )"
+                .into(),
+                "CREATE TABLE IF NOT EXISTS cache_epoch (
+                    id INTEGER PRIMARY KEY,
+                    epoch BIGINT NOT NULL,
+                    redis_id VARCHAR(64) NOT NULL
+                )"
+                .into(),
+                "CREATE TABLE IF NOT EXISTS cache_instance (
+                    id VARCHAR(36) PRIMARY KEY,
+                    in_process BOOLEAN NOT NULL,
+                    heartbeat_ms BIGINT NOT NULL
+                )"
+                .into(),
+            ],
+            DbBackend::Sqlite => vec![
+                "CREATE TABLE IF NOT EXISTS cache_outbox (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    namespace TEXT NOT NULL,
+                    entity_id INTEGER NOT NULL,
+                    version INTEGER NOT NULL,
+                    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+                )"
+                .into(),
+                "CREATE TABLE IF NOT EXISTS cache_epoch (
+                    id INTEGER PRIMARY KEY,
+                    epoch INTEGER NOT NULL,
+                    redis_id TEXT NOT NULL
+                )"
+                .into(),
+                "CREATE TABLE IF NOT EXISTS cache_instance (
+                    id TEXT PRIMARY KEY,
+                    in_process BOOLEAN NOT NULL,
+                    heartbeat_ms INTEGER NOT NULL
+                )"
+                .into(),
+            ],
+            other => return Err(migration_error(unsupported(other))),
+        };
+        execute(manager, &statements).await?;
+        // The acknowledgement wait looks rows up by entity.
+        execute(
+            manager,
+            &["CREATE INDEX IF NOT EXISTS idx_cache_outbox_entity ON cache_outbox (namespace, entity_id)".into()],
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        execute(
+            manager,
+            &[
+                "DROP TABLE IF EXISTS cache_instance".into(),
+                "DROP TABLE IF EXISTS cache_epoch".into(),
+                "DROP TABLE IF EXISTS cache_outbox".into(),
+            ],
+        )
+        .await
+    }
+}
+
+/// The sea-orm entities of the coherence tables.
+pub(crate) mod outbox {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cache_outbox")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub namespace: String,
+        pub entity_id: i64,
+        pub version: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod epoch {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cache_epoch")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub epoch: i64,
+        pub redis_id: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod instance {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cache_instance")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub in_process: bool,
+        pub heartbeat_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
