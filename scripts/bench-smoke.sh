@@ -26,4 +26,7 @@ cargo test -p api-server --bench write_path
 echo "== HTTP hit path and memory"
 SMOKE=1 scripts/loadtest.sh
 
+echo "== resume after a Redis restart (one run)"
+RUNS=1 scripts/resume-bench.sh
+
 echo "bench smoke passed: build $((built - started)) s, runs $((SECONDS - built)) s"

@@ -88,9 +88,30 @@ pub struct Change {
     pub namespace: Namespace,
     /// The row's id.
     pub id: i64,
-    /// The row's version after the change (its last version + 1 for a delete); 0 removes
-    /// whatever is cached under the id, whatever its version.
+    /// The row's version after the change (its last version + 1 for a delete); 0 for a
+    /// created row: whatever is cached under the id is removed, whatever its version
+    /// (an earlier incarnation of the id may have been cached at a higher one).
     pub version: u64,
+}
+
+impl Change {
+    /// The row of `id` is at `version` now (a deleted row: its last version + 1).
+    pub fn at_version(namespace: Namespace, id: i64, version: i64) -> Self {
+        Self {
+            namespace,
+            id,
+            version: version.unsigned_abs(),
+        }
+    }
+
+    /// The row of `id` was created.
+    pub fn created(namespace: Namespace, id: i64) -> Self {
+        Self {
+            namespace,
+            id,
+            version: 0,
+        }
+    }
 }
 
 /// How a write's invalidation was applied (see [`Coherence::after_commit`]).
@@ -356,11 +377,34 @@ impl Coherence {
                 .iter()
                 .map(|c| (c.namespace.name(), c.id, c.version)),
         );
-        match cache.invalidate_write(&items, &groups).await {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::warn!(%error, "invalidation after commit failed; waiting for a relay");
-                false
+        if let Err(error) = cache.invalidate_write(&items, &groups).await {
+            tracing::warn!(%error, "invalidation after commit failed; waiting for a relay");
+            return false;
+        }
+        self.settle_created(changes).await;
+        true
+    }
+
+    /// Deletes the "created" rows of `changes`, whose removal was just applied at a
+    /// checked epoch: a relay cannot tell an applied creation from one that was not
+    /// (nothing in Redis records it), and would remove the entry again, costing a load.
+    async fn settle_created(&self, changes: &[Change]) {
+        let mut by_namespace: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for change in changes.iter().filter(|c| c.version == 0) {
+            by_namespace
+                .entry(change.namespace.name())
+                .or_default()
+                .push(change.id);
+        }
+        for (namespace, ids) in by_namespace {
+            let deleted = outbox::Entity::delete_many()
+                .filter(outbox::Column::Namespace.eq(namespace))
+                .filter(outbox::Column::EntityId.is_in(ids))
+                .filter(outbox::Column::Version.lt(0))
+                .exec(&self.inner.db)
+                .await;
+            if let Err(error) = deleted {
+                tracing::debug!(%error, "created rows left for the relay");
             }
         }
     }
@@ -527,47 +571,23 @@ impl Coherence {
         }
     }
 
-    /// Replays what `rows` owe. A "created at `c`" row was applied by its creator when
-    /// the entry's fence is exactly `c` and no later version is owed; otherwise the
-    /// entry may come from an earlier incarnation of the id and is removed.
+    /// Replays what `rows` owe. A "created" row removes whatever is cached under its id
+    /// (it may come from an earlier incarnation of the id); a creator that applied that
+    /// removal itself deleted the row already ([`after_commit`](Self::after_commit)).
     async fn apply(&self, rows: &[outbox::Model]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
-        let cache = &self.inner.cache;
-        let mut owed: BTreeMap<(&str, i64), (Option<u64>, u64)> = BTreeMap::new();
-        for row in rows {
-            let entry = owed
-                .entry((row.namespace.as_str(), row.entity_id))
-                .or_default();
-            if row.version < 0 {
-                entry.0 = Some(
-                    entry
-                        .0
-                        .map_or(0, |c: u64| c)
-                        .max(row.version.unsigned_abs()),
-                );
+        let owed = rows.iter().map(|row| {
+            let version = if row.version < 0 {
+                0
             } else {
-                entry.1 = entry.1.max(row.version.unsigned_abs());
-            }
-        }
-        let mut changes = Vec::with_capacity(owed.len());
-        for ((namespace, id), (created, version)) in owed {
-            let Some(table) = self.table(namespace) else {
-                continue;
+                row.version.unsigned_abs()
             };
-            if let Some(created) = created {
-                let fence = cache.fence_of(&cache.key(table.namespace, id)).await?;
-                if fence != Some(created) || version > created {
-                    changes.push((namespace, id, 0));
-                }
-            }
-            if version > 0 {
-                changes.push((namespace, id, version));
-            }
-        }
-        let (items, groups) = self.invalidations(changes.into_iter());
-        cache.replay_write(&items, &groups).await
+            (row.namespace.as_str(), row.entity_id, version)
+        });
+        let (items, groups) = self.invalidations(owed);
+        self.inner.cache.replay_write(&items, &groups).await
     }
 
     /// The epoch for the Redis with this identity, moving every process to a new one if

@@ -19,6 +19,11 @@
 //! - [`backend`]: the [`CacheBackend`] trait and its two implementations,
 //!   [`RedisBackend`] and [`MemoryBackend`], which pass one conformance suite.
 //! - [`config`]: [`CacheConfig`] (prefix, TTLs, jitter, lease and fence lifetimes).
+//! - [`coherence`]: [`Coherence`], the component that keeps the promises across processes
+//!   for any table: a transactional outbox filled by triggers ([`OutboxTable`]) and its
+//!   relay, the one after-commit routine every writer calls, the cache epoch per Redis
+//!   identity, the read gate after outages and reconnections. Stored through sea-orm
+//!   (PostgreSQL or SQLite).
 //!
 //! # Invariants callers rely on
 //!
@@ -37,8 +42,14 @@
 //! 4. **Fail open.** A backend error on the read path is counted and logged, and the
 //!    loader's value is returned; errors on invalidation are returned to the caller,
 //!    which owns the decision (retry, outbox, alert). After any error a circuit breaker
-//!    sends reads straight to the loader for a cool-down, and, when the caller keeps an
-//!    outbox, until it has replayed what it owes ([`CacheService::resume`]).
+//!    sends reads straight to the loader for a cool-down, and, once a [`Coherence`]
+//!    relay runs, until it has replayed what is owed.
+//! 5. **Across processes** (with [`Coherence`]): every writer joins the epoch of the
+//!    Redis it talks to before it invalidates; a write is acknowledged once its
+//!    invalidation is applied, inline or by a relay, within a bound; no reply that came
+//!    over an unchecked connection is served; versions only grow, for every writer; an
+//!    in-process cache never shares its database with another process. The
+//!    [`coherence`] module states each with its reason.
 //!
 //! # Metrics
 //!

@@ -313,12 +313,12 @@ impl Importer {
         if self.paused_until.is_some_and(|t| Instant::now() < t) {
             return false;
         }
+        // Only an insert leaves a product at version 1: an update raises it.
         let changes: Vec<Change> = written
             .iter()
-            .map(|&(id, version)| Change {
-                namespace: PRODUCT,
-                id,
-                version: version.unsigned_abs(),
+            .map(|&(id, version)| match version {
+                1 => Change::created(PRODUCT, id),
+                _ => Change::at_version(PRODUCT, id, version),
             })
             .collect();
         if self.service.coherence.after_commit_deferred(&changes).await {

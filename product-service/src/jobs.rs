@@ -293,11 +293,7 @@ impl ProductService {
         let mut changed = Vec::new();
         for row in &rows {
             if let Some(version) = reprice_one(&txn, row.clone(), percent).await? {
-                changed.push(Change {
-                    namespace: PRODUCT,
-                    id: row.id,
-                    version: version.unsigned_abs(),
-                });
+                changed.push(Change::at_version(PRODUCT, row.id, version));
             }
         }
         let last = rows.last().map_or(cursor, |r| r.id);

@@ -276,7 +276,8 @@ impl ProductService {
             .exec_with_returning(&self.db)
             .await
             .map_err(|e| write_error(e, Some(&input.sku)))?;
-        self.invalidate_after_commit(model.id, model.version).await;
+        self.invalidate_after_commit(Change::created(PRODUCT, model.id))
+            .await;
         Ok(model.into())
     }
 
@@ -329,7 +330,7 @@ impl ProductService {
         };
         // A deleted row counts as one version past its last, so every cached copy and
         // every in-flight fill of an older version is refused.
-        self.invalidate_after_commit(deleted.id, deleted.version + 1)
+        self.invalidate_after_commit(Change::at_version(PRODUCT, deleted.id, deleted.version + 1))
             .await;
         Ok(())
     }
@@ -374,7 +375,8 @@ impl ProductService {
         let Some(model) = updated else {
             return Err(diagnose_miss(&self.db, id, expected).await);
         };
-        self.invalidate_after_commit(model.id, model.version).await;
+        self.invalidate_after_commit(Change::at_version(PRODUCT, model.id, model.version))
+            .await;
         Ok(model.into())
     }
 
@@ -393,18 +395,14 @@ impl ProductService {
     /// Runs after the commit, never before: the list group, then the product's key,
     /// fenced at `version`, inline; or, if the cache cannot take it now, by a relay while
     /// the write waits (see [`Coherence::after_commit`]).
-    async fn invalidate_after_commit(&self, id: i64, version: i64) {
+    async fn invalidate_after_commit(&self, change: Change) {
         if self.pause_after_commit {
             eprintln!(
-                "fault injection: product {id} committed at v{version}; pausing before invalidation"
+                "fault injection: product {} committed ({change:?}); pausing before invalidation",
+                change.id
             );
             std::future::pending::<()>().await;
         }
-        let change = Change {
-            namespace: PRODUCT,
-            id,
-            version: version.unsigned_abs(),
-        };
         self.coherence.after_commit(&[change]).await;
     }
 

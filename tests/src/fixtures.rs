@@ -4,8 +4,8 @@
 use cache_service::{CacheConfig, CacheService, RedisConfig};
 use fred::prelude::{Client, KeysInterface};
 use product_service::{
-    Category, Description, NewProduct, PageQuery, PriceCents, ProductId, ProductName, ProductPatch,
-    ProductService, Sku, Stock,
+    Category, CoherenceConfig, Description, NewProduct, PageQuery, PriceCents, ProductId,
+    ProductName, ProductPatch, ProductService, Sku, Stock,
 };
 
 use crate::{RedisServer, TestDatabase, postgres_url_or_skip, redis_url_or_skip, unique_prefix};
@@ -76,6 +76,26 @@ impl Fixture {
             _database: database,
             _dir: dir,
         })
+    }
+
+    /// Another process's service on the same database and cache prefix, over
+    /// `redis_url` (this Redis, or a [`TcpRelay`](crate::tcp_relay::TcpRelay) to it).
+    pub async fn peer(&self, redis_url: &str) -> ProductService {
+        self.peer_with(redis_url, CoherenceConfig::default()).await
+    }
+
+    /// [`peer`](Self::peer) with its own coherence settings.
+    pub async fn peer_with(&self, redis_url: &str, config: CoherenceConfig) -> ProductService {
+        let db = product_service::connect(&self.database_url)
+            .await
+            .expect("database connects");
+        let cache = CacheService::connect_redis(
+            &RedisConfig::new(redis_url),
+            CacheConfig::with_prefix(self.prefix.clone()),
+        )
+        .await
+        .expect("redis connects");
+        ProductService::with_config(db, cache, config)
     }
 
     /// The Redis key of product `id`, in the cache's current epoch.

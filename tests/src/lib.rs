@@ -34,6 +34,35 @@ use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database};
 
 pub mod fixtures;
+
+/// Runs each `async fn scenario(f: Fixture)` twice, as `sqlite::scenario` and
+/// `postgres::scenario`, each on a fresh [`fixtures::Fixture`] named `{prefix}{db}_{scenario}`.
+/// A database or Redis that is not available skips the test loudly (fails in CI).
+#[macro_export]
+macro_rules! on_both_databases {
+    ($prefix:literal: $($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    if let Some(f) = $crate::fixtures::Fixture::sqlite(concat!($prefix, "sqlite_", stringify!($scenario))).await {
+                        super::$scenario(f).await;
+                    }
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    if let Some(f) = $crate::fixtures::Fixture::postgres(concat!($prefix, "postgres_", stringify!($scenario))).await {
+                        super::$scenario(f).await;
+                    }
+                }
+            )*
+        }
+    };
+}
 pub mod tcp_relay;
 
 /// Environment variable naming a Redis to use instead of a private server.
@@ -139,6 +168,24 @@ impl RedisServer {
         Err(last_error.unwrap_or_else(|| io::Error::other("no attempt was made")))
     }
 
+    /// Starts a server on `port`, for a client that was given the address before the
+    /// server existed (see [`unused_port`]).
+    pub fn start_on(port: u16) -> io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "it-redis-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let child = spawn_verified(port, &dir)?;
+        Ok(Self {
+            child: Some(child),
+            port,
+            dir,
+            frozen: false,
+        })
+    }
+
     /// `redis://127.0.0.1:{port}`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
@@ -230,6 +277,11 @@ impl Drop for RedisServer {
 
 /// A port that was free a moment ago (the OS picks it; a race with another process is
 /// caught by [`spawn_verified`]).
+/// A port nothing listens on now (the OS picked it and it was released).
+pub fn unused_port() -> io::Result<u16> {
+    free_port()
+}
+
 fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

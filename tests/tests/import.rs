@@ -17,33 +17,7 @@ use product_service::ProductService;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use tempfile::TempDir;
 
-/// Runs one scenario on SQLite and on PostgreSQL.
-macro_rules! on_both_databases {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    if let Some(f) = integration_tests::fixtures::Fixture::sqlite(concat!("import_sqlite_", stringify!($scenario))).await {
-                        super::$scenario(f).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    if let Some(f) = integration_tests::fixtures::Fixture::postgres(concat!("import_postgres_", stringify!($scenario))).await {
-                        super::$scenario(f).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_both_databases!(
+integration_tests::on_both_databases!("import_":
     a_csv_import_creates_updates_and_counts_unchanged_rows,
     a_jsonl_import_keeps_absent_fields_and_sets_given_ones,
     bad_csv_rows_are_reported_by_line_and_field_and_valid_rows_are_applied,
@@ -84,10 +58,18 @@ fn quiet(dry_run: bool) -> ImportOptions {
     }
 }
 
+/// Imports `path`, then, as `api-server import` does, applies what it owes (or waits
+/// up to 1 s for a relay to).
 async fn import(service: &ProductService, path: &Path) -> ImportReport {
-    import_file(service, path, &quiet(false))
+    let report = import_file(service, path, &quiet(false))
         .await
-        .expect("the import runs")
+        .expect("the import runs");
+    // Redis may be down on purpose: what is not applied stays owed (tests count it).
+    let _ = service
+        .coherence()
+        .flush(std::time::Duration::from_secs(1))
+        .await;
+    report
 }
 
 /// `(created, updated, unchanged, failed)`.
@@ -518,7 +500,7 @@ async fn imports_span_batches_and_a_reimport_changes_nothing(f: Fixture) {
     assert_eq!(
         count_rows(&db, "cache_outbox").await,
         0,
-        "what each batch owed was applied, and its outbox rows settled"
+        "what each batch owed was applied, and its outbox rows deleted"
     );
 }
 
@@ -576,8 +558,8 @@ async fn a_cached_product_and_list_page_show_the_import_at_once(f: Fixture) {
     let db = database(&f).await;
     assert_eq!(
         count_rows(&db, "cache_outbox").await,
-        1,
-        "the import settled its own outbox rows, and only those (KB-1's create is left)"
+        0,
+        "the import applied what was owed at its end (KB-1's create too)"
     );
 }
 

@@ -7,33 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use integration_tests::fixtures::{Fixture, first_page, id, new_product, price_patch};
 use product_service::{Error, PageQuery, ProductPatch, Sku, Version};
 
-/// Runs one scenario on SQLite and on PostgreSQL.
-macro_rules! on_both_databases {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    if let Some(f) = integration_tests::fixtures::Fixture::sqlite(concat!("sqlite_", stringify!($scenario))).await {
-                        super::$scenario(f).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    if let Some(f) = integration_tests::fixtures::Fixture::postgres(concat!("postgres_", stringify!($scenario))).await {
-                        super::$scenario(f).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_both_databases!(
+integration_tests::on_both_databases!("":
     reads_are_cached_under_the_prefix_and_writes_show_at_once,
     list_pages_reflect_create_update_and_delete,
     a_write_invalidates_its_product_and_leaves_others_cached,

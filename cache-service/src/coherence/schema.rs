@@ -68,9 +68,9 @@ impl OutboxTable {
     /// What they guarantee, for every writer:
     /// - `version` never goes back: an `UPDATE` that leaves it alone or lowers it (a
     ///   restored row) gets `old + 1`, so fences and replays stay sound;
-    /// - an insert (also SQLite's `INSERT OR REPLACE`) owes "created at `v`" (recorded
-    ///   as `-v`): unless the creator fenced exactly that version, whatever is cached
-    ///   under the id is removed, since it may come from an earlier incarnation;
+    /// - an insert (also SQLite's `INSERT OR REPLACE`) owes "created" (recorded as `-v`):
+    ///   whatever is cached under the id is removed, since it may come from an earlier
+    ///   incarnation with a higher version;
     /// - a delete owes `old + 1`; an `UPDATE … SET id = …` owes both: the old id as
     ///   deleted and the new one as inserted.
     pub fn install_statements(&self, backend: DbBackend) -> Result<Vec<String>> {

@@ -108,7 +108,17 @@ async fn build(
     sqlite_dir: Option<TempDir>,
     postgres: Option<TestDatabase>,
 ) -> TestApp {
-    let prefix = unique_prefix(&test_name());
+    let mut app = start(database_url, redis_url, unique_prefix(&test_name())).await;
+    app.redis_server = redis_server;
+    app._sqlite_dir = sqlite_dir;
+    app.postgres = postgres;
+    app.wait_until_the_cache_is_ready().await;
+    app
+}
+
+/// A server on `database_url` with cache prefix `prefix` (and Redis at `redis_url`, if
+/// any), serving; it does not wait for its cache to be ready.
+pub async fn start(database_url: String, redis_url: Option<String>, prefix: String) -> TestApp {
     let token = format!("test-token-{:032x}", rand::random::<u128>());
     let settings = Settings {
         bind: "127.0.0.1:0".parse().expect("a socket address"),
@@ -138,21 +148,19 @@ async fn build(
         .timeout(Duration::from_secs(20))
         .build()
         .expect("an HTTP client");
-    let app = TestApp {
+    TestApp {
         address,
         token,
         prefix,
         database_url,
         redis_url,
-        redis_server,
+        redis_server: None,
         client,
         shutdown: Some(shutdown),
         server: Some(server),
-        _sqlite_dir: sqlite_dir,
-        postgres,
-    };
-    app.wait_until_the_cache_is_ready().await;
-    app
+        _sqlite_dir: None,
+        postgres: None,
+    }
 }
 
 impl Drop for TestApp {
@@ -178,10 +186,19 @@ impl TestApp {
         }
     }
 
+    /// A second server on this one's database and cache prefix, with Redis at
+    /// `redis_url` (this one's, or a relay to it), once its cache is ready: as a second
+    /// instance of a deployment.
+    pub async fn spawn_peer(&self, redis_url: Option<String>) -> TestApp {
+        let peer = start(self.database_url.clone(), redis_url, self.prefix.clone()).await;
+        peer.wait_until_the_cache_is_ready().await;
+        peer
+    }
+
     /// Waits until `/health` reports the cache `ok`. A server keeps reads off its cache
     /// (and reports it `degraded`) until the outbox relay's first pass, a few
     /// milliseconds after start; tests that expect cache hits start after that.
-    async fn wait_until_the_cache_is_ready(&self) {
+    pub async fn wait_until_the_cache_is_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let response = self.health().await;

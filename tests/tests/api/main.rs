@@ -10,6 +10,8 @@
 //! - [`products`]: every endpoint and documented status of `/api/products`.
 //! - [`errors`]: authentication, the problem format, bad input of every kind.
 //! - [`cache`]: caching through HTTP, writes seen by the next read, Redis down.
+//! - [`coherence`]: two servers on one database, one cut off from Redis; set-ups that
+//!   cannot be coherent; a start without Redis.
 //! - [`jobs`]: reprice jobs, seen by the next reads.
 //! - [`ops`]: `/health`, `/metrics`, `/openapi.json`, `/docs`, shutdown.
 //! - [`postgres`]: the main flows on PostgreSQL.
@@ -21,6 +23,7 @@
 
 mod binary;
 mod cache;
+mod coherence;
 mod crash;
 mod errors;
 mod flows;
