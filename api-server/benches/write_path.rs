@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use cache_service::{CacheConfig, CacheService, RedisConfig};
 use chrono::{SubsecRound, Utc};
 use product_service::{
-    NewProduct, PriceCents, ProductId, ProductName, ProductPatch, ProductService, RelayConfig,
+    CoherenceConfig, NewProduct, PriceCents, ProductId, ProductName, ProductPatch, ProductService,
     RelayHandle, Sku, Stock,
 };
 use sea_orm::sea_query::Expr;
@@ -165,7 +165,7 @@ impl Fixture {
             .await
             .expect("bench: copy the products");
         let relay = (std::env::var_os("BENCH_NO_RELAY").is_none())
-            .then(|| service.spawn_relay(RelayConfig::default()));
+            .then(|| service.spawn_relay(CoherenceConfig::default()));
         // The relay checks the Redis identity before reads use the cache; writes do not
         // wait for it, but give it its first pass so the rounds start in steady state.
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -12,7 +12,7 @@
 //! - [`import`]: [`Importer`]: bulk upsert by sku in batches (one transaction each, then
 //!   invalidation), behind `api-server import`.
 //! - The outbox, its relay and the cache epoch are `cache-service`'s
-//!   [`Coherence`](cache_service::Coherence) component; this crate declares the product
+//!   [`Coherence`] component; this crate declares the product
 //!   table to it ([`PRODUCT_TABLE`]) and installs its triggers in a migration.
 //! - [`db`]: connecting (SQLite or PostgreSQL) and [`migrate`].
 //! - `entity` (private): the sea-orm entity. Its write side never leaves this crate.

@@ -275,13 +275,13 @@ impl Drop for RedisServer {
     }
 }
 
-/// A port that was free a moment ago (the OS picks it; a race with another process is
-/// caught by [`spawn_verified`]).
 /// A port nothing listens on now (the OS picked it and it was released).
 pub fn unused_port() -> io::Result<u16> {
     free_port()
 }
 
+/// A port that was free a moment ago (the OS picks it; a race with another process is
+/// caught by `spawn_verified`).
 fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -29,7 +29,7 @@ struct State {
     epoch: u64,
 }
 
-/// A TCP forwarder on 127.0.0.1:<random port> to `upstream` that a test can freeze.
+/// A TCP forwarder on `127.0.0.1:{random port}` to `upstream` that a test can freeze.
 /// Dropping it closes the listener and every connection.
 #[derive(Debug)]
 pub struct TcpRelay {

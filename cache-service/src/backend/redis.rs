@@ -306,11 +306,8 @@ impl RedisBackend {
             let signal = signal.clone();
             tokio::spawn(async move {
                 use tokio::sync::broadcast::error::RecvError;
-                loop {
-                    match events.recv().await {
-                        Ok(_) | Err(RecvError::Lagged(_)) => signal.notify_one(),
-                        Err(RecvError::Closed) => break,
-                    }
+                while let Ok(_) | Err(RecvError::Lagged(_)) = events.recv().await {
+                    signal.notify_one();
                 }
             });
         }
