@@ -517,6 +517,10 @@ impl MigrationTrait for GenericOutbox {
             ),
         ]);
         statements.extend(table.install_statements(backend).map_err(to_db)?);
+        if backend == sea_orm::DbBackend::Postgres {
+            // A cluster's identity names every master: longer than one run_id.
+            statements.push("ALTER TABLE cache_epoch ALTER COLUMN redis_id TYPE TEXT".into());
+        }
         for statement in &statements {
             manager
                 .get_connection()

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database};
 
+pub mod cluster;
 pub mod fixtures;
 
 /// Runs each `async fn scenario(f: Fixture)` twice, as `sqlite::scenario` and
@@ -136,6 +137,8 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     frozen: bool,
+    /// Extra `redis-server` arguments, kept across restarts (cluster mode, say).
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -143,6 +146,12 @@ impl RedisServer {
     /// `INFO server`) that it is the process just started. Tries a few ports if one is
     /// taken. Blocks the calling thread for the few milliseconds a start takes.
     pub fn start() -> io::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// [`start`](Self::start) with extra `redis-server` arguments, which restarts keep.
+    pub fn start_with(args: &[&str]) -> io::Result<Self> {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         let dir = std::env::temp_dir().join(format!(
             "it-redis-{}-{:08x}",
             std::process::id(),
@@ -152,13 +161,14 @@ impl RedisServer {
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
-            match spawn_verified(port, &dir) {
+            match spawn_verified(port, &dir, &args) {
                 Ok(child) => {
                     return Ok(Self {
                         child: Some(child),
                         port,
                         dir,
                         frozen: false,
+                        args,
                     });
                 }
                 Err(error) => last_error = Some(error),
@@ -177,12 +187,13 @@ impl RedisServer {
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(&dir)?;
-        let child = spawn_verified(port, &dir)?;
+        let child = spawn_verified(port, &dir, &[])?;
         Ok(Self {
             child: Some(child),
             port,
             dir,
             frozen: false,
+            args: Vec::new(),
         })
     }
 
@@ -194,6 +205,12 @@ impl RedisServer {
     /// The port, which stays the same across [`restart`](Self::restart)s.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Sends one command over a fresh connection; the reply as text (simple, integer or
+    /// bulk replies only).
+    pub fn command(&self, args: &[&str]) -> io::Result<String> {
+        resp_command(self.port, args)
     }
 
     /// The process id of the running server, `None` while stopped.
@@ -224,7 +241,7 @@ impl RedisServer {
         // is slow to release it.
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            match spawn_verified(self.port, &self.dir) {
+            match spawn_verified(self.port, &self.dir, &self.args) {
                 Ok(child) => {
                     self.child = Some(child);
                     return Ok(());
@@ -288,9 +305,10 @@ fn free_port() -> io::Result<u16> {
 
 /// Starts `redis-server` on `port` and waits until the server answering there is this
 /// child. Kills the child on any failure.
-fn spawn_verified(port: u16, dir: &Path) -> io::Result<Child> {
+fn spawn_verified(port: u16, dir: &Path, args: &[String]) -> io::Result<Child> {
     let mut child = Command::new("redis-server")
         .args(["--port", &port.to_string()])
+        .args(args)
         .args(["--bind", "127.0.0.1"])
         .args(["--save", ""])
         .args(["--appendonly", "no"])
@@ -352,7 +370,7 @@ fn wait_until_ours(child: &mut Child, port: u16, dir: &Path) -> io::Result<()> {
 /// Sends one command over a fresh connection and returns a simple, integer or bulk
 /// reply as text. Just enough RESP to check a server before any client library is
 /// involved.
-fn resp_command(port: u16, args: &[&str]) -> io::Result<String> {
+pub(crate) fn resp_command(port: u16, args: &[&str]) -> io::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;

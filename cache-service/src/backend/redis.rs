@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use fred::clients::WithOptions;
+use fred::interfaces::ClusterInterface;
 use fred::prelude::*;
 use fred::types::InfoKind;
 use fred::types::scripts::Script;
@@ -388,6 +389,14 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The `run_id` line of `INFO server`.
+fn run_id(info: &str) -> Result<String> {
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix("run_id:"))
+        .map(str::to_owned)
+        .ok_or_else(|| CacheError::Protocol("INFO server has no run_id".into()))
+}
+
 fn unexpected(what: &str, value: &Value) -> CacheError {
     CacheError::Protocol(format!("{what}: {value:?}"))
 }
@@ -583,15 +592,38 @@ impl CacheBackend for RedisBackend {
             .map_err(|_| CacheError::Protocol(format!("generation {reply:?}")))
     }
 
+    /// Standalone (or behind Sentinel): the server's `run_id`. Cluster: every master's
+    /// address and `run_id`, each asked directly, so a restart, a restore or a failover
+    /// of any one master changes it, and a reconnection to the same masters does not.
     async fn identity(&self) -> Result<Option<String>> {
         let (index, client) = self.client();
-        let reply = client.info::<String>(Some(InfoKind::Server)).await;
+        if !self.pool.is_clustered() {
+            let reply = client.info::<String>(Some(InfoKind::Server)).await;
+            self.reconnects.poll(index);
+            return run_id(&reply.map_err(|e| self.map_error(e))?).map(Some);
+        }
+        let mut masters = client
+            .cached_cluster_state()
+            .map(|state| state.unique_primary_nodes())
+            .unwrap_or_default();
+        if masters.is_empty() {
+            return Err(CacheError::Backend(
+                "the cluster's masters are not known yet".into(),
+            ));
+        }
+        masters.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+        let mut parts = Vec::with_capacity(masters.len());
+        for master in masters {
+            let address = format!("{}:{}", master.host, master.port);
+            let reply = client
+                .with_cluster_node(master)
+                .info::<String>(Some(InfoKind::Server))
+                .await;
+            let info = reply.map_err(|e| self.map_error(e))?;
+            parts.push(format!("{address}={}", run_id(&info)?));
+        }
         self.reconnects.poll(index);
-        let info = reply.map_err(|e| self.map_error(e))?;
-        info.lines()
-            .find_map(|line| line.trim().strip_prefix("run_id:"))
-            .map(|id| Some(id.to_owned()))
-            .ok_or_else(|| CacheError::Protocol("INFO server has no run_id".into()))
+        Ok(Some(parts.join(",")))
     }
 
     fn reconnects(&self) -> u64 {

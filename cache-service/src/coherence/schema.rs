@@ -297,7 +297,7 @@ impl MigrationTrait for CreateTables {
                 "CREATE TABLE IF NOT EXISTS cache_epoch (
                     id INTEGER PRIMARY KEY,
                     epoch BIGINT NOT NULL,
-                    redis_id VARCHAR(64) NOT NULL
+                    redis_id TEXT NOT NULL
                 )"
                 .into(),
                 "CREATE TABLE IF NOT EXISTS cache_instance (

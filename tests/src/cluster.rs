@@ -1,0 +1,118 @@
+//! A private Redis Cluster: N masters on random ports, each a [`RedisServer`] in cluster
+//! mode (its `nodes.conf` and snapshots in its own directory), joined with
+//! `redis-cli --cluster create`. A master restarted after a `SAVE` comes back with the same
+//! node id and slots and the snapshot's data: a restore from an old snapshot.
+
+use std::io;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{RedisServer, resp_command};
+
+/// How long the cluster may take to agree after a create or a restart.
+const CONVERGE: Duration = Duration::from_secs(20);
+
+/// The running cluster; dropping it stops every node.
+#[derive(Debug)]
+pub struct RedisCluster {
+    /// The masters, in the order they were started.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `masters` nodes and makes them one cluster (no replicas); waits until every
+    /// node reports `cluster_state:ok`.
+    pub fn start(masters: usize) -> io::Result<Self> {
+        let nodes = (0..masters)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port()))
+            .collect();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .arg("--cluster-yes")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err(io::Error::other(format!(
+                "redis-cli --cluster create: {status}"
+            )));
+        }
+        let cluster = Self { nodes };
+        cluster.wait_until_ok()?;
+        Ok(cluster)
+    }
+
+    /// `redis-cluster://` with every node, as fred reads it.
+    pub fn url(&self) -> String {
+        let mut nodes = self.nodes.iter().map(|node| node.port());
+        let first = nodes.next().unwrap_or_default();
+        let rest: Vec<String> = nodes.map(|port| format!("node=127.0.0.1:{port}")).collect();
+        format!("redis-cluster://127.0.0.1:{first}?{}", rest.join("&"))
+    }
+
+    /// The index of the master that holds `key`'s slot.
+    pub fn master_of(&self, key: &str) -> io::Result<usize> {
+        let port = self.nodes[0].port();
+        let slot: u16 = resp_command(port, &["CLUSTER", "KEYSLOT", key])?
+            .trim()
+            .parse()
+            .map_err(|_| io::Error::other("CLUSTER KEYSLOT: not a number"))?;
+        let nodes = resp_command(port, &["CLUSTER", "NODES"])?;
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") {
+                continue;
+            }
+            let holds = fields[8..].iter().any(|range| {
+                let mut bounds = range.split('-').filter_map(|b| b.parse::<u16>().ok());
+                match (bounds.next(), bounds.next()) {
+                    (Some(low), Some(high)) => (low..=high).contains(&slot),
+                    (Some(only), None) => only == slot,
+                    _ => false,
+                }
+            });
+            let node_port = fields[1]
+                .split(['@', ':'])
+                .nth(1)
+                .and_then(|p| p.parse::<u16>().ok());
+            if holds
+                && let Some(index) = self.nodes.iter().position(|n| Some(n.port()) == node_port)
+            {
+                return Ok(index);
+            }
+        }
+        Err(io::Error::other(format!("no master holds slot {slot}")))
+    }
+
+    /// Waits until every running node reports `cluster_state:ok`.
+    pub fn wait_until_ok(&self) -> io::Result<()> {
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let ok = self.nodes.iter().all(|node| {
+                resp_command(node.port(), &["CLUSTER", "INFO"])
+                    .is_ok_and(|info| info.contains("cluster_state:ok"))
+            });
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::other("the cluster did not converge"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

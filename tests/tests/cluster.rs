@@ -1,0 +1,137 @@
+//! On a Redis Cluster the identity the epoch follows names every master: a master
+//! restored from an old snapshot moves every process to a new epoch (once), and a plain
+//! reconnection to the same masters does not. One cluster for the whole binary's test.
+
+use std::time::{Duration, Instant};
+
+use cache_service::{CacheConfig, CacheService, CoherenceConfig, RedisConfig};
+use integration_tests::cluster::RedisCluster;
+use integration_tests::fixtures::{id, new_product, price_patch};
+use integration_tests::{find_on_path, in_ci, unique_prefix};
+use product_service::{PRODUCT, ProductService};
+
+/// Reads until the cache serves again (the relay has checked the masters), then returns
+/// the price read.
+async fn settled_price(service: &ProductService, product: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let price = service
+            .find_by_id(id(product))
+            .await
+            .expect("read")
+            .price_cents;
+        if !service.cache().is_degraded() {
+            return service
+                .find_by_id(id(product))
+                .await
+                .expect("read")
+                .price_cents;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cache is used again (last read {price})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_epoch_moves_once_per_restored_master_and_never_on_a_reconnect() {
+    if find_on_path("redis-server").is_none() || find_on_path("redis-cli").is_none() {
+        assert!(
+            !in_ci(),
+            "CI needs redis-server and redis-cli for the cluster test"
+        );
+        eprintln!("SKIPPED: the cluster test needs redis-server and redis-cli on PATH");
+        return;
+    }
+    let mut cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .expect("task")
+        .expect("a 3-master cluster starts");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+    let db = product_service::connect(&url).await.expect("database");
+    product_service::migrate(&db).await.expect("migrate");
+    let cache = CacheService::connect_redis(
+        &RedisConfig::new(cluster.url()),
+        CacheConfig::with_prefix(unique_prefix("cluster")),
+    )
+    .await
+    .expect("the cluster connects");
+    let service = ProductService::new(db, cache);
+    let relay = service.spawn_relay(CoherenceConfig {
+        poll_interval: Duration::from_millis(50),
+        ..CoherenceConfig::default()
+    });
+    relay.first_pass().await;
+    let start = service.cache().epoch();
+
+    // Products until every master holds one.
+    let mut products: Vec<(i64, usize)> = Vec::new();
+    for n in 0..30 {
+        let p = service
+            .create(new_product(&format!("CLUSTER-{n}"), 100))
+            .await
+            .expect("create");
+        let key = service.cache().key(PRODUCT, p.id);
+        products.push((p.id, cluster.master_of(key.as_str()).expect("master")));
+        let held: std::collections::BTreeSet<usize> = products.iter().map(|(_, m)| *m).collect();
+        if held.len() == cluster.nodes.len() {
+            break;
+        }
+    }
+    for (product, _) in &products {
+        assert_eq!(settled_price(&service, *product).await, 100);
+    }
+    // A snapshot of every master, with every product cached at v1.
+    for node in &cluster.nodes {
+        node.command(&["SAVE"]).expect("SAVE");
+    }
+    for (product, _) in &products {
+        service
+            .patch(id(*product), price_patch(200), None)
+            .await
+            .expect("patch");
+        assert_eq!(settled_price(&service, *product).await, 200);
+    }
+
+    // Every client connection is dropped: the clients reconnect to the same masters.
+    for node in &cluster.nodes {
+        node.command(&["CLIENT", "KILL", "TYPE", "normal"])
+            .expect("CLIENT KILL");
+    }
+    for (product, _) in &products {
+        assert_eq!(settled_price(&service, *product).await, 200);
+    }
+    assert_eq!(
+        service.cache().epoch(),
+        start,
+        "a reconnection to the same masters does not move the epoch"
+    );
+
+    // Each master in turn comes back from the snapshot, with its products at v1.
+    for master in 0..cluster.nodes.len() {
+        cluster = tokio::task::spawn_blocking(move || {
+            cluster.nodes[master].restart().expect("restart");
+            cluster.wait_until_ok().expect("the cluster converges");
+            cluster
+        })
+        .await
+        .expect("task");
+        for (product, held_by) in &products {
+            assert_eq!(
+                settled_price(&service, *product).await,
+                200,
+                "master {master} restored: product {product} (on master {held_by}) is not served from the snapshot"
+            );
+        }
+        assert_eq!(
+            service.cache().epoch(),
+            start + master as u64 + 1,
+            "one epoch move per restored master"
+        );
+    }
+    relay.shutdown().await;
+    drop(cluster);
+}
