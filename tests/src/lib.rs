@@ -292,6 +292,16 @@ impl Drop for RedisServer {
     }
 }
 
+/// The `api-server` executable cargo built beside the running test (`<target
+/// dir>/<profile>/api-server`, wherever `CARGO_TARGET_DIR` puts it: the test runs as
+/// `<target dir>/<profile>/deps/<name>-<hash>`), if it exists.
+pub fn api_server_binary() -> Option<PathBuf> {
+    let name = format!("api-server{}", std::env::consts::EXE_SUFFIX);
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join(name);
+    path.is_file().then_some(path)
+}
+
 /// A port nothing listens on now (the OS picked it and it was released).
 pub fn unused_port() -> io::Result<u16> {
     free_port()

@@ -722,23 +722,22 @@ const SETTINGS: &[&str] = &[
 /// How long the server may take to start.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// `<workspace>/target/debug/api-server` if it exists and knows `import`; otherwise
+/// The `api-server` cargo built beside this test, if it knows `import`; otherwise
 /// `None` after a loud notice (a panic in CI).
 async fn binary(test: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/debug")
-        .join(format!("api-server{}", std::env::consts::EXE_SUFFIX));
-    let problem = if !path.is_file() {
-        Some("no target/debug/api-server")
-    } else {
-        let help = command(&path).args(["import", "--help"]).output().await;
-        match help {
-            Ok(output) if output.status.success() => None,
-            _ => Some("target/debug/api-server has no `import` subcommand (built before it)"),
+    let found = integration_tests::api_server_binary();
+    let problem = match &found {
+        None => Some("no api-server binary beside the tests"),
+        Some(path) => {
+            let help = command(path).args(["import", "--help"]).output().await;
+            match help {
+                Ok(output) if output.status.success() => None,
+                _ => Some("the api-server binary has no `import` subcommand (built before it)"),
+            }
         }
     };
     let Some(problem) = problem else {
-        return Some(path);
+        return found;
     };
     let message = format!("SKIPPED {test}: {problem}; run `cargo build -p api-server` first");
     assert!(!integration_tests::in_ci(), "{message}");

@@ -33,19 +33,7 @@ pub(super) const PATIENCE: Duration = Duration::from_secs(20);
 
 /// The `api-server` executable, or `None` after a notice.
 pub(super) fn binary() -> Option<PathBuf> {
-    let name = format!("api-server{}", std::env::consts::EXE_SUFFIX);
-    // This test runs as target/<profile>/deps/api-<hash>.
-    let beside_tests = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join(&name)));
-    let in_workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/debug")
-        .join(&name);
-    let Some(path) = [beside_tests, Some(in_workspace)]
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file())
-    else {
+    let Some(path) = integration_tests::api_server_binary() else {
         let message = format!(
             "SKIPPED {}: no api-server binary; run `cargo build -p api-server` first",
             test_name()
