@@ -82,7 +82,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_http() { # url pid
   for _ in $(seq 300); do
     curl -fs -o /dev/null "$1" && return 0
-    kill -0 "$2" 2>/dev/null || { echo "loadtest: process $2 died; its log:" >&2; tail -20 "$work"/*.log >&2; exit 1; }
+    kill -0 "$2" 2>/dev/null || { echo "loadtest: process $2 died; its log:" >&2; tail -n 20 "$work"/*.log >&2; exit 1; }
     sleep 0.1
   done
   echo "loadtest: $1 did not answer" >&2
@@ -112,8 +112,12 @@ start_server() { # name port [REDIS_URL]
     REDIS_URL="$redis" BIND="127.0.0.1:$port" API_TOKEN=loadtest CACHE_PREFIX="load-$name" \
       "$bin/api-server" >"$work/$name.log" 2>&1 &
   else
-    env -u REDIS_URL BIND="127.0.0.1:$port" API_TOKEN=loadtest \
-      "$bin/api-server" >"$work/$name.log" 2>&1 &
+    # An in-process cache cannot share its database with another server (it would not
+    # see the other's writes, and the server refuses to start): it gets its own copy.
+    db_copy="$work/$name.db"
+    cp "$work/load.db" "$db_copy"
+    env -u REDIS_URL DATABASE_URL="sqlite://$db_copy?mode=rwc" BIND="127.0.0.1:$port" \
+      API_TOKEN=loadtest "$bin/api-server" >"$work/$name.log" 2>&1 &
   fi
   pids+=($!)
   wait_http "http://127.0.0.1:$port/health" $!

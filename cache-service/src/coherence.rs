@@ -140,6 +140,8 @@ struct Inner {
     checked_identity: Arc<Mutex<Option<String>>>,
     /// Wakes this process's relay.
     wake: Arc<Notify>,
+    /// This process's relay registration, while it runs.
+    relay_id: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for Coherence {
@@ -172,6 +174,7 @@ impl Coherence {
                 },
                 checked_identity: Arc::default(),
                 wake: Arc::default(),
+                relay_id: Arc::default(),
             }),
         }
     }
@@ -190,6 +193,7 @@ impl Coherence {
                 },
                 checked_identity: self.inner.checked_identity.clone(),
                 wake: self.inner.wake.clone(),
+                relay_id: self.inner.relay_id.clone(),
             }),
         }
     }
@@ -341,7 +345,7 @@ impl Coherence {
         Some(policy)
     }
 
-    fn is_in_process(&self) -> bool {
+    pub(crate) fn is_in_process(&self) -> bool {
         self.inner.cache.backend().is_in_process()
     }
 
@@ -454,8 +458,16 @@ impl Coherence {
 
     /// Wakes every relay (this process's at once, others by `NOTIFY` on PostgreSQL; on
     /// SQLite they poll) and waits until none of `changes`' rows is owed any more.
+    ///
+    /// When nobody can apply it (this process's Redis does not answer, and no relay of
+    /// another process is registered), it returns at once: waiting would only slow every
+    /// write of an outage down.
     async fn wait_for_relays(&self, changes: &[Change]) -> Applied {
         let deadline = Instant::now() + self.inner.config.ack_timeout;
+        if self.inner.cache.ping().await.is_err() && !self.other_relays_alive().await {
+            tracing::debug!("no relay can apply the write's invalidation now; it stays owed");
+            return Applied::Owed;
+        }
         self.wake_relays().await;
         loop {
             match self.owes(changes).await {
@@ -644,6 +656,6 @@ async fn delete(db: &impl ConnectionTrait, rows: &[outbox::Model]) -> Result<()>
     Ok(())
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

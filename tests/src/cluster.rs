@@ -116,3 +116,101 @@ impl RedisCluster {
         }
     }
 }
+
+/// A master, one replica and one sentinel watching them as `mymaster`: the set-up a
+/// `redis-sentinel://` URL names.
+#[derive(Debug)]
+pub struct RedisSentinel {
+    /// The master at start.
+    pub master: RedisServer,
+    /// Its replica at start.
+    pub replica: RedisServer,
+    sentinel: std::process::Child,
+    sentinel_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisSentinel {
+    /// The service name the sentinel monitors.
+    pub const SERVICE: &'static str = "mymaster";
+
+    /// Starts the three and waits until the replica is in sync and the sentinel answers.
+    pub fn start() -> io::Result<Self> {
+        let master = RedisServer::start()?;
+        let master_port = master.port().to_string();
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port])?;
+        let dir = tempfile::tempdir()?;
+        let sentinel_port = crate::unused_port()?;
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor {service} 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds {service} 1000\n\
+                 sentinel failover-timeout {service} 3000\n",
+                dir.path().display(),
+                service = Self::SERVICE,
+            ),
+        )?;
+        let sentinel = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let set_up = Self {
+            master,
+            replica,
+            sentinel,
+            sentinel_port,
+            _dir: dir,
+        };
+        set_up.wait(|s| {
+            resp_command(s.sentinel_port, &["PING"]).is_ok_and(|r| r == "PONG")
+                && resp_command(s.replica.port(), &["INFO", "replication"])
+                    .is_ok_and(|info| info.contains("master_link_status:up"))
+        })?;
+        Ok(set_up)
+    }
+
+    /// `redis-sentinel://` naming the sentinel and the service.
+    pub fn url(&self) -> String {
+        format!(
+            "redis-sentinel://127.0.0.1:{}?sentinelServiceName={}",
+            self.sentinel_port,
+            Self::SERVICE
+        )
+    }
+
+    /// Asks the sentinel to fail over, and waits until the replica is the master and
+    /// the old master its replica.
+    pub fn failover(&self) -> io::Result<()> {
+        resp_command(self.sentinel_port, &["SENTINEL", "FAILOVER", Self::SERVICE])?;
+        self.wait(|s| {
+            resp_command(s.replica.port(), &["INFO", "replication"])
+                .is_ok_and(|info| info.contains("role:master"))
+                && resp_command(s.master.port(), &["INFO", "replication"])
+                    .is_ok_and(|info| info.contains("role:slave"))
+        })
+    }
+
+    fn wait(&self, done: impl Fn(&Self) -> bool) -> io::Result<()> {
+        let deadline = Instant::now() + CONVERGE;
+        while !done(self) {
+            if Instant::now() >= deadline {
+                return Err(io::Error::other("the sentinel set-up did not converge"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        let _ = self.sentinel.kill();
+        let _ = self.sentinel.wait();
+    }
+}

@@ -351,6 +351,36 @@ impl RedisBackend {
         }
     }
 
+    /// The `run_id` of the server behind every pooled connection, which must be one
+    /// master. After a Sentinel failover a connection may still lead to the old master,
+    /// now a replica that answers reads: it is reconnected (through the sentinels, to the
+    /// new master), and until every connection agrees the identity is an error, so reads
+    /// stay off the cache.
+    async fn standalone_identity(&self) -> Result<String> {
+        let mut identity: Option<String> = None;
+        for (index, client) in self.pool.clients().iter().enumerate() {
+            let reply = client.info::<String>(None).await;
+            self.reconnects.poll(index);
+            let info = reply.map_err(|e| self.map_error(e))?;
+            if !info.lines().any(|line| line.trim() == "role:master") {
+                let _ = client.force_reconnection().await;
+                return Err(CacheError::Backend(
+                    "a connection leads to a replica; reconnecting it to the master".into(),
+                ));
+            }
+            let id = run_id(&info)?;
+            match &identity {
+                Some(seen) if *seen != id => {
+                    return Err(CacheError::Backend(
+                        "the pooled connections lead to different servers".into(),
+                    ));
+                }
+                _ => identity = Some(id),
+            }
+        }
+        identity.ok_or_else(|| CacheError::Backend("the pool has no connection".into()))
+    }
+
     async fn eval<R: FromValue>(
         &self,
         script: &Script,
@@ -592,15 +622,14 @@ impl CacheBackend for RedisBackend {
             .map_err(|_| CacheError::Protocol(format!("generation {reply:?}")))
     }
 
-    /// Standalone (or behind Sentinel): the server's `run_id`. Cluster: every master's
+    /// Standalone (or behind Sentinel): the master's `run_id`, as every pooled
+    /// connection sees it. Cluster: every master's
     /// address and `run_id`, each asked directly, so a restart, a restore or a failover
     /// of any one master changes it, and a reconnection to the same masters does not.
     async fn identity(&self) -> Result<Option<String>> {
         let (index, client) = self.client();
         if !self.pool.is_clustered() {
-            let reply = client.info::<String>(Some(InfoKind::Server)).await;
-            self.reconnects.poll(index);
-            return run_id(&reply.map_err(|e| self.map_error(e))?).map(Some);
+            return self.standalone_identity().await.map(Some);
         }
         let mut masters = client
             .cached_cluster_state()

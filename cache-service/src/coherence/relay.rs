@@ -66,6 +66,15 @@ async fn run(
     passed: watch::Sender<u64>,
 ) {
     let poll_interval = coherence.inner.config.poll_interval;
+    if instance.is_none() {
+        match Instance::insert(&coherence.inner.db, coherence.is_in_process()).await {
+            Ok(registered) => instance = Some(registered),
+            Err(error) => tracing::debug!(%error, "relay not registered"),
+        }
+    }
+    if let Some(instance) = &instance {
+        *super::lock(&coherence.inner.relay_id) = Some(instance.id().to_owned());
+    }
     let mut listener = listen(&coherence.inner.db).await;
     loop {
         tick(&coherence).await;
@@ -86,7 +95,26 @@ async fn run(
         Err(error) => tracing::warn!(%error, "outbox: invalidations left for the next start"),
     }
     if let Some(instance) = instance {
+        *super::lock(&coherence.inner.relay_id) = None;
         instance.deregister().await;
+    }
+}
+
+impl Coherence {
+    /// Whether a relay of another process is registered and alive (its heartbeat is
+    /// fresh). An error counts as "yes": the caller then waits as if one were.
+    pub(super) async fn other_relays_alive(&self) -> bool {
+        let own = super::lock(&self.inner.relay_id).clone();
+        let fresh_since = now_ms() - STALE_AFTER.as_millis() as i64;
+        let mut select =
+            instance::Entity::find().filter(instance::Column::HeartbeatMs.gt(fresh_since));
+        if let Some(own) = own {
+            select = select.filter(instance::Column::Id.ne(own));
+        }
+        select
+            .one(&self.inner.db)
+            .await
+            .map_or(true, |found| found.is_some())
     }
 }
 
@@ -180,6 +208,12 @@ impl Instance {
             // Maybe a crashed process's registration: wait for it to go stale.
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        Self::insert(db, in_process).await
+    }
+
+    /// Registers without looking for conflicts (a relay started by
+    /// [`Coherence::spawn_relay`]): so that writers know a relay runs here.
+    pub(super) async fn insert(db: &DatabaseConnection, in_process: bool) -> Result<Self> {
         let id = uuid_v4();
         instance::Entity::insert(instance::ActiveModel {
             id: Set(id.clone()),
@@ -193,6 +227,10 @@ impl Instance {
             id,
             last_beat: Instant::now(),
         })
+    }
+
+    pub(super) fn id(&self) -> &str {
+        &self.id
     }
 
     async fn heartbeat(&mut self) {

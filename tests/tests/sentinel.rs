@@ -1,0 +1,110 @@
+//! Behind Sentinel: after a failover to the replica, no read serves a value older than an
+//! acknowledged write, the epoch moved once, and writes work against the new master.
+
+use std::time::{Duration, Instant};
+
+use cache_service::{CacheConfig, CacheService, CoherenceConfig, RedisConfig};
+use integration_tests::cluster::RedisSentinel;
+use integration_tests::fixtures::{id, new_product, price_patch};
+use integration_tests::{find_on_path, in_ci, unique_prefix};
+use product_service::ProductService;
+
+/// Reads until the cache serves again, then returns the price read.
+async fn settled_price(service: &ProductService, product: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let price = service
+            .find_by_id(id(product))
+            .await
+            .expect("read")
+            .price_cents;
+        if !service.cache().is_degraded() {
+            return service
+                .find_by_id(id(product))
+                .await
+                .expect("read")
+                .price_cents;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cache is used again (last read {price})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_sentinel_failover_no_read_is_older_than_an_acknowledged_write() {
+    if find_on_path("redis-server").is_none() {
+        assert!(!in_ci(), "CI needs redis-server for the sentinel test");
+        eprintln!("SKIPPED: the sentinel test needs redis-server on PATH");
+        return;
+    }
+    let redis = tokio::task::spawn_blocking(RedisSentinel::start)
+        .await
+        .expect("task")
+        .expect("master, replica and sentinel start");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+    let db = product_service::connect(&url).await.expect("database");
+    product_service::migrate(&db).await.expect("migrate");
+    let cache = CacheService::connect_redis(
+        &RedisConfig::new(redis.url()),
+        CacheConfig::with_prefix(unique_prefix("sentinel")),
+    )
+    .await
+    .expect("connects through the sentinel");
+    let service = ProductService::new(db, cache);
+    let relay = service.spawn_relay(CoherenceConfig {
+        poll_interval: Duration::from_millis(50),
+        ..CoherenceConfig::default()
+    });
+    relay.first_pass().await;
+    let start = service.cache().epoch();
+
+    let p = service
+        .create(new_product("SENTINEL-1", 100))
+        .await
+        .expect("create");
+    assert_eq!(settled_price(&service, p.id).await, 100);
+    service
+        .patch(id(p.id), price_patch(200), None)
+        .await
+        .expect("patch");
+    assert_eq!(settled_price(&service, p.id).await, 200);
+
+    let redis = tokio::task::spawn_blocking(move || {
+        redis.failover().expect("the replica takes over");
+        redis
+    })
+    .await
+    .expect("task");
+    assert_eq!(
+        settled_price(&service, p.id).await,
+        200,
+        "no read older than the acknowledged write"
+    );
+    assert_eq!(
+        service.cache().epoch(),
+        start + 1,
+        "the failover moved the epoch once"
+    );
+
+    // Writes and their invalidations reach the new master.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        service
+            .patch(id(p.id), price_patch(300), None)
+            .await
+            .expect("patch after the failover");
+        if settled_price(&service, p.id).await == 300 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a write after the failover is read"
+        );
+    }
+    relay.shutdown().await;
+    drop(redis);
+}
