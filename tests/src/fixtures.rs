@@ -149,3 +149,29 @@ pub fn id(n: i64) -> ProductId {
 pub fn first_page() -> PageQuery {
     PageQuery::parse(1, 20, None).expect("valid page")
 }
+
+/// Reads product `product` until the cache serves again (after a failover or a restore,
+/// until the relay has checked the new Redis), then returns the price read; panics
+/// after 20 s.
+pub async fn settled_price(service: &ProductService, product: i64) -> i64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let price = service
+            .find_by_id(id(product))
+            .await
+            .expect("read")
+            .price_cents;
+        if !service.cache().is_degraded() {
+            return service
+                .find_by_id(id(product))
+                .await
+                .expect("read")
+                .price_cents;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cache is used again (last read {price})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -2,38 +2,13 @@
 //! restored from an old snapshot moves every process to a new epoch (once), and a plain
 //! reconnection to the same masters does not. One cluster for the whole binary's test.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cache_service::{CacheConfig, CacheService, CoherenceConfig, RedisConfig};
 use integration_tests::cluster::RedisCluster;
-use integration_tests::fixtures::{id, new_product, price_patch};
+use integration_tests::fixtures::{id, new_product, price_patch, settled_price};
 use integration_tests::{find_on_path, in_ci, unique_prefix};
 use product_service::{PRODUCT, ProductService};
-
-/// Reads until the cache serves again (the relay has checked the masters), then returns
-/// the price read.
-async fn settled_price(service: &ProductService, product: i64) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let price = service
-            .find_by_id(id(product))
-            .await
-            .expect("read")
-            .price_cents;
-        if !service.cache().is_degraded() {
-            return service
-                .find_by_id(id(product))
-                .await
-                .expect("read")
-                .price_cents;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the cache is used again (last read {price})"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_the_epoch_moves_once_per_restored_master_and_never_on_a_reconnect() {

@@ -5,33 +5,9 @@ use std::time::{Duration, Instant};
 
 use cache_service::{CacheConfig, CacheService, CoherenceConfig, RedisConfig};
 use integration_tests::cluster::RedisSentinel;
-use integration_tests::fixtures::{id, new_product, price_patch};
+use integration_tests::fixtures::{id, new_product, price_patch, settled_price};
 use integration_tests::{find_on_path, in_ci, unique_prefix};
 use product_service::ProductService;
-
-/// Reads until the cache serves again, then returns the price read.
-async fn settled_price(service: &ProductService, product: i64) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let price = service
-            .find_by_id(id(product))
-            .await
-            .expect("read")
-            .price_cents;
-        if !service.cache().is_degraded() {
-            return service
-                .find_by_id(id(product))
-                .await
-                .expect("read")
-                .price_cents;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the cache is used again (last read {price})"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_sentinel_failover_no_read_is_older_than_an_acknowledged_write() {
