@@ -155,9 +155,15 @@ impl ProductService {
     /// **Test-only fault injection.** Every write then hangs forever between its commit
     /// and its invalidation, after printing `fault injection: … pausing before
     /// invalidation` on stderr, so a test can kill the process at exactly that point
-    /// and check that the outbox makes up for the lost invalidation.
+    /// and check that the outbox makes up for the lost invalidation. The relay of this
+    /// service then does not poll either (only its start and wake-ups run it), so it
+    /// cannot apply the owed invalidation before the test has looked.
     pub fn pause_after_commit_for_tests(mut self) -> Self {
         self.pause_after_commit = true;
+        self.coherence = self.coherence.with_config(CoherenceConfig {
+            poll_interval: std::time::Duration::from_secs(3600),
+            ..self.coherence.config().clone()
+        });
         self
     }
 

@@ -23,7 +23,12 @@ impl RedisCluster {
     /// Starts `masters` nodes and makes them one cluster (no replicas); waits until every
     /// node reports `cluster_state:ok`.
     pub fn start(masters: usize) -> io::Result<Self> {
-        let nodes = (0..masters)
+        Self::start_with_replicas(masters, 0)
+    }
+
+    /// [`start`](Self::start) with `replicas` replicas per master.
+    pub fn start_with_replicas(masters: usize, replicas: usize) -> io::Result<Self> {
+        let nodes = (0..masters * (1 + replicas))
             .map(|_| {
                 RedisServer::start_with(&[
                     "--cluster-enabled",
@@ -42,6 +47,7 @@ impl RedisCluster {
         let status = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
+            .args(["--cluster-replicas", &replicas.to_string()])
             .arg("--cluster-yes")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -66,7 +72,11 @@ impl RedisCluster {
 
     /// The index of the master that holds `key`'s slot.
     pub fn master_of(&self, key: &str) -> io::Result<usize> {
-        let port = self.nodes[0].port();
+        let port = self
+            .nodes
+            .iter()
+            .find(|node| node.is_running())
+            .map_or(0, RedisServer::port);
         let slot: u16 = resp_command(port, &["CLUSTER", "KEYSLOT", key])?
             .trim()
             .parse()
@@ -98,14 +108,19 @@ impl RedisCluster {
         Err(io::Error::other(format!("no master holds slot {slot}")))
     }
 
-    /// Waits until every running node reports `cluster_state:ok`.
+    /// Waits until every running node reports `cluster_state:ok` (after a master died:
+    /// once its replica has taken over).
     pub fn wait_until_ok(&self) -> io::Result<()> {
         let deadline = Instant::now() + CONVERGE;
         loop {
-            let ok = self.nodes.iter().all(|node| {
-                resp_command(node.port(), &["CLUSTER", "INFO"])
-                    .is_ok_and(|info| info.contains("cluster_state:ok"))
-            });
+            let ok = self
+                .nodes
+                .iter()
+                .filter(|node| node.is_running())
+                .all(|node| {
+                    resp_command(node.port(), &["CLUSTER", "INFO"])
+                        .is_ok_and(|info| info.contains("cluster_state:ok"))
+                });
             if ok {
                 return Ok(());
             }

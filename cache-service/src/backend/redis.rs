@@ -631,6 +631,13 @@ impl CacheBackend for RedisBackend {
         if !self.pool.is_clustered() {
             return self.standalone_identity().await.map(Some);
         }
+        // The routing table fred caches may still name a master that died and was
+        // replaced by its replica: refresh it first (one `CLUSTER SLOTS`).
+        let bound = self.command_timeout.max(Duration::from_millis(100)) * 4;
+        match tokio::time::timeout(bound, client.sync_cluster()).await {
+            Ok(result) => result.map_err(|e| self.map_error(e))?,
+            Err(_) => return Err(CacheError::Backend("CLUSTER SLOTS: timed out".into())),
+        }
         let mut masters = client
             .cached_cluster_state()
             .map(|state| state.unique_primary_nodes())
@@ -644,10 +651,14 @@ impl CacheBackend for RedisBackend {
         let mut parts = Vec::with_capacity(masters.len());
         for master in masters {
             let address = format!("{}:{}", master.host, master.port);
-            let reply = client
-                .with_cluster_node(master)
-                .info::<String>(Some(InfoKind::Server))
-                .await;
+            let reply = tokio::time::timeout(
+                bound,
+                client
+                    .with_cluster_node(master)
+                    .info::<String>(Some(InfoKind::Server)),
+            )
+            .await
+            .map_err(|_| CacheError::Backend(format!("INFO on {address}: timed out")))?;
             let info = reply.map_err(|e| self.map_error(e))?;
             parts.push(format!("{address}={}", run_id(&info)?));
         }
