@@ -582,9 +582,9 @@ impl CacheService {
                     );
                 }
                 Ok(Lookup::Busy) => break false,
+                // The request was counted (a miss) before the lease: counted once.
                 Err(error) => {
                     self.inner.breaker.trip();
-                    count_request(namespace, "error");
                     tracing::warn!(%key, %error, "cache lease failed; loading without caching");
                     break false;
                 }
@@ -625,7 +625,6 @@ impl CacheService {
             }
             Err(error) => {
                 self.inner.breaker.trip();
-                count_request(namespace, "error");
                 tracing::warn!(%key, %error, "cache fill failed");
                 None
             }
