@@ -170,7 +170,9 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<ProductService> {
         }
     };
     let products = ProductService::new(db, cache);
-    // Test-only: see `ProductService::pause_after_commit_for_tests`.
+    // Test-only (the `fault-injection` feature): see
+    // `ProductService::pause_after_commit_for_tests`.
+    #[cfg(feature = "fault-injection")]
     if std::env::var_os("API_SERVER_TEST_PAUSE_AFTER_COMMIT").is_some() {
         tracing::warn!("fault injection on: every write pauses between commit and invalidation");
         return Ok(products.pause_after_commit_for_tests());

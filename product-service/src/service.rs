@@ -128,6 +128,7 @@ pub struct ProductService {
     /// [`cache_service::coherence`]).
     pub(crate) coherence: Coherence,
     /// Test-only fault injection: hang every write between commit and invalidation.
+    #[cfg(feature = "fault-injection")]
     pause_after_commit: bool,
 }
 
@@ -148,6 +149,7 @@ impl ProductService {
             coherence: Coherence::new(db.clone(), cache.clone(), &[PRODUCT_TABLE], config),
             db,
             cache,
+            #[cfg(feature = "fault-injection")]
             pause_after_commit: false,
         }
     }
@@ -157,7 +159,9 @@ impl ProductService {
     /// invalidation` on stderr, so a test can kill the process at exactly that point
     /// and check that the outbox makes up for the lost invalidation. The relay of this
     /// service then does not poll either (only its start and wake-ups run it), so it
-    /// cannot apply the owed invalidation before the test has looked.
+    /// cannot apply the owed invalidation before the test has looked. Only with the
+    /// `fault-injection` feature, which no release build enables.
+    #[cfg(feature = "fault-injection")]
     pub fn pause_after_commit_for_tests(mut self) -> Self {
         self.pause_after_commit = true;
         self.coherence = self.coherence.with_config(CoherenceConfig {
@@ -402,6 +406,7 @@ impl ProductService {
     /// fenced at `version`, inline; or, if the cache cannot take it now, by a relay while
     /// the write waits (see [`Coherence::after_commit`]).
     async fn invalidate_after_commit(&self, change: Change) {
+        #[cfg(feature = "fault-injection")]
         if self.pause_after_commit {
             eprintln!(
                 "fault injection: product {} committed ({change:?}); pausing before invalidation",

@@ -44,8 +44,10 @@ async fn start(
     }
     let mut child = command.spawn().expect("api-server starts");
     let mut stderr = forward_lines(child.stderr.take().expect("stderr"));
+    let mut fault_on = false;
     let base = tokio::time::timeout(PATIENCE, async {
         while let Some(line) = stderr.recv().await {
+            fault_on |= line.contains("fault injection on");
             if line.contains("serving")
                 && let Some(start) = line.find("http://")
             {
@@ -59,6 +61,11 @@ async fn start(
     .ok()
     .flatten()
     .expect("the server logs its address");
+    assert!(
+        fault_on || !fault,
+        "this api-server ignores API_SERVER_TEST_PAUSE_AFTER_COMMIT: it was built without the \
+         `fault-injection` feature (`cargo test --workspace` builds it with it)"
+    );
     Server {
         child,
         base,
