@@ -78,14 +78,14 @@ pub enum Command {
 #[derive(Clone, Args)]
 pub struct Settings {
     /// Listen address.
-    #[arg(long, env = "BIND", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(long, env = "BIND", default_value = DEFAULT_BIND, global = true)]
     pub bind: SocketAddr,
 
     /// Database URL: `sqlite://FILE?mode=rwc` (embedded, zero set-up) or `postgres://…`.
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "sqlite://products.db?mode=rwc",
+        default_value = DEFAULT_DATABASE_URL,
         global = true
     )]
     pub database_url: String,
@@ -96,14 +96,14 @@ pub struct Settings {
     pub redis_url: Option<String>,
 
     /// Prefix of every cache key (`{prefix}:…`).
-    #[arg(long, env = "CACHE_PREFIX", default_value = "products", global = true)]
+    #[arg(long, env = "CACHE_PREFIX", default_value = DEFAULT_CACHE_PREFIX, global = true)]
     pub cache_prefix: String,
 
     /// Lifetime of cached entries, in seconds (before ±10% jitter).
     #[arg(
         long,
         env = "CACHE_TTL_SECS",
-        default_value_t = 300,
+        default_value_t = DEFAULT_CACHE_TTL_SECS,
         value_parser = clap::value_parser!(u64).range(1..=31_536_000),
         global = true
     )]
@@ -114,7 +114,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "CACHE_MAX_ENTRIES",
-        default_value_t = 100_000,
+        default_value_t = DEFAULT_CACHE_MAX_ENTRIES,
         value_parser = clap::value_parser!(u64).range(1..=100_000_000),
         global = true
     )]
@@ -124,6 +124,126 @@ pub struct Settings {
     /// once at start-up.
     #[arg(long, env = "API_TOKEN", hide_env_values = true, global = true)]
     pub api_token: Option<String>,
+
+    /// Log format on stderr: `text` (for people) or `json` (one object per line, for a
+    /// log collector).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Connections in the Redis pool.
+    #[arg(
+        long,
+        env = "REDIS_POOL_SIZE",
+        default_value_t = DEFAULT_REDIS_POOL_SIZE,
+        value_parser = clap::value_parser!(u16).range(1..=256),
+        global = true
+    )]
+    pub redis_pool_size: u16,
+
+    /// Milliseconds after which a Redis command gives up (reads then go to the database).
+    #[arg(
+        long,
+        env = "REDIS_COMMAND_TIMEOUT_MS",
+        default_value_t = DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
+        value_parser = clap::value_parser!(u64).range(1..=60_000),
+        global = true
+    )]
+    pub redis_command_timeout_ms: u64,
+
+    /// Longest pause, in milliseconds, between attempts to reconnect to Redis.
+    #[arg(
+        long,
+        env = "REDIS_RECONNECT_MAX_MS",
+        default_value_t = DEFAULT_REDIS_RECONNECT_MAX_MS,
+        value_parser = clap::value_parser!(u64).range(10..=60_000),
+        global = true
+    )]
+    pub redis_reconnect_max_ms: u64,
+
+    /// Connections in the database pool. Unset: 8 for an SQLite file, 16 for PostgreSQL.
+    #[arg(
+        long,
+        env = "DATABASE_POOL_SIZE",
+        value_parser = clap::value_parser!(u32).range(1..=1_000),
+        global = true
+    )]
+    pub database_pool_size: Option<u32>,
+
+    /// Milliseconds a write whose invalidation could not be applied at once waits for
+    /// some server's relay to apply it, before it returns anyway.
+    #[arg(
+        long,
+        env = "CACHE_ACK_TIMEOUT_MS",
+        default_value_t = DEFAULT_CACHE_ACK_TIMEOUT_MS,
+        value_parser = clap::value_parser!(u64).range(0..=60_000),
+        global = true
+    )]
+    pub cache_ack_timeout_ms: u64,
+
+    /// Seconds in-flight requests get to finish after SIGINT or SIGTERM.
+    #[arg(
+        long,
+        env = "SHUTDOWN_GRACE_SECS",
+        default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS,
+        value_parser = clap::value_parser!(u64).range(0..=3_600),
+        global = true
+    )]
+    pub shutdown_grace_secs: u64,
+}
+
+const DEFAULT_BIND: &str = "127.0.0.1:8080";
+const DEFAULT_DATABASE_URL: &str = "sqlite://products.db?mode=rwc";
+const DEFAULT_CACHE_PREFIX: &str = "products";
+const DEFAULT_CACHE_TTL_SECS: u64 = 300;
+const DEFAULT_CACHE_MAX_ENTRIES: u64 = 100_000;
+const DEFAULT_REDIS_POOL_SIZE: u16 = 4;
+const DEFAULT_REDIS_COMMAND_TIMEOUT_MS: u64 = 250;
+const DEFAULT_REDIS_RECONNECT_MAX_MS: u64 = 200;
+const DEFAULT_CACHE_ACK_TIMEOUT_MS: u64 = 1_000;
+const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The defaults of every setting (what an empty command line without environment gives).
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind: DEFAULT_BIND
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            redis_url: None,
+            cache_prefix: DEFAULT_CACHE_PREFIX.to_owned(),
+            cache_ttl_secs: DEFAULT_CACHE_TTL_SECS,
+            cache_max_entries: DEFAULT_CACHE_MAX_ENTRIES,
+            api_token: None,
+            log_format: LogFormat::Text,
+            redis_pool_size: DEFAULT_REDIS_POOL_SIZE,
+            redis_command_timeout_ms: DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
+            redis_reconnect_max_ms: DEFAULT_REDIS_RECONNECT_MAX_MS,
+            database_pool_size: None,
+            cache_ack_timeout_ms: DEFAULT_CACHE_ACK_TIMEOUT_MS,
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+        }
+    }
+}
+
+/// The environment variables the settings read, from the command-line definition (so a
+/// list of them cannot drift from it).
+pub fn setting_variables() -> Vec<String> {
+    use clap::CommandFactory;
+    Cli::command()
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect()
 }
 
 impl Settings {
@@ -143,6 +263,13 @@ impl fmt::Debug for Settings {
             .field("cache_ttl_secs", &self.cache_ttl_secs)
             .field("cache_max_entries", &self.cache_max_entries)
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("log_format", &self.log_format)
+            .field("redis_pool_size", &self.redis_pool_size)
+            .field("redis_command_timeout_ms", &self.redis_command_timeout_ms)
+            .field("redis_reconnect_max_ms", &self.redis_reconnect_max_ms)
+            .field("database_pool_size", &self.database_pool_size)
+            .field("cache_ack_timeout_ms", &self.cache_ack_timeout_ms)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .finish()
     }
 }
@@ -188,6 +315,65 @@ mod tests {
         let error = Cli::try_parse_from(["api-server", "--cache-max-entries", "0"])
             .expect_err("a bound of 0 is refused");
         assert!(error.to_string().contains("--cache-max-entries"), "{error}");
+    }
+
+    #[test]
+    fn the_defaults_are_what_an_empty_command_line_gives() {
+        let parsed = Cli::parse_from(["api-server"]).settings;
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", Settings::default()));
+    }
+
+    #[test]
+    fn operations_settings_parse_and_are_checked() {
+        let cli = Cli::parse_from([
+            "api-server",
+            "--log-format",
+            "json",
+            "--redis-pool-size",
+            "8",
+            "--redis-command-timeout-ms",
+            "500",
+            "--database-pool-size",
+            "32",
+            "--cache-ack-timeout-ms",
+            "0",
+            "--shutdown-grace-secs",
+            "30",
+        ]);
+        let s = cli.settings;
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(
+            (
+                s.redis_pool_size,
+                s.redis_command_timeout_ms,
+                s.database_pool_size
+            ),
+            (8, 500, Some(32))
+        );
+        assert_eq!((s.cache_ack_timeout_ms, s.shutdown_grace_secs), (0, 30));
+        for bad in [
+            ["--redis-pool-size", "0"],
+            ["--redis-command-timeout-ms", "0"],
+            ["--log-format", "xml"],
+        ] {
+            let error =
+                Cli::try_parse_from(["api-server", bad[0], bad[1]]).expect_err("out of range");
+            assert!(error.to_string().contains(bad[0]), "{error}");
+        }
+    }
+
+    #[test]
+    fn every_setting_has_an_environment_variable() {
+        let names = setting_variables();
+        for name in [
+            "BIND",
+            "DATABASE_URL",
+            "REDIS_URL",
+            "LOG_FORMAT",
+            "SHUTDOWN_GRACE_SECS",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `api-server`: parse the command line, start logging, dispatch.
 
 use anyhow::Context;
+use api_server::config::LogFormat;
 use api_server::{Application, Cli, Command};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -8,12 +9,15 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.settings.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
 
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use cache_service::{CacheConfig, CacheService, RedisConfig};
+use cache_service::{CacheConfig, CacheService, CoherenceConfig, RedisConfig};
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::Tracing;
 use poem::{EndpointExt, Route, Server};
@@ -15,15 +15,14 @@ use crate::api::{self, ApiToken};
 use crate::config::{Settings, redact_url};
 use crate::middleware::{BodyLimit, HttpMetrics, allow_header};
 
-/// How long in-flight requests may run after a shutdown signal.
-const GRACE: Duration = Duration::from_secs(10);
-
 /// A server that is connected, migrated and bound, but not yet serving.
 pub struct Application {
     acceptor: TcpAcceptor,
     local_addr: SocketAddr,
     products: ProductService,
     token: String,
+    /// How long in-flight requests may run after a shutdown signal.
+    grace: Duration,
 }
 
 impl std::fmt::Debug for Application {
@@ -61,6 +60,7 @@ impl Application {
             local_addr,
             products,
             token,
+            grace: Duration::from_secs(settings.shutdown_grace_secs),
         })
     }
 
@@ -75,7 +75,7 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, with the outbox relay and the job worker
-    /// running alongside; then lets in-flight requests finish (up to 10 s), queues the
+    /// running alongside; then lets in-flight requests finish (up to the shutdown grace), queues the
     /// running job again, applies the invalidations still owed, and closes the database
     /// pool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
@@ -102,7 +102,7 @@ impl Application {
         let jobs = self.products.spawn_job_worker(JobConfig::default());
         tracing::info!(address = %self.local_addr, "serving; Swagger UI at http://{}/docs", self.local_addr);
         Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app, shutdown, Some(GRACE))
+            .run_with_graceful_shutdown(app, shutdown, Some(self.grace))
             .await
             .context("HTTP server failed")?;
         upkeep.abort();
@@ -134,14 +134,17 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 /// The product service the settings describe: database connected and migrated, cache
 /// connected.
 pub async fn connect(settings: &Settings) -> anyhow::Result<ProductService> {
-    let db = product_service::connect(&settings.database_url)
-        .await
-        .with_context(|| {
-            format!(
-                "failed to connect to {}",
-                redact_url(&settings.database_url)
-            )
-        })?;
+    let db = product_service::connect_with_pool_size(
+        &settings.database_url,
+        settings.database_pool_size,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "failed to connect to {}",
+            redact_url(&settings.database_url)
+        )
+    })?;
     product_service::migrate(&db)
         .await
         .context("failed to migrate the database")?;
@@ -153,7 +156,13 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<ProductService> {
     let cache = match settings.redis_url() {
         Some(url) => {
             // Starts without Redis too: reads go to the database until it answers.
-            let cache = CacheService::connect_redis_in_background(&RedisConfig::new(url), config)
+            let redis = RedisConfig {
+                pool_size: usize::from(settings.redis_pool_size),
+                command_timeout: Duration::from_millis(settings.redis_command_timeout_ms),
+                reconnect_max_delay: Duration::from_millis(settings.redis_reconnect_max_ms),
+                ..RedisConfig::new(url)
+            };
+            let cache = CacheService::connect_redis_in_background(&redis, config)
                 .await
                 .with_context(|| format!("cannot use Redis at {}", redact_url(url)))?;
             tracing::info!(redis = %redact_url(url), prefix = %settings.cache_prefix, "cache: Redis");
@@ -169,7 +178,11 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<ProductService> {
             cache
         }
     };
-    let products = ProductService::new(db, cache);
+    let coherence = CoherenceConfig {
+        ack_timeout: Duration::from_millis(settings.cache_ack_timeout_ms),
+        ..CoherenceConfig::default()
+    };
+    let products = ProductService::with_config(db, cache, coherence);
     // Test-only (the `fault-injection` feature): see
     // `ProductService::pause_after_commit_for_tests`.
     #[cfg(feature = "fault-injection")]

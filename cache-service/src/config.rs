@@ -86,17 +86,21 @@ pub struct RedisConfig {
     pub command_timeout: Duration,
     /// Timeout of one connection attempt.
     pub connect_timeout: Duration,
+    /// Longest pause between reconnection attempts (they start at 50 ms and double up
+    /// to it).
+    pub reconnect_max_delay: Duration,
 }
 
 impl RedisConfig {
     /// Defaults suited to a cache in front of a database: a 4-connection pool, 250 ms
-    /// command timeout, 1 s connect timeout.
+    /// command timeout, 1 s connect timeout, reconnection attempts at most 200 ms apart.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             pool_size: 4,
             command_timeout: Duration::from_millis(250),
             connect_timeout: Duration::from_secs(1),
+            reconnect_max_delay: Duration::from_millis(200),
         }
     }
 }

@@ -15,6 +15,15 @@ use crate::migration::{Migrator, NOTIFY_SETTING};
 /// PostgreSQL sessions skip the outbox trigger's `NOTIFY`: the service invalidates
 /// inline, and the relays' poll picks up what an inline invalidation could not apply.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    connect_with_pool_size(url, None).await
+}
+
+/// [`connect`] with `pool_size` connections (default: 8 for an SQLite file, 16 for
+/// PostgreSQL; `sqlite::memory:` always has one).
+pub async fn connect_with_pool_size(
+    url: &str,
+    pool_size: Option<u32>,
+) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
@@ -24,7 +33,7 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         if url.contains(":memory:") || url.contains("mode=memory") {
             options.max_connections(1).min_connections(1);
         } else {
-            options.max_connections(8);
+            options.max_connections(pool_size.unwrap_or(8));
         }
         options.map_sqlx_sqlite_opts(|o| {
             o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
@@ -32,7 +41,7 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
                 .foreign_keys(true)
         });
     } else {
-        options.max_connections(16);
+        options.max_connections(pool_size.unwrap_or(16));
         // This pool's writes invalidate inline; see `NOTIFY_SETTING`.
         options.map_sqlx_postgres_opts(|o| o.options([(NOTIFY_SETTING, "off")]));
     }

@@ -65,7 +65,7 @@ mod migration;
 
 pub use cache_service::CachedJson;
 pub use cache_service::{Coherence, CoherenceConfig, RelayHandle};
-pub use db::{connect, migrate};
+pub use db::{connect, connect_with_pool_size, migrate};
 pub use domain::{
     Category, Description, NewProduct, PageQuery, PriceCents, ProductId, ProductName, ProductPatch,
     Sku, Stock, ValidationError, Version,

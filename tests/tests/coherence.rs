@@ -255,6 +255,7 @@ async fn an_import_after_a_redis_restart_reaches_the_servers_new_epoch(mut f: Fi
         cache_ttl_secs: 300,
         cache_max_entries: 1000,
         api_token: Some("t".into()),
+        ..api_server::Settings::default()
     };
     api_server::import::run(&settings, &file, false)
         .await

@@ -576,6 +576,7 @@ fn settings(database_url: &str, redis_url: Option<&str>, prefix: &str) -> api_se
         cache_ttl_secs: 300,
         cache_max_entries: 100_000,
         api_token: None,
+        ..api_server::Settings::default()
     }
 }
 
@@ -709,16 +710,6 @@ async fn an_import_succeeds_when_redis_dies_and_the_outbox_keeps_the_invalidatio
 // The real binary, as a separate process, next to a running server
 // ---------------------------------------------------------------------------------------
 
-/// Environment variables the binary reads; each command sets what it needs.
-const SETTINGS: &[&str] = &[
-    "BIND",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "CACHE_PREFIX",
-    "CACHE_TTL_SECS",
-    "API_TOKEN",
-];
-
 /// How long the server may take to start.
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -750,7 +741,8 @@ async fn binary(test: &str) -> Option<PathBuf> {
 /// A command for the binary with none of its settings inherited.
 fn command(binary: &Path) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(binary);
-    for name in SETTINGS {
+    // Every variable the binary reads, from its command-line definition.
+    for name in api_server::config::setting_variables() {
         command.env_remove(name);
     }
     command

@@ -36,6 +36,7 @@ async fn a_miss_whose_lease_fails_is_counted_once() {
         cache_ttl_secs: 300,
         cache_max_entries: 1_000,
         api_token: Some("t".into()),
+        ..api_server::Settings::default()
     };
     let app = Application::build(&settings).await.expect("builds");
     let base = format!("http://127.0.0.1:{}", app.port());

@@ -256,9 +256,9 @@ impl RedisBackend {
     /// command fails at once (reads then go to the loader). Waits up to the connect
     /// timeout for the first connection. Fails only on a bad URL.
     ///
-    /// Reconnection is fast on purpose (50 ms, doubling to at most 200 ms between
-    /// attempts, forever): the cache is useless while it is away, and each attempt is
-    /// one TCP connect.
+    /// Reconnection is fast on purpose (50 ms, doubling to at most
+    /// [`RedisConfig::reconnect_max_delay`], 200 ms by default, forever): the cache is
+    /// useless while it is away, and each attempt is one TCP connect.
     pub async fn connect_in_background(config: &RedisConfig) -> Result<Self> {
         let backend = Self::build(config, false)?;
         drop(backend.pool.connect_pool());
@@ -290,7 +290,10 @@ impl RedisBackend {
                 c.internal_command_timeout = config.command_timeout.max(Duration::from_secs(1));
                 c.max_command_attempts = 1;
             })
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, 200, 2))
+            .set_policy({
+                let max = (config.reconnect_max_delay.as_millis() as u32).max(1);
+                ReconnectPolicy::new_exponential(0, max.min(50), max, 2)
+            })
             .build_pool(config.pool_size.max(1))
             .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))?;
         let reconnects = Arc::new(Reconnects {

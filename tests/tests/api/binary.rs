@@ -18,16 +18,6 @@ use tokio::sync::mpsc;
 
 use crate::helpers::{id_of, new_product, spawn_app_with_redis, test_name};
 
-/// Environment variables the binary reads; each test sets what it needs.
-const SETTINGS: &[&str] = &[
-    "BIND",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "CACHE_PREFIX",
-    "CACHE_TTL_SECS",
-    "API_TOKEN",
-];
-
 /// How long the server may take to start or to stop.
 pub(super) const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -82,7 +72,8 @@ fn warn_if_stale(binary: &Path) {
 /// A command for the binary with none of its settings inherited.
 pub(super) fn command(binary: &Path) -> Command {
     let mut command = Command::new(binary);
-    for name in SETTINGS {
+    // Every variable the binary reads, from its command-line definition.
+    for name in api_server::config::setting_variables() {
         command.env_remove(name);
     }
     command
@@ -150,6 +141,28 @@ async fn migrate_applies_the_migrations_and_exits_0_every_time() {
         dir.path().join("products.db").is_file(),
         "the database exists"
     );
+}
+
+#[tokio::test]
+async fn with_log_format_json_every_log_line_is_a_json_object() {
+    let Some(binary) = binary() else { return };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let output = command(&binary)
+        .arg("migrate")
+        .env("DATABASE_URL", sqlite_url(&dir))
+        .env("LOG_FORMAT", "json")
+        .output()
+        .await
+        .expect("runs");
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "migrating logs something");
+    for line in lines {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+        assert!(parsed["level"].is_string(), "{line}");
+    }
 }
 
 /// A running `api-server serve` and its output, line by line.

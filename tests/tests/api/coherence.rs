@@ -87,6 +87,7 @@ async fn a_second_server_with_the_in_process_cache_refuses_to_start_naming_redis
         cache_ttl_secs: 300,
         cache_max_entries: 1_000,
         api_token: Some("t".into()),
+        ..api_server::Settings::default()
     };
     let second = Application::build(&settings).await.expect("builds");
     let ended = tokio::time::timeout(

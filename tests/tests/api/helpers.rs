@@ -128,6 +128,7 @@ pub async fn start(database_url: String, redis_url: Option<String>, prefix: Stri
         cache_ttl_secs: 300,
         cache_max_entries: 100_000,
         api_token: Some(token.clone()),
+        ..api_server::Settings::default()
     };
     let application = Application::build(&settings)
         .await
