@@ -73,5 +73,7 @@ pub use backend::{CacheBackend, FillOutcome, LeaseToken, Lookup, MemoryBackend, 
 pub use coherence::{Applied, Change, Coherence, CoherenceConfig, OutboxTable, RelayHandle};
 pub use config::{CacheConfig, RedisConfig};
 pub use error::{CacheError, Result};
+/// The Redis client this crate uses, for [`RedisBackend::from_pool`].
+pub use fred;
 pub use key::{CacheKey, Group, Invalidation, MemberKey, Namespace};
 pub use service::{CacheService, Cacheable, CachedJson};

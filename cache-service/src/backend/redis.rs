@@ -296,6 +296,19 @@ impl RedisBackend {
             })
             .build_pool(config.pool_size.max(1))
             .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))?;
+        Ok(Self::over(pool, config.command_timeout))
+    }
+
+    /// A backend over an application's own fred pool (connected already, or connected
+    /// by the caller later with [`Pool::init`]). `command_timeout` is what the pool's
+    /// commands give up after (for error messages; set it on the pool). The pool should
+    /// have a reconnect policy and a command timeout, or a dead Redis hangs requests
+    /// (see [`RedisConfig`] for the values this crate uses).
+    pub fn from_pool(pool: Pool, command_timeout: Duration) -> Self {
+        Self::over(pool, command_timeout)
+    }
+
+    fn over(pool: Pool, command_timeout: Duration) -> Self {
         let reconnects = Arc::new(Reconnects {
             receivers: pool
                 .clients()
@@ -324,15 +337,15 @@ impl RedisBackend {
             .iter()
             .map(|client| client.with_options(&fail_fast))
             .collect();
-        Ok(Self {
+        Self {
             pool,
             readers,
             next: Arc::new(AtomicUsize::new(0)),
             scripts: Arc::new(Scripts::new()),
-            command_timeout: config.command_timeout,
+            command_timeout,
             reconnects,
             signal,
-        })
+        }
     }
 
     /// The underlying pool, for callers that need commands this trait does not cover.

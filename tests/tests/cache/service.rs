@@ -410,3 +410,50 @@ mod redis_only {
         env.cleanup().await;
     }
 }
+
+/// An application that already has a fred pool hands it over: the cache works on it as
+/// on a pool it built itself.
+#[tokio::test]
+async fn a_backend_over_the_applications_own_fred_pool_caches_and_invalidates() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use cache_service::RedisBackend;
+    use cache_service::fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
+
+    let Some((url, _server)) = integration_tests::redis_url_or_skip("byo_pool").await else {
+        return;
+    };
+    let timeout = Duration::from_millis(250);
+    let pool = Builder::from_config(Config::from_url(&url).expect("a Redis URL"))
+        .with_performance_config(|p| p.default_command_timeout = timeout)
+        .set_policy(ReconnectPolicy::new_exponential(0, 50, 200, 2))
+        .build_pool(2)
+        .expect("a pool");
+    pool.init().await.expect("the pool connects");
+    let cache = CacheService::new(
+        Arc::new(RedisBackend::from_pool(pool, timeout)),
+        crate::support::test_config(&integration_tests::unique_prefix("byo_pool")),
+    )
+    .expect("a cache over it");
+    let db = Db::with(Widget::new(1, 1, "first"));
+    let key = cache.key(WIDGET, 1);
+
+    assert_eq!(
+        read(&cache, &key, &db).await,
+        Some(Widget::new(1, 1, "first"))
+    );
+    assert_eq!(
+        read(&cache, &key, &db).await,
+        Some(Widget::new(1, 1, "first"))
+    );
+    assert_eq!(db.loads(), 1, "the second read is a hit");
+
+    let written = db.write("second");
+    cache
+        .invalidate(&[Invalidation::at_version(key.clone(), written.version)])
+        .await
+        .expect("invalidate");
+    assert_eq!(read(&cache, &key, &db).await, Some(written));
+    assert_eq!(db.loads(), 2);
+}
