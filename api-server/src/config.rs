@@ -160,6 +160,11 @@ pub struct Settings {
     )]
     pub redis_reconnect_max_ms: u64,
 
+    /// For `rediss://`: a PEM file of the certificate authorities that sign Redis's
+    /// certificate (a private CA). Unset: the system's trusted roots.
+    #[arg(long, env = "REDIS_TLS_CA_FILE", global = true)]
+    pub redis_tls_ca_file: Option<PathBuf>,
+
     /// Connections in the database pool. Unset: 8 for an SQLite file, 16 for PostgreSQL.
     #[arg(
         long,
@@ -228,6 +233,7 @@ impl Default for Settings {
             redis_pool_size: DEFAULT_REDIS_POOL_SIZE,
             redis_command_timeout_ms: DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
             redis_reconnect_max_ms: DEFAULT_REDIS_RECONNECT_MAX_MS,
+            redis_tls_ca_file: None,
             database_pool_size: None,
             cache_ack_timeout_ms: DEFAULT_CACHE_ACK_TIMEOUT_MS,
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
@@ -267,6 +273,7 @@ impl fmt::Debug for Settings {
             .field("redis_pool_size", &self.redis_pool_size)
             .field("redis_command_timeout_ms", &self.redis_command_timeout_ms)
             .field("redis_reconnect_max_ms", &self.redis_reconnect_max_ms)
+            .field("redis_tls_ca_file", &self.redis_tls_ca_file)
             .field("database_pool_size", &self.database_pool_size)
             .field("cache_ack_timeout_ms", &self.cache_ack_timeout_ms)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)

@@ -160,6 +160,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<ProductService> {
                 pool_size: usize::from(settings.redis_pool_size),
                 command_timeout: Duration::from_millis(settings.redis_command_timeout_ms),
                 reconnect_max_delay: Duration::from_millis(settings.redis_reconnect_max_ms),
+                tls_ca_file: settings.redis_tls_ca_file.clone(),
                 ..RedisConfig::new(url)
             };
             let cache = CacheService::connect_redis_in_background(&redis, config)

@@ -89,6 +89,9 @@ pub struct RedisConfig {
     /// Longest pause between reconnection attempts (they start at 50 ms and double up
     /// to it).
     pub reconnect_max_delay: Duration,
+    /// For `rediss://`: a PEM file of the certificate authorities that sign the
+    /// server's certificate (a private CA). Unset: the system's trusted roots.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl RedisConfig {
@@ -101,6 +104,7 @@ impl RedisConfig {
             command_timeout: Duration::from_millis(250),
             connect_timeout: Duration::from_secs(1),
             reconnect_max_delay: Duration::from_millis(200),
+            tls_ca_file: None,
         }
     }
 }

@@ -283,6 +283,9 @@ impl RedisBackend {
         let mut fred_config = Config::from_url(&config.url)
             .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))?;
         fred_config.fail_fast = fail_fast;
+        if let Some(ca_file) = &config.tls_ca_file {
+            fred_config.tls = Some(tls_with_ca(ca_file)?.into());
+        }
         let pool = Builder::from_config(fred_config)
             .with_performance_config(|p| p.default_command_timeout = config.command_timeout)
             .with_connection_config(|c| {
@@ -433,6 +436,29 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// A TLS client that trusts the certificate authorities in the PEM file `ca_file`.
+fn tls_with_ca(ca_file: &std::path::Path) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bad =
+        |what: String| CacheError::Config(format!("tls_ca_file {}: {what}", ca_file.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| bad(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificate in it".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// The `run_id` line of `INFO server`.
