@@ -505,3 +505,41 @@ async fn any_table_gets_the_outbox_triggers() {
     assert_eq!(coherence.drain().await.expect("drain"), 3);
     assert_eq!(coherence.backlog().await.expect("backlog"), 0);
 }
+
+/// A crashed process leaves its registration behind; it blocks nobody once stale (3 s),
+/// and the next relay to register deletes it once it is an hour old, so the table does
+/// not grow with every crash.
+#[tokio::test]
+async fn registrations_of_long_gone_processes_are_forgotten() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+    let db = product_service::connect(&url).await.expect("connect");
+    product_service::migrate(&db).await.expect("migrate");
+    let two_hours_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+        - 2 * 3600 * 1000;
+    db.execute_unprepared(&format!(
+        "INSERT INTO cache_instance (id, in_process, heartbeat_ms) VALUES ('crashed', true, {two_hours_ago})"
+    ))
+    .await
+    .expect("a crashed process's registration");
+    let cache = CacheService::in_memory(CacheConfig::with_prefix("forget"), 100).expect("cache");
+    let service = ProductService::new(db.clone(), cache);
+    let relay = service
+        .coherence()
+        .start_relay()
+        .await
+        .expect("a stale registration blocks nobody");
+    let left = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Sqlite,
+            "SELECT COUNT(*) AS n FROM cache_instance WHERE id = 'crashed'",
+        ))
+        .await
+        .expect("count")
+        .and_then(|row| row.try_get::<i64>("", "n").ok());
+    assert_eq!(left, Some(0), "the crashed process's registration is gone");
+    relay.shutdown().await;
+}

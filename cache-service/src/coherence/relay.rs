@@ -15,6 +15,8 @@ use crate::error::{CacheError, Result};
 
 /// A registration older than this belongs to a process that is gone.
 const STALE_AFTER: Duration = Duration::from_secs(3);
+/// A registration this old is deleted by the next relay that registers.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
 /// How often a running relay renews its registration.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
@@ -214,6 +216,11 @@ impl Instance {
     /// Registers without looking for conflicts (a relay started by
     /// [`Coherence::spawn_relay`]): so that writers know a relay runs here.
     pub(super) async fn insert(db: &DatabaseConnection, in_process: bool) -> Result<Self> {
+        // Registrations of processes that crashed an hour ago or more: nobody's.
+        instance::Entity::delete_many()
+            .filter(instance::Column::HeartbeatMs.lt(now_ms() - FORGET_AFTER.as_millis() as i64))
+            .exec(db)
+            .await?;
         let id = uuid_v4();
         instance::Entity::insert(instance::ActiveModel {
             id: Set(id.clone()),
