@@ -119,32 +119,29 @@ impl Application {
 
 /// Applies the database migrations (the `migrate` subcommand).
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let db = product_service::connect(&settings.database_url)
+    let db = connect_database(settings).await?;
+    product_service::migrate(&db).await?;
+    Ok(())
+}
+
+/// The database the settings name, with their pool size.
+async fn connect_database(
+    settings: &Settings,
+) -> anyhow::Result<product_service::DatabaseConnection> {
+    product_service::connect_with_pool_size(&settings.database_url, settings.database_pool_size)
         .await
         .with_context(|| {
             format!(
                 "failed to connect to {}",
                 redact_url(&settings.database_url)
             )
-        })?;
-    product_service::migrate(&db).await?;
-    Ok(())
+        })
 }
 
 /// The product service the settings describe: database connected and migrated, cache
 /// connected.
 pub async fn connect(settings: &Settings) -> anyhow::Result<ProductService> {
-    let db = product_service::connect_with_pool_size(
-        &settings.database_url,
-        settings.database_pool_size,
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "failed to connect to {}",
-            redact_url(&settings.database_url)
-        )
-    })?;
+    let db = connect_database(settings).await?;
     product_service::migrate(&db)
         .await
         .context("failed to migrate the database")?;

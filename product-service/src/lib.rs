@@ -73,4 +73,6 @@ pub use domain::{
 pub use error::{Error, Result};
 pub use import::{BatchReport, ImportFailure, Importer, ProductImport};
 pub use jobs::{JobConfig, JobStatus, JobWorker, RepriceJob, RepricePercent};
+/// The database handle [`connect`] returns and [`ProductService::new`] takes.
+pub use sea_orm::DatabaseConnection;
 pub use service::{PRODUCT, PRODUCT_LIST, PRODUCT_TABLE, Product, ProductPage, ProductService};

@@ -175,3 +175,36 @@ pub async fn settled_price(service: &ProductService, product: i64) -> i64 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A service on a fresh SQLite file over the Redis at `redis_url` (a cluster or a
+/// sentinel set-up, say), with a relay that polls every 50 ms and has made its first
+/// pass. Keep the directory alive as long as the service.
+pub async fn service_over(
+    redis_url: &str,
+    test: &str,
+) -> (
+    ProductService,
+    cache_service::RelayHandle,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("products.db").display()
+    );
+    let db = product_service::connect(&url).await.expect("database");
+    product_service::migrate(&db).await.expect("migrate");
+    let cache = CacheService::connect_redis(
+        &RedisConfig::new(redis_url),
+        CacheConfig::with_prefix(unique_prefix(test)),
+    )
+    .await
+    .expect("Redis connects");
+    let service = ProductService::new(db, cache);
+    let relay = service.spawn_relay(CoherenceConfig {
+        poll_interval: std::time::Duration::from_millis(50),
+        ..CoherenceConfig::default()
+    });
+    relay.first_pass().await;
+    (service, relay, dir)
+}

@@ -2,13 +2,10 @@
 //! restored from an old snapshot moves every process to a new epoch (once), and a plain
 //! reconnection to the same masters does not. One cluster for the whole binary's test.
 
-use std::time::Duration;
-
-use cache_service::{CacheConfig, CacheService, CoherenceConfig, RedisConfig};
 use integration_tests::cluster::RedisCluster;
-use integration_tests::fixtures::{id, new_product, price_patch, settled_price};
-use integration_tests::{find_on_path, in_ci, unique_prefix};
-use product_service::{PRODUCT, ProductService};
+use integration_tests::fixtures::{id, new_product, price_patch, service_over, settled_price};
+use integration_tests::{find_on_path, in_ci};
+use product_service::PRODUCT;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_the_epoch_moves_once_per_restored_master_and_never_on_a_reconnect() {
@@ -24,22 +21,7 @@ async fn on_a_cluster_the_epoch_moves_once_per_restored_master_and_never_on_a_re
         .await
         .expect("task")
         .expect("a 3-master cluster starts");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
-    let db = product_service::connect(&url).await.expect("database");
-    product_service::migrate(&db).await.expect("migrate");
-    let cache = CacheService::connect_redis(
-        &RedisConfig::new(cluster.url()),
-        CacheConfig::with_prefix(unique_prefix("cluster")),
-    )
-    .await
-    .expect("the cluster connects");
-    let service = ProductService::new(db, cache);
-    let relay = service.spawn_relay(CoherenceConfig {
-        poll_interval: Duration::from_millis(50),
-        ..CoherenceConfig::default()
-    });
-    relay.first_pass().await;
+    let (service, relay, _dir) = service_over(&cluster.url(), "cluster").await;
     let start = service.cache().epoch();
 
     // Products until every master holds one.

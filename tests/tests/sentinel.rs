@@ -3,11 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use cache_service::{CacheConfig, CacheService, CoherenceConfig, RedisConfig};
 use integration_tests::cluster::RedisSentinel;
-use integration_tests::fixtures::{id, new_product, price_patch, settled_price};
-use integration_tests::{find_on_path, in_ci, unique_prefix};
-use product_service::ProductService;
+use integration_tests::fixtures::{id, new_product, price_patch, service_over, settled_price};
+use integration_tests::{find_on_path, in_ci};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_sentinel_failover_no_read_is_older_than_an_acknowledged_write() {
@@ -20,22 +18,7 @@ async fn after_a_sentinel_failover_no_read_is_older_than_an_acknowledged_write()
         .await
         .expect("task")
         .expect("master, replica and sentinel start");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
-    let db = product_service::connect(&url).await.expect("database");
-    product_service::migrate(&db).await.expect("migrate");
-    let cache = CacheService::connect_redis(
-        &RedisConfig::new(redis.url()),
-        CacheConfig::with_prefix(unique_prefix("sentinel")),
-    )
-    .await
-    .expect("connects through the sentinel");
-    let service = ProductService::new(db, cache);
-    let relay = service.spawn_relay(CoherenceConfig {
-        poll_interval: Duration::from_millis(50),
-        ..CoherenceConfig::default()
-    });
-    relay.first_pass().await;
+    let (service, relay, _dir) = service_over(&redis.url(), "sentinel").await;
     let start = service.cache().epoch();
 
     let p = service
