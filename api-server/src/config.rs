@@ -1,4 +1,4 @@
-//! Configuration: one clap derive, matching the table in `spec/API.md` row for row.
+//! Configuration: one clap derive, matching README's configuration table row for row.
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -2,10 +2,11 @@
 //!
 //! Reads go through the cache: a product under its id in [`PRODUCT`], list pages in the
 //! [`PRODUCT_LIST`] group. Each write is one SQL statement, which is its own transaction
-//! (the outbox triggers run inside it); after it commits the service moves the list group to a new generation and invalidates the product's key,
-//! fenced at the row's new version. An invalidation that fails is logged and counted
-//! (`cache_invalidation_errors_total`); the write has committed and is reported as done,
-//! and the outbox relay applies the invalidation later.
+//! (the outbox triggers run inside it). After it commits, the coherence component moves
+//! the list group to a new generation and invalidates the product's key, fenced at the
+//! row's new version ([`Coherence::after_commit`]). When that cannot be done inline (Redis
+//! unreachable, or recovering from an outage) the write waits, up to a bound, for a relay
+//! to apply it; past the bound it returns, and the invalidation stays owed in the outbox.
 
 use cache_service::{
     CacheError, CacheService, Cacheable, CachedJson, Change, Coherence, CoherenceConfig, Group,

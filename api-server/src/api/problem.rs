@@ -50,7 +50,7 @@ pub enum ApiError {
     /// Missing or wrong bearer token.
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(Json<Problem>),
-    /// No product with this id.
+    /// No product (or job) with this id.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
     /// Another product has this sku.
