@@ -31,14 +31,14 @@
 //! 4. **Versions only grow.** The triggers raise a version that an `UPDATE` left alone or
 //!    lowered, and a created row owes an unconditional removal, so fences and replays
 //!    are sound against restored rows and reused ids.
-//! 5. **In-process caches are never shared.** A relay over an in-process cache refuses
-//!    to start while another relay runs on the same database, and the reverse: the
-//!    in-process cache cannot see other processes' invalidations.
+//! 5. **In-process caches are never shared.** [`Coherence::start_relay`] over an
+//!    in-process cache refuses to start while another relay runs on the same database,
+//!    and the reverse: the in-process cache cannot see other processes' invalidations.
 
 mod relay;
 mod schema;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -131,6 +131,7 @@ pub struct Coherence {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     db: DatabaseConnection,
     cache: CacheService,
@@ -163,38 +164,31 @@ impl Coherence {
         tables: &[OutboxTable],
         config: CoherenceConfig,
     ) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                db,
-                cache,
-                tables: tables.to_vec(),
-                config: CoherenceConfig {
-                    batch_size: config.batch_size.max(1),
-                    ..config
-                },
-                checked_identity: Arc::default(),
-                wake: Arc::default(),
-                relay_id: Arc::default(),
-            }),
-        }
+        let inner = Inner {
+            db,
+            cache,
+            tables: tables.to_vec(),
+            config: CoherenceConfig::default(),
+            checked_identity: Arc::default(),
+            wake: Arc::default(),
+            relay_id: Arc::default(),
+        };
+        Self::with_inner(inner, config)
     }
 
-    /// The same component (same cache, tables and relay wake-ups) with another
-    /// configuration, for a relay that polls at another pace, say.
+    /// The same component (same cache, tables, epoch check and relay wake-ups) with
+    /// another configuration, for a relay that polls at another pace, say.
     pub fn with_config(&self, config: CoherenceConfig) -> Self {
+        Self::with_inner((*self.inner).clone(), config)
+    }
+
+    fn with_inner(inner: Inner, config: CoherenceConfig) -> Self {
+        let config = CoherenceConfig {
+            batch_size: config.batch_size.max(1),
+            ..config
+        };
         Self {
-            inner: Arc::new(Inner {
-                db: self.inner.db.clone(),
-                cache: self.inner.cache.clone(),
-                tables: self.inner.tables.clone(),
-                config: CoherenceConfig {
-                    batch_size: config.batch_size.max(1),
-                    ..config
-                },
-                checked_identity: self.inner.checked_identity.clone(),
-                wake: self.inner.wake.clone(),
-                relay_id: self.inner.relay_id.clone(),
-            }),
+            inner: Arc::new(Inner { config, ..inner }),
         }
     }
 
@@ -298,6 +292,18 @@ impl Coherence {
         self.drain_joined().await
     }
 
+    /// [`drain`](Self::drain) after a successful [`join`](Self::join).
+    async fn drain_joined(&self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let applied = self.apply_batch().await?;
+            total += applied;
+            if applied < self.inner.config.batch_size as usize {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Number of invalidations owed (outbox rows of this component's tables).
     pub async fn backlog(&self) -> Result<u64> {
         Ok(outbox::Entity::find()
@@ -393,14 +399,8 @@ impl Coherence {
     /// checked epoch: a relay cannot tell an applied creation from one that was not
     /// (nothing in Redis records it), and would remove the entry again, costing a load.
     async fn settle_created(&self, changes: &[Change]) {
-        let mut by_namespace: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-        for change in changes.iter().filter(|c| c.version == 0) {
-            by_namespace
-                .entry(change.namespace.name())
-                .or_default()
-                .push(change.id);
-        }
-        for (namespace, ids) in by_namespace {
+        let created = changes.iter().filter(|c| c.version == 0);
+        for (namespace, ids) in ids_by_namespace(created) {
             let deleted = outbox::Entity::delete_many()
                 .filter(outbox::Column::Namespace.eq(namespace))
                 .filter(outbox::Column::EntityId.is_in(ids))
@@ -414,31 +414,32 @@ impl Coherence {
     }
 
     /// The invalidations that rows owe: per entity, an unconditional removal if one is
-    /// owed, and a fence at the highest version owed; and their tables' groups.
+    /// owed, and a fence at the highest version owed; and their tables' groups, once
+    /// each. Rows of tables this component does not know are skipped.
     fn invalidations<'a>(
         &self,
         rows: impl Iterator<Item = (&'a str, i64, u64)>,
     ) -> (Vec<Invalidation>, Vec<Group>) {
-        let cache = &self.inner.cache;
-        let mut owed: BTreeMap<(&str, i64), (bool, u64)> = BTreeMap::new();
-        let mut groups = BTreeSet::new();
+        let mut owed: BTreeMap<(&str, i64), (Namespace, bool, u64)> = BTreeMap::new();
+        let mut groups: Vec<Group> = Vec::new();
         for (namespace, id, version) in rows {
             let Some(table) = self.table(namespace) else {
                 continue;
             };
-            groups.extend(table.groups.iter().map(|g| g.namespace().name()));
-            let entry = owed.entry((table.namespace.name(), id)).or_default();
-            if version == 0 {
-                entry.0 = true;
+            for group in table.groups {
+                if !groups.contains(group) {
+                    groups.push(*group);
+                }
             }
-            entry.1 = entry.1.max(version);
+            let entry =
+                owed.entry((table.namespace.name(), id))
+                    .or_insert((table.namespace, false, 0));
+            entry.1 |= version == 0;
+            entry.2 = entry.2.max(version);
         }
         let mut items = Vec::new();
-        for ((namespace, id), (remove, version)) in owed {
-            let Some(table) = self.table(namespace) else {
-                continue;
-            };
-            let key = cache.key(table.namespace, id);
+        for ((_, id), (namespace, remove, version)) in owed {
+            let key = self.inner.cache.key(namespace, id);
             if remove {
                 items.push(Invalidation::remove(key.clone()));
             }
@@ -446,13 +447,6 @@ impl Coherence {
                 items.push(Invalidation::at_version(key, version));
             }
         }
-        let groups = self
-            .inner
-            .tables
-            .iter()
-            .flat_map(|table| table.groups.iter().copied())
-            .filter(|group| groups.remove(group.namespace().name()))
-            .collect();
         (items, groups)
     }
 
@@ -504,14 +498,7 @@ impl Coherence {
 
     /// Whether any outbox row of these entities is still owed.
     async fn owes(&self, changes: &[Change]) -> Result<bool> {
-        let mut by_namespace: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-        for change in changes {
-            by_namespace
-                .entry(change.namespace.name())
-                .or_default()
-                .push(change.id);
-        }
-        for (namespace, ids) in by_namespace {
+        for (namespace, ids) in ids_by_namespace(changes.iter()) {
             for ids in ids.chunks(500) {
                 let found = outbox::Entity::find()
                     .filter(outbox::Column::Namespace.eq(namespace))
@@ -643,6 +630,20 @@ impl Coherence {
         txn.commit().await?;
         Ok(epoch.unsigned_abs())
     }
+}
+
+/// The ids of `changes`, by namespace name.
+fn ids_by_namespace<'a>(
+    changes: impl Iterator<Item = &'a Change>,
+) -> BTreeMap<&'static str, Vec<i64>> {
+    let mut by_namespace: BTreeMap<&'static str, Vec<i64>> = BTreeMap::new();
+    for change in changes {
+        by_namespace
+            .entry(change.namespace.name())
+            .or_default()
+            .push(change.id);
+    }
+    by_namespace
 }
 
 async fn delete(db: &impl ConnectionTrait, rows: &[outbox::Model]) -> Result<()> {

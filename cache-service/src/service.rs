@@ -213,11 +213,11 @@ impl CacheService {
         Fut: Future<Output = Result<Option<T>, E>>,
     {
         let namespace = key.namespace().name();
-        if !self.reply_trusted() {
+        if !self.inner.breaker.allows_reads() {
             return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         let read = self.inner.backend.get(key).await;
-        if !self.reply_trusted() {
+        if !self.connection_checked() {
             return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         self.serve::<T, E, Fm, _, _>(key, read, loader).await
@@ -282,7 +282,7 @@ impl CacheService {
         Fut: Future<Output = Result<Option<T>, E>>,
     {
         let namespace = group.namespace().name();
-        if !self.reply_trusted() {
+        if !self.inner.breaker.allows_reads() {
             return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         let prefix = self.prefix();
@@ -292,7 +292,7 @@ impl CacheService {
             .backend
             .get_member(&generation_key(&prefix, group), &member)
             .await;
-        if !self.reply_trusted() {
+        if !self.connection_checked() {
             return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         match read {
@@ -428,7 +428,7 @@ impl CacheService {
     /// Whether reads currently skip the cache (after a backend error, or while owed
     /// invalidations wait to be replayed, or until a new connection was checked).
     pub fn is_degraded(&self) -> bool {
-        !self.inner.breaker.allows_reads() || (self.inner.breaker.gate_on() && !self.is_verified())
+        !self.inner.breaker.allows_reads() || !self.connection_checked()
     }
 
     /// The current cache epoch (see [`Coherence`](crate::Coherence)): keys are spelled
@@ -497,14 +497,12 @@ impl CacheService {
             .clone()
     }
 
-    /// Whether a reply that just came back may be served: the breaker lets reads through,
-    /// and (with the gate on) it came over a connection whose server was checked. Every
-    /// reader looks for itself (a plain load of shared counters: the hit path writes no
-    /// shared cache line), so no reader serves a reply of an unchecked connection.
-    fn reply_trusted(&self) -> bool {
-        if !self.inner.breaker.allows_reads() {
-            return false;
-        }
+    /// Whether a reply that just came back may be served: with the gate on, only if it
+    /// came over a connection whose server was checked (the breaker was asked before the
+    /// read). Every reader looks for itself, with plain loads of shared counters (the hit
+    /// path writes no shared cache line), so no reader serves a reply of an unchecked
+    /// connection.
+    fn connection_checked(&self) -> bool {
         !self.inner.breaker.gate_on() || self.is_verified()
     }
 
@@ -558,7 +556,7 @@ impl CacheService {
         let mut pause = Duration::from_millis(5);
         let leased = loop {
             let lookup = backend.get_or_lease(key, token, config.lease_ttl).await;
-            if !self.reply_trusted() {
+            if !self.connection_checked() {
                 break false;
             }
             match lookup {

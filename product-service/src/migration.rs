@@ -206,13 +206,7 @@ impl MigrationTrait for CreateOutbox {
                 )));
             }
         };
-        for statement in statements {
-            manager
-                .get_connection()
-                .execute_unprepared(statement)
-                .await?;
-        }
-        Ok(())
+        execute(manager, statements).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -232,13 +226,7 @@ impl MigrationTrait for CreateOutbox {
                 "DROP TABLE IF EXISTS cache_outbox",
             ],
         };
-        for statement in statements {
-            manager
-                .get_connection()
-                .execute_unprepared(statement)
-                .await?;
-        }
-        Ok(())
+        execute(manager, statements).await
     }
 }
 
@@ -521,13 +509,7 @@ impl MigrationTrait for GenericOutbox {
             // A cluster's identity names every master: longer than one run_id.
             statements.push("ALTER TABLE cache_epoch ALTER COLUMN redis_id TYPE TEXT".into());
         }
-        for statement in &statements {
-            manager
-                .get_connection()
-                .execute_unprepared(statement)
-                .await?;
-        }
-        Ok(())
+        execute(manager, &statements).await
     }
 
     async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
@@ -535,4 +517,18 @@ impl MigrationTrait for GenericOutbox {
             "the generic outbox cannot be turned back into the product-only one".into(),
         ))
     }
+}
+
+/// Runs `statements` in order, stopping at the first error.
+async fn execute<S: AsRef<str>>(
+    manager: &SchemaManager<'_>,
+    statements: &[S],
+) -> Result<(), DbErr> {
+    for statement in statements {
+        manager
+            .get_connection()
+            .execute_unprepared(statement.as_ref())
+            .await?;
+    }
+    Ok(())
 }

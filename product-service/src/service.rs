@@ -124,9 +124,8 @@ impl Cacheable for ProductPage {
 #[derive(Debug, Clone)]
 pub struct ProductService {
     pub(crate) db: DatabaseConnection,
-    pub(crate) cache: CacheService,
-    /// Invalidation after commit, the outbox relay and the epoch (see
-    /// [`cache_service::coherence`]).
+    /// The cache (reads go through [`Coherence::cache`]), invalidation after commit, the
+    /// outbox relay and the epoch (see [`cache_service::coherence`]).
     pub(crate) coherence: Coherence,
     /// Test-only fault injection: hang every write between commit and invalidation.
     #[cfg(feature = "fault-injection")]
@@ -147,9 +146,8 @@ impl ProductService {
         config: CoherenceConfig,
     ) -> Self {
         Self {
-            coherence: Coherence::new(db.clone(), cache.clone(), &[PRODUCT_TABLE], config),
+            coherence: Coherence::new(db.clone(), cache, &[PRODUCT_TABLE], config),
             db,
-            cache,
             #[cfg(feature = "fault-injection")]
             pause_after_commit: false,
         }
@@ -174,7 +172,7 @@ impl ProductService {
 
     /// The cache the service invalidates.
     pub fn cache(&self) -> &CacheService {
-        &self.cache
+        self.coherence.cache()
     }
 
     /// The coherence component: the outbox, its relay and the cache epoch.
@@ -194,9 +192,9 @@ impl ProductService {
 
     /// The product with `id`, from the cache when possible.
     pub async fn find_by_id(&self, id: ProductId) -> Result<Product> {
-        let key = self.cache.key(PRODUCT, id);
+        let key = self.cache().key(PRODUCT, id);
         let found = self
-            .cache
+            .cache()
             .get_or_load(&key, || self.load_product(id))
             .await?;
         found.ok_or(Error::NotFound { id })
@@ -205,9 +203,9 @@ impl ProductService {
     /// [`find_by_id`](Self::find_by_id) as the JSON of a [`Product`], for a server that
     /// sends it on: a cache hit is not decoded. `version` is the product's.
     pub async fn find_by_id_json(&self, id: ProductId) -> Result<CachedJson> {
-        let key = self.cache.key(PRODUCT, id);
+        let key = self.cache().key(PRODUCT, id);
         let found = self
-            .cache
+            .cache()
             .get_or_load_json(&key, || self.load_product(id))
             .await?;
         found.ok_or(Error::NotFound { id })
@@ -216,7 +214,7 @@ impl ProductService {
     /// One page of products ordered by id, from the cache when possible.
     pub async fn find_in_page(&self, query: &PageQuery) -> Result<ProductPage> {
         let page = self
-            .cache
+            .cache()
             .get_or_load_in(PRODUCT_LIST, query.cache_member(), || self.load_page(query))
             .await?;
         // The loader always returns a page; a cached "absent" page cannot exist.
@@ -227,7 +225,7 @@ impl ProductService {
     /// server that sends it on: a cache hit is not decoded.
     pub async fn find_in_page_json(&self, query: &PageQuery) -> Result<CachedJson> {
         let page = self
-            .cache
+            .cache()
             .get_or_load_json_in(PRODUCT_LIST, query.cache_member(), || self.load_page(query))
             .await?;
         match page {

@@ -252,9 +252,9 @@ impl RedisBackend {
     }
 
     /// Like [`connect`](Self::connect), but a Redis that cannot be reached now is not an
-    /// error: the pool keeps trying in the background, and until it connects every
-    /// command fails at once (reads then go to the loader). Waits up to the connect
-    /// timeout for the first connection. Fails only on a bad URL.
+    /// error: the pool keeps trying in the background, and until it connects reads fail
+    /// at once (and go to the loader) and other commands after the command timeout.
+    /// Waits up to the connect timeout for the first connection. Fails only on a bad URL.
     ///
     /// Reconnection is fast on purpose (50 ms, doubling to at most
     /// [`RedisConfig::reconnect_max_delay`], 200 ms by default, forever): the cache is

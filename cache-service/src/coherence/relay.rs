@@ -121,16 +121,22 @@ impl Coherence {
 }
 
 /// One pass: check the Redis identity, apply what is owed, reopen reads if everything
-/// owed when the pass began is applied, report the backlog.
+/// owed when the pass began is applied, report the backlog. The outbox's high-water mark
+/// is read only while reads are held: in the steady state a pass costs the identity
+/// check, one select (and what it applies) and the backlog count.
 async fn tick(coherence: &Coherence) {
     let cache = coherence.cache();
     let mark = cache.outage_mark();
-    let high = match coherence.high_water().await {
-        Ok(high) => high,
-        Err(error) => {
-            tracing::warn!(%error, "outbox: cannot read the outbox; will retry");
-            return;
+    let high = if cache.needs_resync() {
+        match coherence.high_water().await {
+            Ok(high) => Some(high),
+            Err(error) => {
+                tracing::warn!(%error, "outbox: cannot read the outbox; will retry");
+                return;
+            }
         }
+    } else {
+        None
     };
     if let Err(error) = coherence.join().await {
         tracing::warn!(%error, "cache: cannot check which Redis this is; reads stay off it");
@@ -144,31 +150,19 @@ async fn tick(coherence: &Coherence) {
             return;
         }
     }
-    // Rows another relay still holds count as owed: they may not be applied yet.
-    let resolved = coherence.owed_through(high).await.is_ok_and(|owed| !owed);
-    if resolved && cache.is_verified() && cache.needs_resync() && cache.ping().await.is_ok() {
-        cache.resume(mark);
-        if !cache.needs_resync() {
-            tracing::info!("cache back: owed invalidations applied, reads use it again");
+    if let Some(high) = high {
+        // Rows another relay still holds count as owed: they may not be applied yet.
+        let resolved = coherence.owed_through(high).await.is_ok_and(|owed| !owed);
+        if resolved && cache.is_verified() && cache.ping().await.is_ok() {
+            cache.resume(mark);
+            if !cache.needs_resync() {
+                tracing::info!("cache back: owed invalidations applied, reads use it again");
+            }
         }
     }
     match coherence.backlog().await {
         Ok(n) => metrics::gauge!("cache_invalidation_backlog").set(n as f64),
         Err(error) => tracing::warn!(%error, "outbox: cannot count the backlog"),
-    }
-}
-
-impl Coherence {
-    /// [`drain`](Self::drain) after a successful [`join`](Self::join).
-    pub(super) async fn drain_joined(&self) -> Result<usize> {
-        let mut total = 0;
-        loop {
-            let applied = self.apply_batch().await?;
-            total += applied;
-            if applied < self.inner.config.batch_size as usize {
-                return Ok(total);
-            }
-        }
     }
 }
 
