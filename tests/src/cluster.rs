@@ -59,6 +59,27 @@ impl RedisCluster {
         }
         let cluster = Self { nodes };
         cluster.wait_until_ok()?;
+        let deadline = Instant::now() + CONVERGE;
+        // Attached and in sync: a replica that never synced cannot take over.
+        let synced = |cluster: &Self| -> io::Result<usize> {
+            Ok(cluster
+                .view()?
+                .iter()
+                .filter(|node| node.master_id != "-")
+                .filter_map(|node| cluster.index_of(node.port))
+                .filter(|replica| {
+                    cluster.nodes[*replica]
+                        .command(&["INFO", "replication"])
+                        .is_ok_and(|info| info.contains("master_link_status:up"))
+                })
+                .count())
+        };
+        while synced(&cluster)? < masters * replicas {
+            if Instant::now() >= deadline {
+                return Err(io::Error::other("the replicas did not attach"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         Ok(cluster)
     }
 
@@ -72,40 +93,78 @@ impl RedisCluster {
 
     /// The index of the master that holds `key`'s slot.
     pub fn master_of(&self, key: &str) -> io::Result<usize> {
-        let port = self
-            .nodes
-            .iter()
-            .find(|node| node.is_running())
-            .map_or(0, RedisServer::port);
+        let port = self.any_running_port();
         let slot: u16 = resp_command(port, &["CLUSTER", "KEYSLOT", key])?
             .trim()
             .parse()
             .map_err(|_| io::Error::other("CLUSTER KEYSLOT: not a number"))?;
-        let nodes = resp_command(port, &["CLUSTER", "NODES"])?;
-        for line in nodes.lines() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() < 9 || !fields[2].contains("master") {
-                continue;
+        self.view()?
+            .iter()
+            .filter(|node| node.is_master && node.holds(slot))
+            .find_map(|node| self.index_of(node.port))
+            .ok_or_else(|| io::Error::other(format!("no master holds slot {slot}")))
+    }
+
+    /// The index of a replica of the master at index `master`.
+    pub fn replica_of(&self, master: usize) -> io::Result<usize> {
+        let view = self.view()?;
+        let port = self.nodes[master].port();
+        let id = view
+            .iter()
+            .find(|node| node.port == port)
+            .map(|node| node.id.clone())
+            .ok_or_else(|| io::Error::other(format!("node {master} is not in the cluster")))?;
+        view.iter()
+            .filter(|node| node.master_id == id)
+            .find_map(|node| self.index_of(node.port))
+            .ok_or_else(|| io::Error::other(format!("master {master} has no replica")))
+    }
+
+    /// Waits until the node at index `node` is a master (a replica after its master
+    /// died: once it has been promoted) and the cluster agrees again.
+    pub fn wait_until_master(&self, node: usize) -> io::Result<()> {
+        let deadline = Instant::now() + CONVERGE;
+        while !self.nodes[node]
+            .command(&["INFO", "replication"])
+            .is_ok_and(|info| info.contains("role:master"))
+        {
+            if Instant::now() >= deadline {
+                let server = &self.nodes[node];
+                let log = std::fs::read_to_string(
+                    server.dir.join(format!("redis-{}.log", server.port())),
+                )
+                .unwrap_or_default();
+                let tail: Vec<&str> = log
+                    .lines()
+                    .rev()
+                    .filter(|line| !line.contains("SYNC") && !line.contains("MASTER"))
+                    .take(8)
+                    .collect();
+                return Err(io::Error::other(format!(
+                    "node {node} was not promoted; its log ends: {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )));
             }
-            let holds = fields[8..].iter().any(|range| {
-                let mut bounds = range.split('-').filter_map(|b| b.parse::<u16>().ok());
-                match (bounds.next(), bounds.next()) {
-                    (Some(low), Some(high)) => (low..=high).contains(&slot),
-                    (Some(only), None) => only == slot,
-                    _ => false,
-                }
-            });
-            let node_port = fields[1]
-                .split(['@', ':'])
-                .nth(1)
-                .and_then(|p| p.parse::<u16>().ok());
-            if holds
-                && let Some(index) = self.nodes.iter().position(|n| Some(n.port()) == node_port)
-            {
-                return Ok(index);
-            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        Err(io::Error::other(format!("no master holds slot {slot}")))
+        self.wait_until_ok()
+    }
+
+    fn index_of(&self, port: u16) -> Option<usize> {
+        self.nodes.iter().position(|n| n.port() == port)
+    }
+
+    fn any_running_port(&self) -> u16 {
+        self.nodes
+            .iter()
+            .find(|node| node.is_running())
+            .map_or(0, RedisServer::port)
+    }
+
+    /// `CLUSTER NODES` as one running node sees it.
+    fn view(&self) -> io::Result<Vec<NodeLine>> {
+        let nodes = resp_command(self.any_running_port(), &["CLUSTER", "NODES"])?;
+        Ok(nodes.lines().filter_map(NodeLine::parse).collect())
     }
 
     /// Waits until every running node reports `cluster_state:ok` (after a master died:
@@ -227,5 +286,48 @@ impl Drop for RedisSentinel {
     fn drop(&mut self) {
         let _ = self.sentinel.kill();
         let _ = self.sentinel.wait();
+    }
+}
+
+/// One line of `CLUSTER NODES`: `id host:port@bus flags master-id ... slot-ranges`.
+struct NodeLine {
+    id: String,
+    port: u16,
+    is_master: bool,
+    /// The id of the master this node replicates; `-` for a master.
+    master_id: String,
+    slots: Vec<(u16, u16)>,
+}
+
+impl NodeLine {
+    fn parse(line: &str) -> Option<Self> {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 8 {
+            return None;
+        }
+        let slots = fields[8..]
+            .iter()
+            .filter_map(|range| {
+                let mut bounds = range.split('-').filter_map(|b| b.parse::<u16>().ok());
+                match (bounds.next(), bounds.next()) {
+                    (Some(low), Some(high)) => Some((low, high)),
+                    (Some(only), None) => Some((only, only)),
+                    _ => None,
+                }
+            })
+            .collect();
+        Some(Self {
+            id: fields[0].to_owned(),
+            port: fields[1].split(['@', ':']).nth(1)?.parse().ok()?,
+            is_master: fields[2].contains("master") && !fields[2].contains("fail"),
+            master_id: fields[3].to_owned(),
+            slots,
+        })
+    }
+
+    fn holds(&self, slot: u16) -> bool {
+        self.slots
+            .iter()
+            .any(|(low, high)| (*low..=*high).contains(&slot))
     }
 }
