@@ -149,6 +149,23 @@ pub trait CacheBackend: Send + Sync + fmt::Debug + 'static {
         std::future::pending::<()>().await
     }
 
+    /// How many shards the store has: each fails, and is taken off the cache, on its own
+    /// (a Redis Cluster's hash slots; one elsewhere).
+    fn shard_count(&self) -> usize {
+        1
+    }
+
+    /// The shard that holds `key`, below [`shard_count`](Self::shard_count).
+    fn shard_of(&self, _key: &str) -> usize {
+        0
+    }
+
+    /// Pings every part of the store; for each shard, whether the part holding it
+    /// answered (one entry per shard).
+    async fn ping_shards(&self) -> Vec<bool> {
+        vec![self.ping().await.is_ok(); self.shard_count()]
+    }
+
     /// Whether the store lives in this process (and so cannot see another process's
     /// invalidations).
     fn is_in_process(&self) -> bool {

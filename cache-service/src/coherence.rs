@@ -38,7 +38,7 @@
 mod relay;
 mod schema;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -295,13 +295,20 @@ impl Coherence {
     /// [`drain`](Self::drain) after a successful [`join`](Self::join).
     async fn drain_joined(&self) -> Result<usize> {
         let mut total = 0;
+        let mut after = 0;
+        let mut first_error = None;
         loop {
-            let applied = self.apply_batch().await?;
-            total += applied;
-            if applied < self.inner.config.batch_size as usize {
-                return Ok(total);
+            let batch = self.apply_batch(after).await?;
+            total += batch.applied;
+            if let Some(error) = batch.error {
+                first_error.get_or_insert(error);
+            }
+            match batch.last_id {
+                Some(last) if batch.rows >= self.inner.config.batch_size as usize => after = last,
+                _ => break,
             }
         }
+        first_error.map_or(Ok(total), Err)
     }
 
     /// Number of invalidations owed (outbox rows of this component's tables).
@@ -373,7 +380,12 @@ impl Coherence {
     /// Inline invalidation, only at a checked epoch and with no outage unresolved.
     async fn invalidate_inline(&self, changes: &[Change]) -> bool {
         let cache = &self.inner.cache;
-        if cache.needs_resync() {
+        let (items, groups) = self.invalidations(
+            changes
+                .iter()
+                .map(|c| (c.namespace.name(), c.id, c.version)),
+        );
+        if cache.needs_resync_for(&items, &groups) {
             return false;
         }
         if !cache.is_verified()
@@ -382,11 +394,6 @@ impl Coherence {
             tracing::debug!(%error, "cache: cannot check which Redis this is; the relays invalidate");
             return false;
         }
-        let (items, groups) = self.invalidations(
-            changes
-                .iter()
-                .map(|c| (c.namespace.name(), c.id, c.version)),
-        );
         if let Err(error) = cache.invalidate_write(&items, &groups).await {
             tracing::warn!(%error, "invalidation after commit failed; waiting for a relay");
             return false;
@@ -538,12 +545,30 @@ impl Coherence {
             .is_some())
     }
 
-    /// Applies one batch; returns how many rows it resolved. The caller has checked the
-    /// epoch.
-    async fn apply_batch(&self) -> Result<usize> {
+    /// The cache shards that rows with an id up to `high` still owe invalidations to
+    /// (rows other relays hold locked count too); `None` when there are too many rows to
+    /// look at: then every shard counts as owed.
+    async fn owed_shards_through(&self, high: i64) -> Result<Option<BTreeSet<usize>>> {
+        const LOOK_AT: u64 = 10_000;
+        let rows = outbox::Entity::find()
+            .filter(outbox::Column::Namespace.is_in(self.namespaces()))
+            .filter(outbox::Column::Id.lte(high))
+            .limit(LOOK_AT)
+            .all(&self.inner.db)
+            .await?;
+        if rows.len() as u64 >= LOOK_AT {
+            return Ok(None);
+        }
+        let (items, groups) = self.invalidations(owed(&rows));
+        Ok(Some(self.inner.cache.shards_of(&items, &groups)))
+    }
+
+    /// Applies one batch of the rows after id `after`. The caller has checked the epoch.
+    async fn apply_batch(&self, after: i64) -> Result<Batch> {
         let db = &self.inner.db;
         let select = outbox::Entity::find()
             .filter(outbox::Column::Namespace.is_in(self.namespaces()))
+            .filter(outbox::Column::Id.gt(after))
             .order_by_asc(outbox::Column::Id)
             .limit(self.inner.config.batch_size);
         if db.get_database_backend() == DbBackend::Postgres {
@@ -556,37 +581,47 @@ impl Coherence {
                 )
                 .all(&txn)
                 .await?;
-            self.apply(&rows).await?;
-            delete(&txn, &rows).await?;
+            let (applied, error) = self.apply(&rows).await;
+            delete(&txn, &applied).await?;
             txn.commit().await?;
-            Ok(rows.len())
+            Ok(Batch::of(&rows, applied.len(), error))
         } else {
             // SQLite has one writer; holding its lock across Redis calls would stall
             // every write. Two relays on one file may apply a row twice: harmless.
             let rows = select.all(db).await?;
-            self.apply(&rows).await?;
-            delete(db, &rows).await?;
-            Ok(rows.len())
+            let (applied, error) = self.apply(&rows).await;
+            delete(db, &applied).await?;
+            Ok(Batch::of(&rows, applied.len(), error))
         }
     }
 
-    /// Replays what `rows` owe. A "created" row removes whatever is cached under its id
-    /// (it may come from an earlier incarnation of the id); a creator that applied that
-    /// removal itself deleted the row already ([`after_commit`](Self::after_commit)).
-    async fn apply(&self, rows: &[outbox::Model]) -> Result<()> {
+    /// Replays what `rows` owe; returns the rows applied, and the error that left the
+    /// others owed. A "created" row removes whatever is cached under its id (it may come
+    /// from an earlier incarnation of the id); a creator that applied that removal
+    /// itself deleted the row already ([`after_commit`](Self::after_commit)).
+    ///
+    /// All rows in one step; if that fails (a cluster master is down, say), row by row,
+    /// so that what the healthy shards are owed is applied and only the rest waits.
+    async fn apply<'r>(
+        &self,
+        rows: &'r [outbox::Model],
+    ) -> (Vec<&'r outbox::Model>, Option<CacheError>) {
+        let cache = &self.inner.cache;
         if rows.is_empty() {
-            return Ok(());
+            return (Vec::new(), None);
         }
-        let owed = rows.iter().map(|row| {
-            let version = if row.version < 0 {
-                0
-            } else {
-                row.version.unsigned_abs()
-            };
-            (row.namespace.as_str(), row.entity_id, version)
-        });
-        let (items, groups) = self.invalidations(owed);
-        self.inner.cache.replay_write(&items, &groups).await
+        let (items, groups) = self.invalidations(owed(rows));
+        let Err(error) = cache.replay_write(&items, &groups).await else {
+            return (rows.iter().collect(), None);
+        };
+        let mut applied = Vec::new();
+        for row in rows {
+            let (items, groups) = self.invalidations(owed(std::slice::from_ref(row)));
+            if cache.replay_write(&items, &groups).await.is_ok() {
+                applied.push(row);
+            }
+        }
+        (applied, Some(error))
     }
 
     /// The epoch for the Redis with this identity, moving every process to a new one if
@@ -646,7 +681,40 @@ fn ids_by_namespace<'a>(
     by_namespace
 }
 
-async fn delete(db: &impl ConnectionTrait, rows: &[outbox::Model]) -> Result<()> {
+/// What one batch of outbox rows came to.
+struct Batch {
+    rows: usize,
+    last_id: Option<i64>,
+    applied: usize,
+    /// Why some rows are still owed.
+    error: Option<CacheError>,
+}
+
+impl Batch {
+    fn of(rows: &[outbox::Model], applied: usize, error: Option<CacheError>) -> Self {
+        Self {
+            rows: rows.len(),
+            last_id: rows.last().map(|row| row.id),
+            applied,
+            error,
+        }
+    }
+}
+
+/// What outbox rows owe, as [`Coherence::invalidations`] takes it: a "created" row
+/// (stored as `-version`) owes an unconditional removal (version 0).
+fn owed(rows: &[outbox::Model]) -> impl Iterator<Item = (&str, i64, u64)> {
+    rows.iter().map(|row| {
+        let version = if row.version < 0 {
+            0
+        } else {
+            row.version.unsigned_abs()
+        };
+        (row.namespace.as_str(), row.entity_id, version)
+    })
+}
+
+async fn delete(db: &impl ConnectionTrait, rows: &[&outbox::Model]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }

@@ -1,5 +1,6 @@
 //! [`CacheService`]: typed cache-aside reads and invalidation.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::backend::{CacheBackend, FillOutcome, LeaseToken, Lookup, MemoryBackend, RedisBackend};
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, Marks};
 use crate::codec::{self, Entry};
 use crate::config::{CacheConfig, RedisConfig};
 use crate::error::{CacheError, Result};
@@ -65,11 +66,12 @@ impl CacheService {
     /// A service over `backend`.
     pub fn new(backend: Arc<dyn CacheBackend>, config: CacheConfig) -> Result<Self> {
         config.validate()?;
+        let shards = backend.shard_count();
         Ok(Self {
             inner: Arc::new(Inner {
                 verified_reconnects: AtomicU64::new(u64::MAX),
                 backend,
-                breaker: Breaker::new(config.breaker_cooldown),
+                breaker: Breaker::new(config.breaker_cooldown, shards),
                 epoch: AtomicU64::new(0),
                 prefix: RwLock::new(Arc::from(config.prefix.as_str())),
                 config,
@@ -213,7 +215,7 @@ impl CacheService {
         Fut: Future<Output = Result<Option<T>, E>>,
     {
         let namespace = key.namespace().name();
-        if !self.inner.breaker.allows_reads() {
+        if !self.inner.breaker.allows_reads(self.shard_of(key.as_str())) {
             return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
         let read = self.inner.backend.get(key).await;
@@ -258,7 +260,7 @@ impl CacheService {
             },
             Ok(None) => count_request(namespace, "miss"),
             Err(error) => {
-                self.inner.breaker.trip();
+                self.trip(key.as_str());
                 tracing::warn!(%key, %error, "cache read failed; loading from the source");
                 return bypass::<T, E, Fm, _, _>(namespace, loader).await;
             }
@@ -282,15 +284,22 @@ impl CacheService {
         Fut: Future<Output = Result<Option<T>, E>>,
     {
         let namespace = group.namespace().name();
-        if !self.inner.breaker.allows_reads() {
+        let prefix = self.prefix();
+        // Members are invalidated only by moving the generation: they are as fresh as
+        // the generation's shard.
+        let generation_key = generation_key(&prefix, group);
+        if !self
+            .inner
+            .breaker
+            .allows_reads(self.shard_of(&generation_key))
+        {
             return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
-        let prefix = self.prefix();
         let member = MemberKey::new(&prefix, group, &member);
         let read = self
             .inner
             .backend
-            .get_member(&generation_key(&prefix, group), &member)
+            .get_member(&generation_key, &member)
             .await;
         if !self.connection_checked() {
             return bypass::<T, E, Fm, _, _>(namespace, loader).await;
@@ -301,7 +310,7 @@ impl CacheService {
                 self.serve::<T, E, Fm, _, _>(&key, Ok(entry), loader).await
             }
             Err(error) => {
-                self.inner.breaker.trip();
+                self.trip(&generation_key);
                 tracing::warn!(group = namespace, %error, "cache read of a group member failed; loading from the source");
                 bypass::<T, E, Fm, _, _>(namespace, loader).await
             }
@@ -329,7 +338,7 @@ impl CacheService {
                 Ok(()) => metrics::counter!("cache_invalidations_total", "namespace" => namespace)
                     .increment(1),
                 Err(error) => {
-                    self.inner.breaker.trip();
+                    self.trip(inv.key.as_str());
                     metrics::counter!("cache_invalidation_errors_total", "namespace" => namespace)
                         .increment(1);
                     tracing::warn!(key = %inv.key, %error, "cache invalidation failed");
@@ -351,7 +360,7 @@ impl CacheService {
                 Ok(())
             }
             Err(error) => {
-                self.inner.breaker.trip();
+                self.trip(&key);
                 metrics::counter!("cache_invalidation_errors_total", "namespace" => namespace)
                     .increment(1);
                 tracing::warn!(group = namespace, %error, "cache group invalidation failed");
@@ -391,7 +400,14 @@ impl CacheService {
                 }
             }
             Err(error) => {
-                self.inner.breaker.trip();
+                // Which step failed is not known: every shard the write touches waits
+                // for the replay.
+                for key in items.iter().map(|inv| inv.key.as_str()) {
+                    self.trip(key);
+                }
+                for key in &generation_keys {
+                    self.trip(key);
+                }
                 for namespace in namespaces {
                     metrics::counter!("cache_invalidation_errors_total", "namespace" => namespace)
                         .increment(1);
@@ -412,7 +428,7 @@ impl CacheService {
         let fences = join_all(items.iter().map(|inv| self.inner.backend.fence(&inv.key))).await;
         let mut pending = Vec::new();
         for (inv, fence) in items.iter().zip(fences) {
-            let fence = fence.inspect_err(|_| self.inner.breaker.trip())?;
+            let fence = fence.inspect_err(|_| self.trip(inv.key.as_str()))?;
             let applied =
                 matches!((inv.version, fence), (Some(version), Some(fence)) if fence >= version);
             if !applied {
@@ -425,10 +441,18 @@ impl CacheService {
         self.invalidate_write(&pending, groups).await
     }
 
-    /// Whether reads currently skip the cache (after a backend error, or while owed
-    /// invalidations wait to be replayed, or until a new connection was checked).
+    /// Whether reads currently skip the cache, for some keys or all (after a backend
+    /// error, or while owed invalidations wait to be replayed, or until a new connection
+    /// was checked).
     pub fn is_degraded(&self) -> bool {
-        !self.inner.breaker.allows_reads() || !self.connection_checked()
+        !self.inner.breaker.allows_all_reads() || !self.connection_checked()
+    }
+
+    /// Whether reads of `key` currently skip the cache. On a Redis Cluster a failing
+    /// master takes only its own hash slots off the cache: the other masters' keys are
+    /// still served.
+    pub fn is_degraded_for(&self, key: &CacheKey) -> bool {
+        !self.inner.breaker.allows_reads(self.shard_of(key.as_str())) || !self.connection_checked()
     }
 
     /// The current cache epoch (see [`Coherence`](crate::Coherence)): keys are spelled
@@ -450,14 +474,48 @@ impl CacheService {
     }
 
     /// Take before replaying owed invalidations; pass to [`resume`](Self::resume) after.
-    pub(crate) fn outage_mark(&self) -> u64 {
+    pub(crate) fn outage_mark(&self) -> Marks {
         self.inner.breaker.mark()
     }
 
-    /// Everything owed up to `mark` has been applied: unless the backend failed again
-    /// since, reads may use the cache again, at once (no cool-down left).
-    pub(crate) fn resume(&self, mark: u64) {
-        self.inner.breaker.resume(mark);
+    /// Everything owed up to `marks` has been applied, except what touches a shard for
+    /// which `held` says true: unless the backend failed again since, reads of the other
+    /// shards may use the cache again, at once (no cool-down left).
+    pub(crate) fn resume(&self, marks: &Marks, held: impl Fn(usize) -> bool) {
+        self.inner.breaker.resume(marks, held);
+    }
+
+    /// Whether an outage of a shard that `items` or `groups` live on has owed
+    /// invalidations not replayed yet.
+    pub(crate) fn needs_resync_for(&self, items: &[Invalidation], groups: &[Group]) -> bool {
+        self.inner.breaker.resync_needed()
+            && self
+                .shards_of(items, groups)
+                .into_iter()
+                .any(|shard| self.inner.breaker.shard_needs_resync(shard))
+    }
+
+    /// The shards that `items` and `groups`' generation counters live on.
+    pub(crate) fn shards_of(&self, items: &[Invalidation], groups: &[Group]) -> BTreeSet<usize> {
+        let prefix = self.prefix();
+        items
+            .iter()
+            .map(|inv| self.shard_of(inv.key.as_str()))
+            .chain(
+                groups
+                    .iter()
+                    .map(|group| self.shard_of(&generation_key(&prefix, *group))),
+            )
+            .collect()
+    }
+
+    /// The backend's shard holding `key` (see [`CacheBackend::shard_of`]).
+    pub(crate) fn shard_of(&self, key: &str) -> usize {
+        self.inner.backend.shard_of(key)
+    }
+
+    fn trip(&self, key: &str) {
+        self.inner.breaker.trip(self.shard_of(key));
     }
 
     /// Moves to cache epoch `epoch`, so entries written before can never be read.
@@ -582,7 +640,7 @@ impl CacheService {
                 Ok(Lookup::Busy) => break false,
                 // The request was counted (a miss) before the lease: counted once.
                 Err(error) => {
-                    self.inner.breaker.trip();
+                    self.trip(key.as_str());
                     tracing::warn!(%key, %error, "cache lease failed; loading without caching");
                     break false;
                 }
@@ -622,7 +680,7 @@ impl CacheService {
                 None
             }
             Err(error) => {
-                self.inner.breaker.trip();
+                self.trip(key.as_str());
                 tracing::warn!(%key, %error, "cache fill failed");
                 None
             }

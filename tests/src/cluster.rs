@@ -37,6 +37,10 @@ impl RedisCluster {
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "2000",
+                    // The other masters keep serving while one is down (and has no
+                    // replica to take over): the set-up that prefers availability.
+                    "--cluster-require-full-coverage",
+                    "no",
                 ])
             })
             .collect::<io::Result<Vec<_>>>()?;

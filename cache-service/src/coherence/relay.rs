@@ -126,10 +126,10 @@ impl Coherence {
 /// check, one select (and what it applies) and the backlog count.
 async fn tick(coherence: &Coherence) {
     let cache = coherence.cache();
-    let mark = cache.outage_mark();
-    let high = if cache.needs_resync() {
+    let resync = if cache.needs_resync() {
+        let marks = cache.outage_mark();
         match coherence.high_water().await {
-            Ok(high) => Some(high),
+            Ok(high) => Some((marks, high)),
             Err(error) => {
                 tracing::warn!(%error, "outbox: cannot read the outbox; will retry");
                 return;
@@ -145,16 +145,20 @@ async fn tick(coherence: &Coherence) {
     match coherence.drain_joined().await {
         Ok(applied) if applied > 0 => tracing::debug!(applied, "outbox: invalidations applied"),
         Ok(_) => {}
-        Err(error) => {
-            tracing::warn!(%error, "outbox: invalidations still owed; will retry");
-            return;
-        }
+        // What the healthy shards were owed is applied: they may resume below.
+        Err(error) => tracing::warn!(%error, "outbox: invalidations still owed; will retry"),
     }
-    if let Some(high) = high {
+    if let Some((marks, high)) = resync {
         // Rows another relay still holds count as owed: they may not be applied yet.
-        let resolved = coherence.owed_through(high).await.is_ok_and(|owed| !owed);
-        if resolved && cache.is_verified() && cache.ping().await.is_ok() {
-            cache.resume(mark);
+        let Ok(owed) = coherence.owed_shards_through(high).await else {
+            return;
+        };
+        let answering = cache.backend().ping_shards().await;
+        if cache.is_verified() {
+            cache.resume(&marks, |shard| {
+                owed.as_ref().is_none_or(|owed| owed.contains(&shard))
+                    || !answering.get(shard).copied().unwrap_or(false)
+            });
             if !cache.needs_resync() {
                 tracing::info!("cache back: owed invalidations applied, reads use it again");
             }
