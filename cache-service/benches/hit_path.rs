@@ -118,7 +118,7 @@ impl Fixture {
         let backend = RedisBackend::connect(&RedisConfig::new(url))
             .await
             .expect("bench: Redis");
-        let pool = backend.pool().clone();
+        let pool = backend.pool().expect("a standalone Redis").clone();
         let cache = CacheService::new(
             Arc::new(backend),
             CacheConfig::with_prefix(support::unique_prefix("hit")),

@@ -63,7 +63,7 @@ fn main() {
         let backend = RedisBackend::connect(&RedisConfig::new(redis.url()))
             .await
             .expect("Redis");
-        let pool = backend.pool().clone();
+        let pool = backend.pool().expect("a standalone Redis").clone();
         let cache = CacheService::new(
             Arc::new(backend),
             CacheConfig::with_prefix(support::unique_prefix("profile")),

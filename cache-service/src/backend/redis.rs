@@ -1,25 +1,39 @@
-//! Redis backend over a `fred` pool.
+//! Redis backend over `fred` pools.
 //!
 //! Each atomic step on one entry is one Lua script over keys that share a hash tag (see
 //! [`key`](crate::key)), so the same code runs on a Redis Cluster. Two steps span
 //! entries, to save a round trip: a write's invalidation (groups and items) and a group
 //! member's read (generation and entry); on a standalone Redis each is one script, on a
-//! cluster they run as separate steps in the same order. The client reconnects
-//! with exponential backoff, every command has a timeout, and reads fail fast while
+//! cluster they run as separate steps in the same order. Clients reconnect with
+//! exponential backoff, every command has a timeout, and reads fail fast while
 //! disconnected: a dead or frozen Redis costs a request at most one timeout.
+//!
+//! A standalone Redis (or one behind Sentinel) is one pool. A `redis-cluster://` URL
+//! gets a pool per master, routed here by hash slot (see [`cluster`]), so that a master
+//! that is down takes only its own slots off the cache.
+
+mod cluster;
+mod node;
+mod scripts;
 
 use std::fmt;
+use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fred::clients::WithOptions;
 use fred::interfaces::ClusterInterface;
 use fred::prelude::*;
 use fred::types::InfoKind;
-use fred::types::scripts::Script;
+use fred::types::cluster::ClusterRouting;
+use fred::types::config::ServerConfig;
+use tokio::sync::Notify;
+
+use cluster::{Cluster, SLOTS};
+use node::{Node, info_field};
+use scripts::Scripts;
 
 use super::{
     CacheBackend, FillOutcome, LeaseToken, Lookup, clock_generation, invalidate_write_in_steps,
@@ -29,230 +43,84 @@ use crate::config::RedisConfig;
 use crate::error::{CacheError, Result};
 use crate::key::{CacheKey, Invalidation, MemberKey};
 
-/// Reads the version from an entry's header (see [`codec`](crate::codec)); -1 for bytes
-/// in another format, so they always count as older.
-const ENTRY_VERSION: &str = r#"
-local function entry_version(v)
-  if string.len(v) < 10 or string.byte(v, 1) ~= 1 then return -1 end
-  local n = 0
-  for i = 2, 9 do n = n * 256 + string.byte(v, i) end
-  return n
-end
-"#;
-
-/// KEYS: value, lease. ARGV: token, lease ttl (ms).
-/// Returns {1, value} on a hit, {0} when the lease was taken, {2} when another holds it.
-const GET_OR_LEASE: &str = r#"
-local v = redis.call('GET', KEYS[1])
-if v then return {1, v} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
-return {2}
-"#;
-
-/// KEYS: value, lease, fence. ARGV: token, entry, ttl (ms).
-/// Returns 0 stored, 1 lease lost, 2 fenced.
-const FILL: &str = r#"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 1 end
-redis.call('DEL', KEYS[2])
-local fence = redis.call('GET', KEYS[3])
-if fence and entry_version(ARGV[2]) < tonumber(fence) then return 2 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 0
-"#;
-
-/// Applies one invalidation (see [`Invalidation`]): `version` '' removes the entry and
-/// its lease; a version removes older entries and raises the fence to it.
-const INVALIDATE_FN: &str = r#"
-local function invalidate(value, lease, fence_key, version, fence_ttl)
-  if version == '' then
-    redis.call('DEL', value, lease)
-    return
-  end
-  local v = tonumber(version)
-  local current = redis.call('GET', value)
-  if current and entry_version(current) < v then redis.call('DEL', value) end
-  local fence = redis.call('GET', fence_key)
-  if fence and tonumber(fence) >= v then
-    redis.call('PEXPIRE', fence_key, fence_ttl)
-  else
-    redis.call('SET', fence_key, version, 'PX', fence_ttl)
-  end
-end
-"#;
-
-/// Moves a group to its next generation, or seeds a lost counter from the clock.
-const BUMP_FN: &str = r#"
--- INCR's integer reply, not tostring(): Lua 5.1 prints numbers with 14 significant
--- digits, so a clock-seeded counter (16 digits) would come back as "1.7957e+15".
-local function bump(key, seed)
-  if redis.call('EXISTS', key) == 1 then return redis.call('INCR', key) end
-  redis.call('SET', key, seed)
-  return seed
-end
-"#;
-
-/// KEYS: value, lease, fence. ARGV: version ('' = unconditional), fence ttl (ms).
-const INVALIDATE: &str = r#"
-invalidate(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
-return 1
-"#;
-
-/// KEYS: generation. ARGV: seed from the clock.
-const GENERATION: &str = r#"
-local g = redis.call('GET', KEYS[1])
-if g then return g end
-redis.call('SET', KEYS[1], ARGV[1])
-return ARGV[1]
-"#;
-
-/// A group member's entry with the group's generation, in one step. The member's key
-/// depends on the generation, so it is built here and is not in KEYS: standalone Redis
-/// only (a cluster reads the two in turn).
-/// KEYS: generation. ARGV: member key head, member key tail, seed from the clock.
-/// Returns {generation} or {generation, entry}.
-const GET_MEMBER: &str = r#"
-local g = redis.call('GET', KEYS[1])
-if not g then
-  redis.call('SET', KEYS[1], ARGV[3])
-  g = ARGV[3]
-end
-return {g, redis.call('GET', ARGV[1] .. g .. ARGV[2])}
-"#;
-
-/// KEYS: generation. ARGV: seed from the clock.
-const BUMP_GENERATION: &str = r#"
-return bump(KEYS[1], ARGV[1])
-"#;
-
-/// One write's invalidations in one step: the groups first, then the items, so an
-/// item's fence never exists without its groups having moved on (what
-/// `CacheService::replay_write` relies on); a failing group bump stops the script
-/// before any item.
-/// KEYS: the groups' generation keys, then value, lease, fence of each item.
-/// ARGV: number of groups, clock seed, fence ttl (ms), then each item's version.
-const INVALIDATE_WRITE: &str = r#"
-local groups = tonumber(ARGV[1])
-for i = 1, groups do bump(KEYS[i], ARGV[2]) end
-local item = 0
-for k = groups + 1, #KEYS, 3 do
-  item = item + 1
-  invalidate(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[3 + item], ARGV[3])
-end
-return 1
-"#;
-
-struct Scripts {
-    get_or_lease: Script,
-    fill: Script,
-    invalidate: Script,
-    generation: Script,
-    get_member: Script,
-    bump_generation: Script,
-    invalidate_write: Script,
-}
-
-impl Scripts {
-    fn new() -> Self {
-        Self {
-            get_or_lease: Script::from_lua(GET_OR_LEASE),
-            fill: Script::from_lua(format!("{ENTRY_VERSION}{FILL}")),
-            invalidate: Script::from_lua(format!("{ENTRY_VERSION}{INVALIDATE_FN}{INVALIDATE}")),
-            generation: Script::from_lua(GENERATION),
-            get_member: Script::from_lua(GET_MEMBER),
-            bump_generation: Script::from_lua(format!("{BUMP_FN}{BUMP_GENERATION}")),
-            invalidate_write: Script::from_lua(format!(
-                "{ENTRY_VERSION}{INVALIDATE_FN}{BUMP_FN}{INVALIDATE_WRITE}"
-            )),
-        }
-    }
-}
-
-/// Redis through a `fred` connection pool. Cloning is shallow.
+/// Redis through `fred` pools. Cloning is shallow.
 #[derive(Clone)]
 pub struct RedisBackend {
-    pool: Pool,
-    /// Each pooled client with `fail_fast` set, for reads (built once: `with_options`
-    /// clones the client per call).
-    readers: Arc<[WithOptions<Client>]>,
-    /// Round-robin position over the pool.
-    next: Arc<AtomicUsize>,
+    servers: Servers,
     scripts: Arc<Scripts>,
-    command_timeout: Duration,
-    reconnects: Arc<Reconnects>,
+    /// New connections so far, over every pool.
+    seen: Arc<AtomicU64>,
     /// Woken on every reconnection (and on the first connection, when it came late).
-    signal: Arc<tokio::sync::Notify>,
+    signal: Arc<Notify>,
 }
 
-/// Counts new connections, per pooled client. Every command looks at the reconnections
-/// of the client it used after its reply came back, so a reply that came over a new
-/// connection is always counted by the time the caller looks: fred announces a new
-/// connection before it sends anything over it. Only that one client is looked at, so
-/// the hit path takes one uncontended lock, not one per client.
-struct Reconnects {
-    receivers: Vec<std::sync::Mutex<tokio::sync::broadcast::Receiver<fred::types::config::Server>>>,
-    seen: AtomicU64,
+#[derive(Clone)]
+enum Servers {
+    /// One pool: a standalone Redis, a master behind Sentinel, or an application's own
+    /// pool (a cluster pool too, routed by fred).
+    One(Arc<Node>),
+    /// A pool per cluster master.
+    Cluster(Arc<Cluster>),
 }
 
-impl Reconnects {
-    /// Counts the reconnections announced on client `index`.
-    fn poll(&self, index: usize) {
-        use tokio::sync::broadcast::error::TryRecvError;
-        let Some(receiver) = self.receivers.get(index) else {
-            return;
-        };
-        let mut new = 0;
-        let mut rx = receiver.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            match rx.try_recv() {
-                Ok(_) => new += 1,
-                Err(TryRecvError::Lagged(n)) => new += n,
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-            }
-        }
-        if new > 0 {
-            self.seen.fetch_add(new, Ordering::AcqRel);
-        }
-    }
+/// The node a command goes to: borrowed from a single-pool backend, shared from the
+/// cluster's current slot map.
+enum NodeRef<'a> {
+    Borrowed(&'a Node),
+    Shared(Arc<Node>),
+}
 
-    fn count(&self) -> u64 {
-        self.seen.load(Ordering::Acquire)
-    }
+impl Deref for NodeRef<'_> {
+    type Target = Node;
 
-    fn poll_all(&self) -> u64 {
-        for index in 0..self.receivers.len() {
-            self.poll(index);
+    fn deref(&self) -> &Node {
+        match self {
+            NodeRef::Borrowed(node) => node,
+            NodeRef::Shared(node) => node,
         }
-        self.count()
     }
 }
 
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisBackend")
-            .field("pool_size", &self.pool.size())
-            .finish_non_exhaustive()
+        let mut debug = f.debug_struct("RedisBackend");
+        match &self.servers {
+            Servers::One(node) => debug.field("pool_size", &node.pool().size()),
+            Servers::Cluster(_) => debug.field("cluster", &true),
+        };
+        debug.finish_non_exhaustive()
     }
 }
 
 impl RedisBackend {
-    /// Connects the pool; fails if Redis cannot be reached now. Afterwards the pool
-    /// reconnects on its own, forever (see [`connect_in_background`]).
+    /// Connects; fails if Redis cannot be reached now. Afterwards the pools reconnect on
+    /// their own, forever (see [`connect_in_background`]).
     ///
     /// [`connect_in_background`]: Self::connect_in_background
     pub async fn connect(config: &RedisConfig) -> Result<Self> {
         let backend = Self::build(config, true)?;
-        let init = backend
-            .pool
-            .init()
-            .await
-            .map_err(|e| backend_error(e, config))?;
-        drop(init); // the connection tasks keep running inside the pool
+        match &backend.servers {
+            Servers::One(node) => {
+                let init = node
+                    .pool()
+                    .init()
+                    .await
+                    .map_err(|e| backend_error(e, config))?;
+                drop(init); // the connection tasks keep running inside the pool
+            }
+            Servers::Cluster(cluster) => cluster.refresh().await.map_err(|e| {
+                CacheError::Backend(format!(
+                    "cannot connect to Redis at {}: {e}",
+                    redact(&config.url)
+                ))
+            })?,
+        }
         backend.ping().await?;
         Ok(backend)
     }
 
     /// Like [`connect`](Self::connect), but a Redis that cannot be reached now is not an
-    /// error: the pool keeps trying in the background, and until it connects reads fail
+    /// error: the pools keep trying in the background, and until they connect reads fail
     /// at once (and go to the loader) and other commands after the command timeout.
     /// Waits up to the connect timeout for the first connection. Fails only on a bad URL.
     ///
@@ -261,24 +129,45 @@ impl RedisBackend {
     /// useless while it is away, and each attempt is one TCP connect.
     pub async fn connect_in_background(config: &RedisConfig) -> Result<Self> {
         let backend = Self::build(config, false)?;
-        drop(backend.pool.connect_pool());
-        let connected =
-            tokio::time::timeout(config.connect_timeout, backend.pool.wait_for_connect()).await;
-        if !matches!(connected, Ok(Ok(()))) {
+        let connected = match &backend.servers {
+            Servers::One(node) => {
+                drop(node.pool().connect_pool());
+                let waited =
+                    tokio::time::timeout(config.connect_timeout, node.pool().wait_for_connect())
+                        .await;
+                matches!(waited, Ok(Ok(())))
+            }
+            Servers::Cluster(cluster) => cluster.refresh().await.is_ok(),
+        };
+        if !connected {
             tracing::warn!(redis = %redact(&config.url), "Redis cannot be reached now; reads go to the database until it can");
-            let pool = backend.pool.clone();
             let signal = backend.signal.clone();
-            tokio::spawn(async move {
-                if pool.wait_for_connect().await.is_ok() {
-                    signal.notify_one();
+            match &backend.servers {
+                Servers::One(node) => {
+                    let pool = node.pool().clone();
+                    tokio::spawn(async move {
+                        if pool.wait_for_connect().await.is_ok() {
+                            signal.notify_one();
+                        }
+                    });
                 }
-            });
+                Servers::Cluster(cluster) => {
+                    let cluster = cluster.clone();
+                    let pause = config.reconnect_max_delay;
+                    tokio::spawn(async move {
+                        while cluster.refresh().await.is_err() {
+                            tokio::time::sleep(pause).await;
+                        }
+                        signal.notify_one();
+                    });
+                }
+            }
         }
         Ok(backend)
     }
 
-    /// The pool, not connected yet. With `fail_fast`, a first connection that fails is an
-    /// error; without, it is retried like any later one.
+    /// The backend, not connected yet. With `fail_fast`, a first connection that fails is
+    /// an error; without, it is retried like any later one.
     fn build(config: &RedisConfig, fail_fast: bool) -> Result<Self> {
         let mut fred_config = Config::from_url(&config.url)
             .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))?;
@@ -286,131 +175,164 @@ impl RedisBackend {
         if let Some(ca_file) = &config.tls_ca_file {
             fred_config.tls = Some(tls_with_ca(ca_file)?.into());
         }
-        let pool = Builder::from_config(fred_config)
-            .with_performance_config(|p| p.default_command_timeout = config.command_timeout)
-            .with_connection_config(|c| {
-                c.connection_timeout = config.connect_timeout;
-                c.internal_command_timeout = config.command_timeout.max(Duration::from_secs(1));
-                c.max_command_attempts = 1;
-            })
-            .set_policy({
-                let max = (config.reconnect_max_delay.as_millis() as u32).max(1);
-                ReconnectPolicy::new_exponential(0, max.min(50), max, 2)
-            })
-            .build_pool(config.pool_size.max(1))
-            .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))?;
-        Ok(Self::over(pool, config.command_timeout))
+        let seen = Arc::new(AtomicU64::new(0));
+        let signal = Arc::new(Notify::new());
+        let servers = if matches!(fred_config.server, ServerConfig::Clustered { .. }) {
+            let settings = config.clone();
+            Servers::Cluster(Arc::new(Cluster::new(
+                fred_config,
+                Box::new(move |node_config| {
+                    // Commands for a master that is down fail at once: its slots go to
+                    // the loader, the other masters' keys are not held up.
+                    new_pool(
+                        Config {
+                            fail_fast: true,
+                            ..node_config
+                        },
+                        &settings,
+                    )
+                }),
+                config.connect_timeout,
+                config.command_timeout,
+                seen.clone(),
+                signal.clone(),
+            )))
+        } else {
+            Servers::One(Arc::new(Node::over(
+                new_pool(fred_config, config)?,
+                config.command_timeout,
+                seen.clone(),
+                signal.clone(),
+            )))
+        };
+        Ok(Self {
+            servers,
+            scripts: Arc::new(Scripts::new()),
+            seen,
+            signal,
+        })
     }
 
     /// A backend over an application's own fred pool (connected already, or connected
     /// by the caller later with [`Pool::init`]). `command_timeout` is what the pool's
     /// commands give up after (for error messages; set it on the pool). The pool should
     /// have a reconnect policy and a command timeout, or a dead Redis hangs requests
-    /// (see [`RedisConfig`] for the values this crate uses).
+    /// (see [`RedisConfig`] for the values this crate uses). A cluster pool is routed by
+    /// fred, which holds every key off the cache while any master is down; a
+    /// `redis-cluster://` URL given to [`connect`](Self::connect) does not.
     pub fn from_pool(pool: Pool, command_timeout: Duration) -> Self {
-        Self::over(pool, command_timeout)
-    }
-
-    fn over(pool: Pool, command_timeout: Duration) -> Self {
-        let reconnects = Arc::new(Reconnects {
-            receivers: pool
-                .clients()
-                .iter()
-                .map(|client| std::sync::Mutex::new(client.reconnect_rx()))
-                .collect(),
-            seen: AtomicU64::new(0),
-        });
-        let signal = Arc::new(tokio::sync::Notify::new());
-        for client in pool.clients() {
-            let mut events = client.reconnect_rx();
-            let signal = signal.clone();
-            tokio::spawn(async move {
-                use tokio::sync::broadcast::error::RecvError;
-                while let Ok(_) | Err(RecvError::Lagged(_)) = events.recv().await {
-                    signal.notify_one();
-                }
-            });
-        }
-        let fail_fast = Options {
-            fail_fast: true,
-            ..Options::default()
-        };
-        let readers = pool
-            .clients()
-            .iter()
-            .map(|client| client.with_options(&fail_fast))
-            .collect();
+        let seen = Arc::new(AtomicU64::new(0));
+        let signal = Arc::new(Notify::new());
         Self {
-            pool,
-            readers,
-            next: Arc::new(AtomicUsize::new(0)),
+            servers: Servers::One(Arc::new(Node::over(
+                pool,
+                command_timeout,
+                seen.clone(),
+                signal.clone(),
+            ))),
             scripts: Arc::new(Scripts::new()),
-            command_timeout,
-            reconnects,
+            seen,
             signal,
         }
     }
 
-    /// The underlying pool, for callers that need commands this trait does not cover.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
-    /// The next pooled client, round robin, and its index.
-    fn client(&self) -> (usize, &Client) {
-        let clients = self.pool.clients();
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % clients.len();
-        (index, &clients[index])
-    }
-
-    fn map_error(&self, error: Error) -> CacheError {
-        match error.kind() {
-            ErrorKind::Timeout => CacheError::Timeout(self.command_timeout),
-            _ => CacheError::Backend(error.to_string()),
+    /// The underlying pool, for callers that need commands this trait does not cover;
+    /// `None` on a cluster, which has a pool per master.
+    pub fn pool(&self) -> Option<&Pool> {
+        match &self.servers {
+            Servers::One(node) => Some(node.pool()),
+            Servers::Cluster(_) => None,
         }
     }
 
-    /// The `run_id` of the server behind every pooled connection, which must be one
-    /// master. After a Sentinel failover a connection may still lead to the old master,
-    /// now a replica that answers reads: it is reconnected (through the sentinels, to the
-    /// new master), and until every connection agrees the identity is an error, so reads
-    /// stay off the cache.
-    async fn standalone_identity(&self) -> Result<String> {
-        let mut identity: Option<String> = None;
-        for (index, client) in self.pool.clients().iter().enumerate() {
-            let reply = client.info::<String>(None).await;
-            self.reconnects.poll(index);
-            let info = reply.map_err(|e| self.map_error(e))?;
-            if !info.lines().any(|line| line.trim() == "role:master") {
-                let _ = client.force_reconnection().await;
-                return Err(CacheError::Backend(
-                    "a connection leads to a replica; reconnecting it to the master".into(),
-                ));
-            }
-            let id = run_id(&info)?;
-            match &identity {
-                Some(seen) if *seen != id => {
-                    return Err(CacheError::Backend(
-                        "the pooled connections lead to different servers".into(),
-                    ));
-                }
-                _ => identity = Some(id),
-            }
+    /// The node that holds `key`.
+    fn node(&self, key: &str) -> Result<NodeRef<'_>> {
+        match &self.servers {
+            Servers::One(node) => Ok(NodeRef::Borrowed(node)),
+            Servers::Cluster(cluster) => cluster.node_for(key).map(NodeRef::Shared),
         }
-        identity.ok_or_else(|| CacheError::Backend("the pool has no connection".into()))
     }
 
+    /// Some node, for commands about the server rather than a key.
+    fn any_node(&self) -> Result<NodeRef<'_>> {
+        match &self.servers {
+            Servers::One(node) => Ok(NodeRef::Borrowed(node)),
+            Servers::Cluster(cluster) => cluster.any_node().map(NodeRef::Shared),
+        }
+    }
+
+    /// Whether a script may touch keys of different slots (one server holds them all).
+    fn spans_slots(&self) -> bool {
+        matches!(&self.servers, Servers::One(node) if !node.pool().is_clustered())
+    }
+
+    /// Runs `script` on the node of its first key.
     async fn eval<R: FromValue>(
         &self,
-        script: &Script,
+        script: &fred::types::scripts::Script,
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<R> {
-        let (index, client) = self.client();
-        let reply = script.evalsha_with_reload(client, keys, args).await;
-        self.reconnects.poll(index);
-        reply.map_err(|e| self.map_error(e))
+        let node = self.node(keys.first().map_or("", String::as_str))?;
+        node.eval(script, keys, args).await
     }
+
+    /// The identity of an application's own cluster pool, routed by fred: every
+    /// master's address and `run_id`, each asked directly.
+    async fn fred_cluster_identity(&self, node: &Node) -> Result<String> {
+        let (_, client) = node.client();
+        // The routing table fred caches may still name a master that died and was
+        // replaced by its replica: refresh it first (one `CLUSTER SLOTS`).
+        let bound = Duration::from_secs(2);
+        match tokio::time::timeout(bound, client.sync_cluster()).await {
+            Ok(result) => result.map_err(|e| node.map_error(e))?,
+            Err(_) => return Err(CacheError::Backend("CLUSTER SLOTS: timed out".into())),
+        }
+        let mut masters = client
+            .cached_cluster_state()
+            .map(|state| state.unique_primary_nodes())
+            .unwrap_or_default();
+        if masters.is_empty() {
+            return Err(CacheError::Backend(
+                "the cluster's masters are not known yet".into(),
+            ));
+        }
+        masters.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+        let mut parts = Vec::with_capacity(masters.len());
+        for master in masters {
+            let address = format!("{}:{}", master.host, master.port);
+            let reply = tokio::time::timeout(
+                bound,
+                client
+                    .with_cluster_node(master)
+                    .info::<String>(Some(InfoKind::Server)),
+            )
+            .await
+            .map_err(|_| CacheError::Backend(format!("INFO on {address}: timed out")))?;
+            let info = reply.map_err(|e| node.map_error(e))?;
+            parts.push(format!("{address}={}", run_id(&info)?));
+        }
+        node.poll_all();
+        Ok(parts.join(","))
+    }
+}
+
+/// A pool with this crate's settings: command and connect timeouts, one attempt per
+/// command, and the reconnect policy.
+fn new_pool(fred_config: Config, config: &RedisConfig) -> Result<Pool> {
+    Builder::from_config(fred_config)
+        .with_performance_config(|p| p.default_command_timeout = config.command_timeout)
+        .with_connection_config(|c| {
+            c.connection_timeout = config.connect_timeout;
+            c.internal_command_timeout = config.command_timeout.max(Duration::from_secs(1));
+            c.max_command_attempts = 1;
+        })
+        .set_policy({
+            let max = (config.reconnect_max_delay.as_millis() as u32).max(1);
+            ReconnectPolicy::new_exponential(0, max.min(50), max, 2)
+        })
+        .build_pool(config.pool_size.max(1))
+        .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))
 }
 
 /// The script argument of an invalidation's version ('' for an unconditional one).
@@ -480,12 +402,7 @@ impl CacheBackend for RedisBackend {
     /// future into a new box at each layer of its router and middleware, and would
     /// copy those 7 KB a dozen times per request).
     async fn get(&self, key: &CacheKey) -> Result<Option<Bytes>> {
-        let (index, _) = self.client();
-        let reply = self.readers[index]
-            .get::<Option<Bytes>, _>(key.as_str())
-            .await;
-        self.reconnects.poll(index);
-        reply.map_err(|e| self.map_error(e))
+        self.node(key.as_str())?.get(key.as_str()).await
     }
 
     async fn get_or_lease(
@@ -570,7 +487,7 @@ impl CacheBackend for RedisBackend {
         generation_keys: &[String],
         fence_ttl: Duration,
     ) -> Result<()> {
-        if self.pool.is_clustered() {
+        if !self.spans_slots() {
             return invalidate_write_in_steps(self, items, generation_keys, fence_ttl).await;
         }
         let mut keys = generation_keys.to_vec();
@@ -591,10 +508,11 @@ impl CacheBackend for RedisBackend {
     }
 
     async fn fence(&self, key: &CacheKey) -> Result<Option<u64>> {
-        let (index, client) = self.client();
-        let reply = client.get::<Option<String>, _>(key.fence_key()).await;
-        self.reconnects.poll(index);
-        let fence = reply.map_err(|e| self.map_error(e))?;
+        let fence_key = key.fence_key();
+        let fence = self
+            .node(&fence_key)?
+            .run(|client| client.get::<Option<String>, _>(fence_key.as_str()))
+            .await?;
         fence
             .map(|f| {
                 f.parse()
@@ -621,7 +539,7 @@ impl CacheBackend for RedisBackend {
         generation_key: &str,
         member: &MemberKey,
     ) -> Result<(u64, Option<Bytes>)> {
-        if self.pool.is_clustered() {
+        if !self.spans_slots() {
             let generation = self.generation(generation_key).await?;
             return Ok((generation, self.get(&member.at(generation)).await?));
         }
@@ -665,78 +583,83 @@ impl CacheBackend for RedisBackend {
     }
 
     /// Standalone (or behind Sentinel): the master's `run_id`, as every pooled
-    /// connection sees it. Cluster: every master's
-    /// address and `run_id`, each asked directly, so a restart, a restore or a failover
-    /// of any one master changes it, and a reconnection to the same masters does not.
+    /// connection sees it. Cluster: every master's address, `run_id` and replication id
+    /// (see [`cluster`]).
     async fn identity(&self) -> Result<Option<String>> {
-        let (index, client) = self.client();
-        if !self.pool.is_clustered() {
-            return self.standalone_identity().await.map(Some);
+        match &self.servers {
+            Servers::One(node) if node.pool().is_clustered() => {
+                self.fred_cluster_identity(node).await.map(Some)
+            }
+            Servers::One(node) => {
+                let info = node.master_info().await?;
+                run_id(&info).map(Some)
+            }
+            Servers::Cluster(cluster) => cluster.identity().await.map(Some),
         }
-        // The routing table fred caches may still name a master that died and was
-        // replaced by its replica: refresh it first (one `CLUSTER SLOTS`).
-        let bound = self.command_timeout.max(Duration::from_millis(100)) * 4;
-        match tokio::time::timeout(bound, client.sync_cluster()).await {
-            Ok(result) => result.map_err(|e| self.map_error(e))?,
-            Err(_) => return Err(CacheError::Backend("CLUSTER SLOTS: timed out".into())),
-        }
-        let mut masters = client
-            .cached_cluster_state()
-            .map(|state| state.unique_primary_nodes())
-            .unwrap_or_default();
-        if masters.is_empty() {
-            return Err(CacheError::Backend(
-                "the cluster's masters are not known yet".into(),
-            ));
-        }
-        masters.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
-        let mut parts = Vec::with_capacity(masters.len());
-        for master in masters {
-            let address = format!("{}:{}", master.host, master.port);
-            let reply = tokio::time::timeout(
-                bound,
-                client
-                    .with_cluster_node(master)
-                    .info::<String>(Some(InfoKind::Server)),
-            )
-            .await
-            .map_err(|_| CacheError::Backend(format!("INFO on {address}: timed out")))?;
-            let info = reply.map_err(|e| self.map_error(e))?;
-            parts.push(format!("{address}={}", run_id(&info)?));
-        }
-        self.reconnects.poll(index);
-        Ok(Some(parts.join(",")))
     }
 
     fn reconnects(&self) -> u64 {
-        self.reconnects.count()
+        self.seen.load(Ordering::Acquire)
     }
 
     fn refresh_reconnects(&self) -> u64 {
-        self.reconnects.poll_all()
+        match &self.servers {
+            Servers::One(node) => node.poll_all(),
+            Servers::Cluster(cluster) => cluster.poll_all(),
+        }
+        self.reconnects()
     }
 
     async fn reconnected(&self) {
         self.signal.notified().await;
     }
 
-    async fn eviction_policy(&self) -> Result<Option<String>> {
-        let (index, client) = self.client();
-        let reply = client.info::<String>(Some(InfoKind::Memory)).await;
-        self.reconnects.poll(index);
-        let info = reply.map_err(|e| self.map_error(e))?;
-        Ok(info
-            .lines()
-            .find_map(|line| line.trim().strip_prefix("maxmemory_policy:"))
-            .map(str::to_owned))
+    fn shard_count(&self) -> usize {
+        match &self.servers {
+            Servers::One(_) => 1,
+            Servers::Cluster(_) => SLOTS,
+        }
     }
 
+    fn shard_of(&self, key: &str) -> usize {
+        match &self.servers {
+            Servers::One(_) => 0,
+            Servers::Cluster(_) => ClusterRouting::hash_key(key.as_bytes()) as usize,
+        }
+    }
+
+    async fn ping_shards(&self) -> Vec<bool> {
+        match &self.servers {
+            Servers::One(_) => vec![self.ping().await.is_ok()],
+            Servers::Cluster(cluster) => cluster.ping_slots().await,
+        }
+    }
+
+    async fn eviction_policy(&self) -> Result<Option<String>> {
+        let info = self
+            .any_node()?
+            .run(|client| client.info::<String>(Some(InfoKind::Memory)))
+            .await?;
+        Ok(info_field(&info, "maxmemory_policy").map(str::to_owned))
+    }
+
+    /// Every master answers.
     async fn ping(&self) -> Result<()> {
-        let (index, client) = self.client();
-        let reply = client.ping::<String>(None).await;
-        self.reconnects.poll(index);
-        reply.map_err(|e| self.map_error(e))?;
-        Ok(())
+        match &self.servers {
+            Servers::One(node) => {
+                node.run(|client| client.ping::<String>(None)).await?;
+                Ok(())
+            }
+            Servers::Cluster(cluster) => {
+                if cluster.ping_slots().await.iter().all(|up| *up) {
+                    Ok(())
+                } else {
+                    Err(CacheError::Backend(
+                        "a cluster master does not answer".into(),
+                    ))
+                }
+            }
+        }
     }
 }
 
