@@ -33,6 +33,7 @@ macro_rules! on_both_backends {
             )+
         }
         on_both_backends!(@redis $($name),+);
+        on_both_backends!(@all $($name),+);
     };
     (realtime: $($name:ident),+ $(,)?) => {
         mod memory {
@@ -45,6 +46,13 @@ macro_rules! on_both_backends {
             )+
         }
         on_both_backends!(@redis $($name),+);
+        on_both_backends!(@all $($name),+);
+    };
+    (@all $($name:ident),+) => {
+        /// Every test of this module by name, for a run on another set-up (the cluster).
+        pub(crate) const ALL: &[(&str, $crate::support::EnvTest)] = &[
+            $((stringify!($name), |env| Box::pin($name(env)))),+
+        ];
     };
     (@redis $($name:ident),+) => {
         mod redis {
@@ -67,3 +75,33 @@ mod fail_open;
 mod races;
 mod service;
 mod support;
+
+/// The backend contract, the service's behaviour and every race on a 3-master Redis
+/// Cluster (one for the whole binary, the tests in turn): every script's keys share a
+/// hash slot, and the steps that span slots keep their order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_backend_service_and_race_test_holds_on_a_redis_cluster() {
+    use integration_tests::cluster::RedisCluster;
+    use integration_tests::{find_on_path, in_ci};
+    if find_on_path("redis-server").is_none() || find_on_path("redis-cli").is_none() {
+        assert!(
+            !in_ci(),
+            "CI needs redis-server and redis-cli for the cluster test"
+        );
+        eprintln!("SKIPPED: the cluster test needs redis-server and redis-cli on PATH");
+        return;
+    }
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .expect("task")
+        .expect("a 3-master cluster starts");
+    let tests = conformance::ALL
+        .iter()
+        .chain(service::ALL)
+        .chain(races::ALL);
+    for (name, test) in tests {
+        eprintln!("on the cluster: {name}");
+        let env = support::Env::cluster(&cluster.url(), name).await;
+        test(&env).await;
+    }
+}

@@ -50,6 +50,10 @@ pub struct RedisEnv {
     pub server: Option<RedisServer>,
 }
 
+/// A test written once over an [`Env`] (see `on_both_backends!`).
+pub type EnvTest =
+    for<'a> fn(&'a Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+
 /// One test's view of one backend: the backend, a key prefix nobody else uses, the
 /// clock to let TTLs run out, and for Redis a way to look inside.
 #[derive(Debug)]
@@ -93,6 +97,25 @@ impl Env {
                 server,
             }),
         })
+    }
+
+    /// A `RedisBackend` over the Redis Cluster at `url` (private to the test binary, so
+    /// nothing needs cleaning up).
+    pub async fn cluster(url: &str, test_name: &str) -> Self {
+        let backend = RedisBackend::connect(&RedisConfig::new(url))
+            .await
+            .expect("RedisBackend connects to the cluster");
+        let client = redis_client(url).await.expect("a cluster client connects");
+        Self {
+            backend: Arc::new(backend),
+            prefix: unique_prefix(test_name),
+            clock: Clock::Real,
+            redis: Some(RedisEnv {
+                url: url.to_owned(),
+                client,
+                server: None,
+            }),
+        }
     }
 
     /// Removes this test's keys from a shared Redis (`TEST_REDIS_URL`); a private server
