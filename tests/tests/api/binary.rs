@@ -204,10 +204,24 @@ async fn serve(binary: &Path, dir: &TempDir, token: Option<&str>) -> Served {
     let stdout = forward_lines(child.stdout.take().expect("stdout"));
     let mut stderr = forward_lines(child.stderr.take().expect("stderr"));
 
+    let (address, _) = serving_address(&mut stderr).await;
+    // Keep draining stderr so the server never blocks on a full pipe.
+    tokio::spawn(async move { while stderr.recv().await.is_some() {} });
+    Served {
+        child,
+        address,
+        stdout,
+    }
+}
+
+/// Reads a starting server's log up to its "serving" line; returns the address it
+/// serves on and the lines before. Panics with the log if there is none in time.
+pub(super) async fn serving_address(
+    stderr: &mut mpsc::UnboundedReceiver<String>,
+) -> (String, Vec<String>) {
     let mut log = Vec::new();
     let address = tokio::time::timeout(PATIENCE, async {
         while let Some(line) = stderr.recv().await {
-            log.push(line.clone());
             if line.contains("serving")
                 && let Some(start) = line.find("http://")
             {
@@ -215,19 +229,16 @@ async fn serve(binary: &Path, dir: &TempDir, token: Option<&str>) -> Served {
                 let end = rest.find("/docs").unwrap_or(rest.len());
                 return Some(rest[..end].to_owned());
             }
+            log.push(line);
         }
         None
     })
     .await
     .ok()
-    .flatten()
-    .unwrap_or_else(|| panic!("no \"serving\" line; the log was:\n{}", log.join("\n")));
-    // Keep draining stderr so the server never blocks on a full pipe.
-    tokio::spawn(async move { while stderr.recv().await.is_some() {} });
-    Served {
-        child,
-        address,
-        stdout,
+    .flatten();
+    match address {
+        Some(address) => (address, log),
+        None => panic!("no \"serving\" line; the log was:\n{}", log.join("\n")),
     }
 }
 

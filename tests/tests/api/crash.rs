@@ -11,7 +11,9 @@ use tempfile::TempDir;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use super::binary::{PATIENCE, binary, command, forward_lines, sqlite_url, terminate};
+use super::binary::{
+    PATIENCE, binary, command, forward_lines, serving_address, sqlite_url, terminate,
+};
 
 const TOKEN: &str = "crash-test-token";
 
@@ -44,23 +46,8 @@ async fn start(
     }
     let mut child = command.spawn().expect("api-server starts");
     let mut stderr = forward_lines(child.stderr.take().expect("stderr"));
-    let mut fault_on = false;
-    let base = tokio::time::timeout(PATIENCE, async {
-        while let Some(line) = stderr.recv().await {
-            fault_on |= line.contains("fault injection on");
-            if line.contains("serving")
-                && let Some(start) = line.find("http://")
-            {
-                let rest = &line[start..];
-                return Some(rest[..rest.find("/docs").unwrap_or(rest.len())].to_owned());
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .expect("the server logs its address");
+    let (base, log) = serving_address(&mut stderr).await;
+    let fault_on = log.iter().any(|line| line.contains("fault injection on"));
     assert!(
         fault_on || !fault,
         "this api-server ignores API_SERVER_TEST_PAUSE_AFTER_COMMIT: it was built without the \

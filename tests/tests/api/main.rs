@@ -16,6 +16,7 @@
 //! - [`ops`]: `/health`, `/metrics`, `/openapi.json`, `/docs`, shutdown.
 //! - [`postgres`]: the main flows on PostgreSQL.
 //! - [`binary`]: the real `api-server` executable.
+//! - [`cluster`]: two `api-server` processes on PostgreSQL and a Redis Cluster.
 //!
 //! Tests needing Redis or PostgreSQL print a loud `SKIPPED` notice and pass without
 //! them (`redis-server` on `PATH` or `TEST_REDIS_URL`; `TEST_DATABASE_URL`), and fail
@@ -23,6 +24,7 @@
 
 mod binary;
 mod cache;
+mod cluster;
 mod coherence;
 mod crash;
 mod errors;
