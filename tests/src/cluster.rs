@@ -124,14 +124,24 @@ impl RedisCluster {
             .ok_or_else(|| io::Error::other(format!("master {master} has no replica")))
     }
 
-    /// Waits until the node at index `node` is a master (a replica after its master
-    /// died: once it has been promoted) and the cluster agrees again.
+    /// Waits until every running node sees the node at index `node` as a master holding
+    /// slots (a replica after its master died: once its promotion has spread) and the
+    /// cluster agrees again.
     pub fn wait_until_master(&self, node: usize) -> io::Result<()> {
         let deadline = Instant::now() + CONVERGE;
-        while !self.nodes[node]
-            .command(&["INFO", "replication"])
-            .is_ok_and(|info| info.contains("role:master"))
-        {
+        let port = self.nodes[node].port();
+        // Every running node sees it as a master holding slots (the promotion has spread).
+        let promoted = || {
+            self.nodes.iter().filter(|n| n.is_running()).all(|seer| {
+                resp_command(seer.port(), &["CLUSTER", "NODES"]).is_ok_and(|nodes| {
+                    nodes
+                        .lines()
+                        .filter_map(NodeLine::parse)
+                        .any(|line| line.port == port && line.is_master && !line.slots.is_empty())
+                })
+            })
+        };
+        while !promoted() {
             if Instant::now() >= deadline {
                 let server = &self.nodes[node];
                 let log = std::fs::read_to_string(
