@@ -2,7 +2,7 @@
 //!
 //! An order is cached under its id in [`ORDER`], fenced at its version; a customer's list
 //! pages are members of the [`ORDER_PAGE`] group. Every write runs in
-//! [`write`](OrderService::write): a database transaction (the outbox triggers record
+//! `OrderService::write` (private): a database transaction (the outbox triggers record
 //! what it owes inside it), the commit, then [`Coherence::after_commit`], which moves the
 //! group to a new generation and invalidates the order's key at its new version.
 
@@ -132,7 +132,7 @@ impl OrderService {
     /// Starts this process's relay, which applies what the outbox owes (writes by other
     /// processes, raw SQL, writes whose inline invalidation failed) and keeps reads off
     /// the cache after an outage until that is done. Every process that reads runs one.
-    /// Fails ([`CacheError::Incoherent`]) when the set-up cannot be coherent: an
+    /// Fails ([`cache_service::CacheError::Incoherent`], as [`Error::Cache`]) when the set-up cannot be coherent: an
     /// in-process cache next to another process on the same database.
     pub async fn start_relay(&self) -> Result<RelayHandle> {
         Ok(self.coherence.start_relay().await?)
