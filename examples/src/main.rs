@@ -1,6 +1,7 @@
 //! `orders-example`: a short scripted run of [`OrderService`] against the database and
 //! cache you name, printing what each step reads. See `examples/README.md`.
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -30,6 +31,14 @@ struct Settings {
     /// The customer whose orders the run places and lists.
     #[arg(long, default_value_t = 7)]
     customer: i64,
+}
+
+/// `println!` that returns an error instead of panicking when stdout is gone (the demo
+/// piped into `head`, say).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*).context("failed to write to stdout")?
+    };
 }
 
 #[tokio::main]
@@ -67,7 +76,7 @@ async fn run(settings: &Settings) -> Result<()> {
         .await
         .context("failed to start the relay")?;
     relay.first_pass().await;
-    println!("database {}, {cache_name} cache", backend_name(&db));
+    say!("database {}, {cache_name} cache", backend_name(&db));
 
     let mut placed = Vec::new();
     for cents in [2_500, 4_000] {
@@ -78,13 +87,14 @@ async fn run(settings: &Settings) -> Result<()> {
         placed.push(service.place(new).await?);
     }
     let first = OrderId::parse(placed[0].id)?;
-    println!("placed orders {} and {}", placed[0].id, placed[1].id);
+    say!("placed orders {} and {}", placed[0].id, placed[1].id);
 
     show(&service, first, &customer).await?;
     let paid = service.set_status(first, OrderStatus::Paid, None).await?;
-    println!(
+    say!(
         "set order {first} to {} (version {})",
-        paid.status, paid.version
+        paid.status,
+        paid.version
     );
     show(&service, first, &customer).await?;
 
@@ -95,7 +105,7 @@ async fn run(settings: &Settings) -> Result<()> {
     ))
     .await
     .context("the raw UPDATE failed")?;
-    println!("raw SQL: UPDATE orders SET status = 'shipped' WHERE id = {first}");
+    say!("raw SQL: UPDATE orders SET status = 'shipped' WHERE id = {first}");
     wait_for_relay(&service).await?;
     show(&service, first, &customer).await?;
 
@@ -118,7 +128,7 @@ async fn show(service: &OrderService, id: OrderId, customer: &CustomerPage) -> R
         .iter()
         .map(|o| format!("{}:{}", o.id, o.status))
         .collect();
-    println!(
+    say!(
         "  read order {}: {} (version {}{}); customer {} page 1: [{}]",
         order.id,
         order.status,
@@ -141,7 +151,7 @@ async fn wait_for_relay(service: &OrderService) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!("  the relay applied what the UPDATE owed");
+    say!("  the relay applied what the UPDATE owed");
     Ok(())
 }
 
