@@ -20,9 +20,10 @@ pub enum Error {
         /// The version the order has.
         actual: i64,
     },
-    /// The cache refused to start a relay in an incoherent set-up (see
-    /// [`OrderService::start_relay`](crate::OrderService::start_relay)). Reads and
-    /// writes never fail because of the cache.
+    /// The relay could not start (see
+    /// [`OrderService::start_relay`](crate::OrderService::start_relay)): an incoherent
+    /// set-up, or the database behind its registration failed. Reads and writes never
+    /// fail because of the cache.
     #[error("cache error")]
     Cache(#[source] cache_service::CacheError),
     /// The database failed.

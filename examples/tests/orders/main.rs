@@ -6,7 +6,8 @@
 mod support;
 
 mod demo;
+mod failed_writes;
 mod outage;
+mod outside_writers;
 mod pages;
 mod races;
-mod writers;
