@@ -16,9 +16,11 @@ use crate::error::Result;
 use crate::key::{CacheKey, Invalidation, MemberKey};
 
 mod memory;
+mod near;
 mod redis;
 
 pub use memory::MemoryBackend;
+pub use near::{NearCache, NearCacheStats};
 pub use redis::RedisBackend;
 
 /// Identifies one lease. Random, so a reader cannot store under another's lease.
@@ -165,6 +167,10 @@ pub trait CacheBackend: Send + Sync + fmt::Debug + 'static {
     async fn ping_shards(&self) -> Vec<bool> {
         vec![self.ping().await.is_ok(); self.shard_count()]
     }
+
+    /// The cache moved to a new epoch: a copy of entries kept in this process (a near
+    /// cache) is dropped.
+    fn forget_local(&self) {}
 
     /// Whether the store lives in this process (and so cannot see another process's
     /// invalidations).

@@ -92,6 +92,31 @@ pub struct RedisConfig {
     /// For `rediss://`: a PEM file of the certificate authorities that sign the
     /// server's certificate (a private CA). Unset: the system's trusted roots.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// An in-process near cache in front of Redis, kept coherent by Redis's client
+    /// tracking (see [`NearCache`](crate::NearCache)); `None`: every read asks Redis.
+    /// Standalone Redis or Sentinel only: on a cluster it is off.
+    pub near_cache: Option<NearCacheConfig>,
+}
+
+/// The near cache's size. Entries are the bytes read from Redis, under their key names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NearCacheConfig {
+    /// Upper bound of the entries' bytes (keys and values, plus a fixed overhead per
+    /// entry, so many tiny entries count too).
+    pub max_bytes: u64,
+    /// Longest time an entry stays in the near cache (Redis's own expiry also removes it,
+    /// through tracking).
+    pub max_age: Duration,
+}
+
+impl Default for NearCacheConfig {
+    /// 64 MiB, entries kept at most 5 minutes.
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 << 20,
+            max_age: Duration::from_secs(300),
+        }
+    }
 }
 
 impl RedisConfig {
@@ -105,6 +130,7 @@ impl RedisConfig {
             connect_timeout: Duration::from_secs(1),
             reconnect_max_delay: Duration::from_millis(200),
             tls_ca_file: None,
+            near_cache: None,
         }
     }
 }

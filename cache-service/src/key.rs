@@ -145,6 +145,11 @@ impl MemberKey {
         }
     }
 
+    /// The group's namespace.
+    pub fn namespace(&self) -> Namespace {
+        self.namespace
+    }
+
     /// What comes before the generation.
     pub fn head(&self) -> &str {
         &self.head

@@ -69,9 +69,12 @@ mod breaker;
 mod error;
 mod flight;
 
-pub use backend::{CacheBackend, FillOutcome, LeaseToken, Lookup, MemoryBackend, RedisBackend};
+pub use backend::{
+    CacheBackend, FillOutcome, LeaseToken, Lookup, MemoryBackend, NearCache, NearCacheStats,
+    RedisBackend,
+};
 pub use coherence::{Applied, Change, Coherence, CoherenceConfig, OutboxTable, RelayHandle};
-pub use config::{CacheConfig, RedisConfig};
+pub use config::{CacheConfig, NearCacheConfig, RedisConfig};
 pub use error::{CacheError, Result};
 /// The Redis client this crate uses, for [`RedisBackend::from_pool`].
 pub use fred;

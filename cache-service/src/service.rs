@@ -12,7 +12,9 @@ use futures::future::join_all;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::backend::{CacheBackend, FillOutcome, LeaseToken, Lookup, MemoryBackend, RedisBackend};
+use crate::backend::{
+    CacheBackend, FillOutcome, LeaseToken, Lookup, MemoryBackend, NearCache, RedisBackend,
+};
 use crate::breaker::{Breaker, Marks};
 use crate::codec::{self, Entry};
 use crate::config::{CacheConfig, RedisConfig};
@@ -85,10 +87,12 @@ impl CacheService {
         Self::new(Arc::new(MemoryBackend::new(max_entries)), config)
     }
 
-    /// A service over Redis; fails if Redis cannot be reached now.
+    /// A service over Redis; fails if Redis cannot be reached now. With
+    /// [`RedisConfig::near_cache`], reads go through a [`NearCache`].
     pub async fn connect_redis(redis: &RedisConfig, config: CacheConfig) -> Result<Self> {
         config.validate()?;
-        Self::new(Arc::new(RedisBackend::connect(redis).await?), config)
+        let backend = RedisBackend::connect(redis).await?;
+        Self::new(with_near_cache(backend, redis, &config)?, config)
     }
 
     /// A service over Redis that starts even if Redis cannot be reached now: reads go to
@@ -99,10 +103,8 @@ impl CacheService {
         config: CacheConfig,
     ) -> Result<Self> {
         config.validate()?;
-        Self::new(
-            Arc::new(RedisBackend::connect_in_background(redis).await?),
-            config,
-        )
+        let backend = RedisBackend::connect_in_background(redis).await?;
+        Self::new(with_near_cache(backend, redis, &config)?, config)
     }
 
     /// The configuration in use.
@@ -526,6 +528,7 @@ impl CacheService {
         };
         *self.inner.prefix.write().unwrap_or_else(|e| e.into_inner()) = prefix;
         self.inner.epoch.store(epoch, Ordering::Release);
+        self.inner.backend.forget_local();
     }
 
     /// Holds reads (with the gate on) until the next [`resume`](Self::resume): for a
@@ -686,6 +689,27 @@ impl CacheService {
             }
         };
         (Fm::from_loaded(value, Some(&entry)), shared)
+    }
+}
+
+/// `backend`, behind a near cache when `redis` asks for one and the topology allows it.
+fn with_near_cache(
+    backend: RedisBackend,
+    redis: &RedisConfig,
+    config: &CacheConfig,
+) -> Result<Arc<dyn CacheBackend>> {
+    match &redis.near_cache {
+        Some(near) if !backend.is_cluster() => {
+            let tracking = RedisBackend::tracking_client(redis)?;
+            Ok(Arc::new(NearCache::start(
+                backend,
+                tracking,
+                &config.prefix,
+                near,
+                redis.command_timeout,
+            )))
+        }
+        _ => Ok(Arc::new(backend)),
     }
 }
 

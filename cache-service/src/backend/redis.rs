@@ -245,6 +245,40 @@ impl RedisBackend {
         }
     }
 
+    /// Whether this is a Redis Cluster (a pool per master, or an application's cluster
+    /// pool).
+    pub(crate) fn is_cluster(&self) -> bool {
+        !self.spans_slots()
+    }
+
+    /// A client of the same Redis for a near cache's tracking connection: RESP3 (pushes
+    /// on the same connection), not connected yet, with room for bursts of pushes.
+    pub(crate) fn tracking_client(config: &RedisConfig) -> Result<Client> {
+        let mut fred_config = Config::from_url(&config.url)
+            .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))?;
+        fred_config.version = fred::types::RespVersion::RESP3;
+        fred_config.fail_fast = true;
+        if let Some(ca_file) = &config.tls_ca_file {
+            fred_config.tls = Some(tls_with_ca(ca_file)?.into());
+        }
+        Builder::from_config(fred_config)
+            .with_performance_config(|p| {
+                p.default_command_timeout = config.command_timeout;
+                p.broadcast_channel_capacity = 1 << 16;
+            })
+            .with_connection_config(|c| {
+                c.connection_timeout = config.connect_timeout;
+                c.internal_command_timeout = config.command_timeout.max(Duration::from_secs(1));
+                c.max_command_attempts = 1;
+            })
+            .set_policy({
+                let max = (config.reconnect_max_delay.as_millis() as u32).max(1);
+                ReconnectPolicy::new_exponential(0, max.min(50), max, 2)
+            })
+            .build()
+            .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))
+    }
+
     /// The node that holds `key`.
     fn node(&self, key: &str) -> Result<NodeRef<'_>> {
         match &self.servers {

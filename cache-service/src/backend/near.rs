@@ -1,0 +1,620 @@
+//! The near cache (invariant 12): an in-process copy (L1) of what this process read from
+//! Redis, kept coherent by Redis itself and served only past a barrier.
+//!
+//! - **Invalidated by Redis.** A dedicated RESP3 connection runs
+//!   `CLIENT TRACKING on BCAST PREFIX {prefix}:`: Redis pushes the name of every key under
+//!   the prefix that anyone changes (or that expires), and a null push on a flush. Each
+//!   push drops its keys from L1 (a null push drops everything). Group generation
+//!   counters are keys like any other, so a group's move reaches every L1 the same way.
+//! - **Read-your-writes across processes: the barrier.** An L1 entry is served only after
+//!   a `PING`, sent on the tracking connection after the read began, was answered, and the
+//!   pushes received before that reply were applied. Redis answers a connection's commands
+//!   in order and writes a write's invalidations into the tracking connection as the write
+//!   executes, so every write that returned before the read began has been applied to L1
+//!   by then. All reads waiting at one moment share one `PING`.
+//! - **Fills cannot resurrect.** A fill notes an invalidation counter of its key (striped)
+//!   and the flush count before its Redis read, and is dropped if either moved (checked
+//!   again after the insert, so a push racing the insert removes it).
+//! - **Losing tracking empties L1.** On a reconnection of the tracking connection, a lost
+//!   push (the channel lagged), a failed barrier, a flush of Redis (a marker key outside
+//!   the prefix is gone) or an epoch move, L1 is flushed and reads go to Redis until
+//!   tracking is back on and past a barrier.
+
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fred::interfaces::TrackingInterface;
+use fred::prelude::*;
+use tokio::sync::{Notify, broadcast, watch};
+
+use super::{CacheBackend, FillOutcome, LeaseToken, Lookup, RedisBackend};
+use crate::config::{NearCacheConfig, RedisConfig};
+use crate::error::{CacheError, Result};
+use crate::key::{CacheKey, Invalidation, MemberKey};
+
+/// Stripes of the per-key invalidation counters a fill checks.
+const STRIPES: usize = 4096;
+/// Bytes counted per entry on top of its key and value.
+const ENTRY_OVERHEAD: u64 = 96;
+
+/// A hook awaited between a fill's Redis read and its L1 insert (tests only).
+type FillHook = Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// [`RedisBackend`] with a near cache in front of its reads (see the module docs).
+/// Cloning is shallow.
+#[derive(Clone)]
+pub struct NearCache {
+    redis: RedisBackend,
+    shared: Arc<Shared>,
+}
+
+/// What the near cache has done so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NearCacheStats {
+    /// Reads served from L1, past a barrier.
+    pub hits: u64,
+    /// Reads that went to Redis.
+    pub misses: u64,
+    /// Barriers passed.
+    pub barriers: u64,
+    /// Entries in L1 now (approximate).
+    pub entries: u64,
+}
+
+struct Shared {
+    l1: moka::sync::Cache<String, Bytes>,
+    /// Whether tracking is on and past a barrier: L1 may be used.
+    ready: AtomicBool,
+    flushes: AtomicU64,
+    stripes: Box<[AtomicU64]>,
+    hasher: std::collections::hash_map::RandomState,
+    barrier: Barrier,
+    command_timeout: Duration,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    /// Tests only: when false, pushes are applied only by barriers.
+    apply_pushes_at_once: AtomicBool,
+    fill_hook: OnceLock<FillHook>,
+}
+
+/// Rounds of `PING` on the tracking connection. A reader needs the round that is sent
+/// next after it looked (`next_round`), and waits until that round, or a later one,
+/// passed.
+struct Barrier {
+    next_round: AtomicU64,
+    /// Readers that asked since the last round was sent.
+    waiting: AtomicU64,
+    wake: Notify,
+    rounds: watch::Sender<Rounds>,
+    passed: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Rounds {
+    passed: u64,
+    failed: u64,
+}
+
+impl std::fmt::Debug for NearCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NearCache")
+            .field("redis", &self.redis)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NearCache {
+    /// The near cache in front of `redis`, tracking every key under `{prefix}:` over
+    /// `tracking` (a client of the same Redis, made with RESP3, not connected yet). Reads
+    /// go to Redis until tracking is on, which happens in the background.
+    pub(crate) fn start(
+        redis: RedisBackend,
+        tracking: Client,
+        prefix: &str,
+        config: &NearCacheConfig,
+        command_timeout: Duration,
+    ) -> Self {
+        let l1 = moka::sync::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|key: &String, value: &Bytes| {
+                u32::try_from(key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD)
+                    .unwrap_or(u32::MAX)
+            })
+            .time_to_live(config.max_age)
+            .build();
+        let shared = Arc::new(Shared {
+            l1,
+            ready: AtomicBool::new(false),
+            flushes: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+            barrier: Barrier {
+                next_round: AtomicU64::new(1),
+                waiting: AtomicU64::new(0),
+                wake: Notify::new(),
+                rounds: watch::Sender::new(Rounds::default()),
+                passed: AtomicU64::new(0),
+            },
+            command_timeout,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            apply_pushes_at_once: AtomicBool::new(true),
+            fill_hook: OnceLock::new(),
+        });
+        tokio::spawn(track(shared.clone(), tracking, format!("{prefix}:")));
+        Self { redis, shared }
+    }
+
+    /// Connects to Redis (see [`RedisBackend::connect`]) and puts a near cache in front
+    /// of it that tracks every key under `{prefix}:` (the [`CacheConfig`]'s prefix of the
+    /// service it will serve). Tracking starts in the background; until it is on, reads
+    /// ask Redis. A Redis Cluster is refused: tracking would need a connection per
+    /// master.
+    ///
+    /// [`CacheConfig`]: crate::CacheConfig
+    pub async fn connect(
+        redis: &RedisConfig,
+        prefix: &str,
+        config: &NearCacheConfig,
+    ) -> Result<Self> {
+        let backend = RedisBackend::connect(redis).await?;
+        if backend.is_cluster() {
+            return Err(CacheError::Config(
+                "the near cache does not run on a Redis Cluster".into(),
+            ));
+        }
+        let tracking = RedisBackend::tracking_client(redis)?;
+        Ok(Self::start(
+            backend,
+            tracking,
+            prefix,
+            config,
+            redis.command_timeout,
+        ))
+    }
+
+    /// What the near cache has done so far.
+    pub fn stats(&self) -> NearCacheStats {
+        let shared = &self.shared;
+        NearCacheStats {
+            hits: shared.hits.load(Ordering::Relaxed),
+            misses: shared.misses.load(Ordering::Relaxed),
+            barriers: shared.barrier.passed.load(Ordering::Relaxed),
+            entries: shared.l1.entry_count(),
+        }
+    }
+
+    /// Whether tracking is on and past a barrier, so L1 is used.
+    pub fn is_tracking(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire)
+    }
+
+    /// Waits until tracking is on (or `timeout` passed); returns whether it is.
+    pub async fn wait_until_tracking(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.is_tracking() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// Whether L1 holds `key` now (tests look at it).
+    #[doc(hidden)]
+    pub fn holds_for_tests(&self, key: &str) -> bool {
+        self.shared.l1.contains_key(key)
+    }
+
+    /// Passes one barrier (tests use it to know every earlier push was applied).
+    #[doc(hidden)]
+    pub async fn barrier_for_tests(&self) -> bool {
+        self.shared.pass_barrier().await
+    }
+
+    /// With `false`, pushes wait for the next barrier instead of being applied as they
+    /// arrive (tests use it to make a push and a barrier reply race). Takes effect once
+    /// the barrier it passes is done.
+    #[doc(hidden)]
+    pub async fn apply_pushes_at_once_for_tests(&self, at_once: bool) -> bool {
+        self.shared
+            .apply_pushes_at_once
+            .store(at_once, Ordering::Release);
+        self.shared.pass_barrier().await
+    }
+
+    /// Awaits `hook` between every fill's Redis read and its L1 insert (tests use it to
+    /// land an invalidation mid-fill). Set once.
+    #[doc(hidden)]
+    pub fn on_fill_for_tests(
+        &self,
+        hook: impl Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static,
+    ) {
+        let _ = self.shared.fill_hook.set(Box::new(hook));
+    }
+}
+
+impl Shared {
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn stripe(&self, key: &str) -> &AtomicU64 {
+        &self.stripes[self.hasher.hash_one(key) as usize % STRIPES]
+    }
+
+    /// What a fill of `key` notes before its Redis read.
+    fn fill_token(&self, key: &str) -> (u64, u64) {
+        (
+            self.flushes.load(Ordering::Acquire),
+            self.stripe(key).load(Ordering::Acquire),
+        )
+    }
+
+    /// Stores what a Redis read returned, unless an invalidation of `key` (or a flush)
+    /// was applied since `token` was taken.
+    async fn fill(&self, key: &str, value: Bytes, token: (u64, u64)) {
+        if let Some(hook) = self.fill_hook.get() {
+            hook().await;
+        }
+        if !self.is_ready() || self.fill_token(key) != token {
+            return;
+        }
+        self.l1.insert(key.to_owned(), value);
+        if self.fill_token(key) != token {
+            self.l1.invalidate(key);
+        }
+    }
+
+    /// Drops `key`: counted first, so a fill racing it notices.
+    fn drop_key(&self, key: &str) {
+        self.stripe(key).fetch_add(1, Ordering::AcqRel);
+        self.l1.invalidate(key);
+    }
+
+    fn flush(&self) {
+        self.flushes.fetch_add(1, Ordering::AcqRel);
+        self.l1.invalidate_all();
+    }
+
+    /// Stops using L1 until tracking is back and past a barrier.
+    fn go_dark(&self) {
+        self.ready.store(false, Ordering::Release);
+        self.flush();
+    }
+
+    fn apply(
+        &self,
+        pushed: std::result::Result<fred::types::client::Invalidation, broadcast::error::RecvError>,
+    ) {
+        match pushed {
+            Ok(invalidation) if invalidation.keys.is_empty() => self.flush(),
+            Ok(invalidation) => {
+                for key in &invalidation.keys {
+                    if let Some(key) = key.as_str() {
+                        self.drop_key(key);
+                    }
+                }
+            }
+            // Pushes were lost: nothing in L1 can be trusted.
+            Err(_) => self.flush(),
+        }
+    }
+
+    /// Waits for a barrier round sent after this call; false if it failed or timed out.
+    async fn pass_barrier(&self) -> bool {
+        let barrier = &self.barrier;
+        let need = barrier.next_round.load(Ordering::SeqCst);
+        let mut rounds = barrier.rounds.subscribe();
+        barrier.waiting.fetch_add(1, Ordering::Relaxed);
+        barrier.wake.notify_one();
+        let done = tokio::time::timeout(
+            self.command_timeout,
+            rounds.wait_for(|r| r.passed >= need || r.failed >= need),
+        )
+        .await;
+        matches!(done, Ok(Ok(r)) if r.passed >= need)
+    }
+
+    /// Reads `key` from L1, past a barrier.
+    async fn get_past_barrier(&self, key: &str) -> Option<Bytes> {
+        if !self.is_ready() || !self.l1.contains_key(key) {
+            return None;
+        }
+        if !self.pass_barrier().await || !self.is_ready() {
+            return None;
+        }
+        self.l1.get(key)
+    }
+}
+
+/// The tracking task: (re)subscribes, applies pushes, runs barrier rounds.
+async fn track(shared: Arc<Shared>, client: Client, prefix: String) {
+    // Outside the tracked prefix: writing it sends no push.
+    let marker = format!("{prefix}near-cache-marker");
+    let mut pushes = client.invalidation_rx();
+    let mut reconnects = client.reconnect_rx();
+    drop(client.connect());
+    let timeout = shared.command_timeout.max(Duration::from_millis(100));
+    loop {
+        shared.go_dark();
+        let subscribed = tokio::time::timeout(timeout * 4, async {
+            client.wait_for_connect().await?;
+            client
+                .start_tracking(prefix.as_str(), true, false, false, false)
+                .await
+        })
+        .await;
+        if !matches!(subscribed, Ok(Ok(()))) {
+            tracing::debug!("near cache: tracking is not on yet; reads ask Redis");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        // Events of the connection that was just made are not a loss.
+        while reconnects.try_recv().is_ok() {}
+        if !round(&shared, &client, &marker, &mut pushes, &reconnects, timeout).await {
+            continue;
+        }
+        shared.ready.store(true, Ordering::Release);
+        tracing::debug!("near cache: tracking on");
+        loop {
+            tokio::select! {
+                biased;
+                event = reconnects.recv() => match event {
+                    Err(broadcast::error::RecvError::Closed) => {
+                        shared.go_dark();
+                        return;
+                    }
+                    // A new connection: pushes may have been lost in between.
+                    _ => break,
+                },
+                () = shared.barrier.wake.notified() => {
+                    if !round(&shared, &client, &marker, &mut pushes, &reconnects, timeout).await {
+                        break;
+                    }
+                }
+                pushed = pushes.recv(), if shared.apply_pushes_at_once.load(Ordering::Acquire) => {
+                    if matches!(pushed, Err(broadcast::error::RecvError::Closed)) {
+                        shared.go_dark();
+                        return;
+                    }
+                    shared.apply(pushed);
+                }
+                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                    metrics::gauge!("cache_l1_entries").set(shared.l1.entry_count() as f64);
+                }
+            }
+        }
+        tracing::info!("near cache: tracking connection lost; reads ask Redis until it is back");
+    }
+}
+
+/// One barrier round: a command on the tracking connection, then every push received
+/// before its reply is applied.
+///
+/// The command asks whether `marker` exists rather than a plain `PING`: a `FLUSHALL`
+/// tells tracking clients with a null push, which the client library does not pass on;
+/// the marker's absence tells the same. Then L1 is flushed and the marker set again.
+async fn round(
+    shared: &Shared,
+    client: &Client,
+    marker: &str,
+    pushes: &mut broadcast::Receiver<fred::types::client::Invalidation>,
+    reconnects: &broadcast::Receiver<fred::types::config::Server>,
+    timeout: Duration,
+) -> bool {
+    let barrier = &shared.barrier;
+    let round = barrier.next_round.fetch_add(1, Ordering::SeqCst);
+    let readers = barrier.waiting.swap(0, Ordering::Relaxed);
+    let reply = tokio::time::timeout(timeout, client.exists::<i64, _>(marker)).await;
+    // A reply over a new connection says nothing: tracking is not on there yet, and
+    // pushes were lost in between (fred announces a connection before using it).
+    let fail = || {
+        shared.go_dark();
+        barrier.rounds.send_modify(|r| r.failed = round);
+        false
+    };
+    let exists = match reply {
+        Ok(Ok(exists)) if reconnects.is_empty() => exists,
+        _ => return fail(),
+    };
+    if exists == 0 {
+        shared.flush();
+        let set = tokio::time::timeout(
+            timeout,
+            client.set::<(), _, _>(marker, 1, None, None, false),
+        )
+        .await;
+        if !matches!(set, Ok(Ok(()))) {
+            return fail();
+        }
+    }
+    loop {
+        match pushes.try_recv() {
+            Ok(invalidation) => shared.apply(Ok(invalidation)),
+            Err(broadcast::error::TryRecvError::Empty) => break,
+            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                shared.apply(Err(broadcast::error::RecvError::Lagged(n)));
+            }
+            Err(broadcast::error::TryRecvError::Closed) => return fail(),
+        }
+    }
+    barrier.passed.fetch_add(1, Ordering::Relaxed);
+    metrics::histogram!("cache_l1_barrier_reads").record(readers as f64);
+    barrier.rounds.send_modify(|r| r.passed = round);
+    true
+}
+
+fn count(namespace: &'static str, result: &'static str) {
+    metrics::counter!("cache_l1_requests_total", "namespace" => namespace, "result" => result)
+        .increment(1);
+}
+
+#[async_trait]
+impl CacheBackend for NearCache {
+    async fn get(&self, key: &CacheKey) -> Result<Option<Bytes>> {
+        let shared = &self.shared;
+        let namespace = key.namespace().name();
+        if let Some(value) = shared.get_past_barrier(key.as_str()).await {
+            shared.hits.fetch_add(1, Ordering::Relaxed);
+            count(namespace, "hit");
+            return Ok(Some(value));
+        }
+        shared.misses.fetch_add(1, Ordering::Relaxed);
+        count(namespace, "miss");
+        let token = shared.fill_token(key.as_str());
+        let value = self.redis.get(key).await?;
+        if let Some(value) = &value {
+            shared.fill(key.as_str(), value.clone(), token).await;
+        }
+        Ok(value)
+    }
+
+    async fn get_member(
+        &self,
+        generation_key: &str,
+        member: &MemberKey,
+    ) -> Result<(u64, Option<Bytes>)> {
+        let shared = &self.shared;
+        let namespace = member.namespace().name();
+        if shared.is_ready()
+            && let Some(generation) = shared.l1.get(generation_key).and_then(|g| parse(&g))
+        {
+            let key = member.at(generation);
+            if let Some(entry) = shared.get_past_barrier(key.as_str()).await
+                && shared.l1.get(generation_key).and_then(|g| parse(&g)) == Some(generation)
+            {
+                shared.hits.fetch_add(1, Ordering::Relaxed);
+                count(namespace, "hit");
+                return Ok((generation, Some(entry)));
+            }
+        }
+        shared.misses.fetch_add(1, Ordering::Relaxed);
+        count(namespace, "miss");
+        let token = shared.fill_token(generation_key);
+        // A member's entry is written once per generation: only a flush makes it wrong.
+        let flushes = shared.flushes.load(Ordering::Acquire);
+        let (generation, entry) = self.redis.get_member(generation_key, member).await?;
+        shared
+            .fill(generation_key, Bytes::from(generation.to_string()), token)
+            .await;
+        if let Some(entry) = &entry {
+            let key = member.at(generation);
+            let token = (flushes, shared.stripe(key.as_str()).load(Ordering::Acquire));
+            shared.fill(key.as_str(), entry.clone(), token).await;
+        }
+        Ok((generation, entry))
+    }
+
+    async fn get_or_lease(
+        &self,
+        key: &CacheKey,
+        token: LeaseToken,
+        lease_ttl: Duration,
+    ) -> Result<Lookup> {
+        self.redis.get_or_lease(key, token, lease_ttl).await
+    }
+
+    async fn fill(
+        &self,
+        key: &CacheKey,
+        token: LeaseToken,
+        entry: &[u8],
+        ttl: Duration,
+    ) -> Result<FillOutcome> {
+        self.redis.fill(key, token, entry, ttl).await
+    }
+
+    async fn invalidate(&self, invalidation: &Invalidation, fence_ttl: Duration) -> Result<()> {
+        let result = self.redis.invalidate(invalidation, fence_ttl).await;
+        // Redis's push will say the same; dropping it now saves a barrier's worth.
+        self.shared.drop_key(invalidation.key.as_str());
+        result
+    }
+
+    async fn invalidate_write(
+        &self,
+        items: &[Invalidation],
+        generation_keys: &[String],
+        fence_ttl: Duration,
+    ) -> Result<()> {
+        let result = self
+            .redis
+            .invalidate_write(items, generation_keys, fence_ttl)
+            .await;
+        for key in generation_keys {
+            self.shared.drop_key(key);
+        }
+        for item in items {
+            self.shared.drop_key(item.key.as_str());
+        }
+        result
+    }
+
+    async fn fence(&self, key: &CacheKey) -> Result<Option<u64>> {
+        self.redis.fence(key).await
+    }
+
+    async fn generation(&self, key: &str) -> Result<u64> {
+        self.redis.generation(key).await
+    }
+
+    async fn bump_generation(&self, key: &str) -> Result<u64> {
+        let result = self.redis.bump_generation(key).await;
+        self.shared.drop_key(key);
+        result
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.redis.ping().await
+    }
+
+    async fn identity(&self) -> Result<Option<String>> {
+        self.redis.identity().await
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.redis.reconnects()
+    }
+
+    fn refresh_reconnects(&self) -> u64 {
+        self.redis.refresh_reconnects()
+    }
+
+    async fn reconnected(&self) {
+        self.redis.reconnected().await;
+    }
+
+    fn shard_count(&self) -> usize {
+        self.redis.shard_count()
+    }
+
+    fn shard_of(&self, key: &str) -> usize {
+        self.redis.shard_of(key)
+    }
+
+    async fn ping_shards(&self) -> Vec<bool> {
+        self.redis.ping_shards().await
+    }
+
+    async fn eviction_policy(&self) -> Result<Option<String>> {
+        self.redis.eviction_policy().await
+    }
+
+    /// An epoch move: nothing in L1 is used again.
+    fn forget_local(&self) {
+        self.shared.flush();
+    }
+}
+
+fn parse(generation: &Bytes) -> Option<u64> {
+    std::str::from_utf8(generation).ok()?.parse().ok()
+}

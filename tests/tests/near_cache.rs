@@ -1,0 +1,313 @@
+//! The near cache (L1 kept coherent by Redis client tracking), each race made to happen
+//! on a real Redis: an invalidation landing during an L1 fill, a push racing a barrier's
+//! reply, the tracking connection lost and back, a flush, and two instances in a storm.
+//! Every test has its own `redis-server`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cache_service::{
+    CacheConfig, CacheKey, CacheService, Cacheable, Invalidation, Namespace, NearCache,
+    NearCacheConfig, RedisConfig,
+};
+use integration_tests::{RedisServer, redis_server_or_skip, unique_prefix};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+const ITEM: Namespace = Namespace::new("item");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Item {
+    version: u64,
+}
+
+impl Cacheable for Item {
+    fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+/// A service with a near cache, and another without one (a second process's writer).
+struct Setup {
+    near: NearCache,
+    cache: CacheService,
+    other: CacheService,
+    _redis: RedisServer,
+}
+
+async fn setup(test: &str) -> Option<Setup> {
+    let redis = redis_server_or_skip(test).await?;
+    let prefix = unique_prefix(test);
+    let near = NearCache::connect(
+        &RedisConfig::new(redis.url()),
+        &prefix,
+        &NearCacheConfig::default(),
+    )
+    .await
+    .expect("near cache connects");
+    assert!(
+        near.wait_until_tracking(Duration::from_secs(5)).await,
+        "tracking is on"
+    );
+    let cache = CacheService::new(Arc::new(near.clone()), CacheConfig::with_prefix(&prefix))
+        .expect("service");
+    let other = CacheService::connect_redis(
+        &RedisConfig::new(redis.url()),
+        CacheConfig::with_prefix(&prefix),
+    )
+    .await
+    .expect("other service");
+    Some(Setup {
+        near,
+        cache,
+        other,
+        _redis: redis,
+    })
+}
+
+async fn read(cache: &CacheService, key: &CacheKey, version: u64) -> u64 {
+    cache
+        .get_or_load(key, || async {
+            Ok::<_, std::convert::Infallible>(Some(Item { version }))
+        })
+        .await
+        .expect("read")
+        .expect("an item")
+        .version
+}
+
+/// Reads `key` until L1 holds it (the first read fills Redis, the next ones L1).
+async fn warm(setup: &Setup, key: &CacheKey, version: u64) {
+    for _ in 0..3 {
+        assert_eq!(read(&setup.cache, key, version).await, version);
+    }
+    assert!(setup.near.holds_for_tests(key.as_str()), "L1 holds {key}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_that_lands_during_an_l1_fill_drops_the_fill() {
+    let Some(setup) = setup("near_fill_race").await else {
+        return;
+    };
+    let key = setup.cache.key(ITEM, 1);
+    // v1 in Redis, not yet in L1.
+    assert_eq!(read(&setup.cache, &key, 1).await, 1);
+    assert!(!setup.near.holds_for_tests(key.as_str()));
+
+    // The next read's L1 fill stops between its Redis read (v1) and its insert.
+    let armed = Arc::new(AtomicBool::new(true));
+    let (reached, go) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    {
+        let (armed, reached, go) = (armed.clone(), reached.clone(), go.clone());
+        setup.near.on_fill_for_tests(move || {
+            let (armed, reached, go) = (armed.clone(), reached.clone(), go.clone());
+            Box::pin(async move {
+                if armed.swap(false, Ordering::SeqCst) {
+                    reached.notify_one();
+                    go.notified().await;
+                }
+            })
+        });
+    }
+    let reader = {
+        let (cache, key) = (setup.cache.clone(), key.clone());
+        tokio::spawn(async move { read(&cache, &key, 1).await })
+    };
+    reached.notified().await;
+    // Another process's write lands now; its push is applied before the fill goes on.
+    setup
+        .other
+        .invalidate(&[Invalidation::at_version(key.clone(), 2)])
+        .await
+        .expect("invalidate");
+    assert!(setup.near.barrier_for_tests().await);
+    go.notify_one();
+    assert_eq!(reader.await.expect("reader"), 1, "it read before the write");
+
+    assert!(
+        !setup.near.holds_for_tests(key.as_str()),
+        "the fill that read before the invalidation was dropped"
+    );
+    assert_eq!(read(&setup.cache, &key, 2).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_racing_the_barrier_reply_is_applied_before_the_read_is_served() {
+    let Some(setup) = setup("near_push_race").await else {
+        return;
+    };
+    let key = setup.cache.key(ITEM, 1);
+    warm(&setup, &key, 1).await;
+    // Pushes now wait in the channel until a barrier drains it.
+    assert!(setup.near.apply_pushes_at_once_for_tests(false).await);
+    setup
+        .other
+        .invalidate(&[Invalidation::at_version(key.clone(), 2)])
+        .await
+        .expect("invalidate");
+    assert!(
+        setup.near.holds_for_tests(key.as_str()),
+        "the push is not applied yet"
+    );
+
+    assert_eq!(
+        read(&setup.cache, &key, 2).await,
+        2,
+        "a read after the write returned sees it"
+    );
+    assert!(setup.near.apply_pushes_at_once_for_tests(true).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_tracking_connection_empties_l1_and_a_write_in_the_gap_is_not_served() {
+    let Some(setup) = setup("near_tracking_lost").await else {
+        return;
+    };
+    let key = setup.cache.key(ITEM, 1);
+    warm(&setup, &key, 1).await;
+    let hits = setup.near.stats().hits;
+
+    // The tracking connection (the RESP3 one) is killed, and a write lands while it is
+    // gone: its push is lost.
+    let clients = setup
+        ._redis
+        .command(&["CLIENT", "LIST"])
+        .expect("CLIENT LIST");
+    let tracking = clients
+        .lines()
+        .find(|line| line.contains("resp=3"))
+        .and_then(|line| line.split_whitespace().find_map(|f| f.strip_prefix("id=")))
+        .expect("the tracking connection")
+        .to_owned();
+    setup
+        ._redis
+        .command(&["CLIENT", "KILL", "ID", &tracking])
+        .expect("CLIENT KILL");
+    setup
+        .other
+        .invalidate(&[Invalidation::at_version(key.clone(), 2)])
+        .await
+        .expect("invalidate");
+
+    assert_eq!(read(&setup.cache, &key, 2).await, 2, "no read serves v1");
+    assert!(
+        setup.near.wait_until_tracking(Duration::from_secs(5)).await,
+        "tracking is back"
+    );
+    assert_eq!(read(&setup.cache, &key, 2).await, 2);
+    // L1 is in use again.
+    for _ in 0..3 {
+        assert_eq!(read(&setup.cache, &key, 2).await, 2);
+    }
+    assert!(setup.near.stats().hits > hits, "L1 serves again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_of_redis_empties_l1() {
+    let Some(setup) = setup("near_flush").await else {
+        return;
+    };
+    let key = setup.cache.key(ITEM, 1);
+    warm(&setup, &key, 1).await;
+
+    setup._redis.command(&["FLUSHALL"]).expect("FLUSHALL");
+
+    assert_eq!(
+        read(&setup.cache, &key, 3).await,
+        3,
+        "the entry Redis no longer has is not served from L1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_read_each_others_writes_at_once_in_a_storm() {
+    let Some(redis) = redis_server_or_skip("near_two_instances").await else {
+        return;
+    };
+    let prefix = unique_prefix("near_two_instances");
+    let mut caches = Vec::new();
+    let mut nears = Vec::new();
+    for _ in 0..2 {
+        let near = NearCache::connect(
+            &RedisConfig::new(redis.url()),
+            &prefix,
+            &NearCacheConfig::default(),
+        )
+        .await
+        .expect("near cache");
+        assert!(near.wait_until_tracking(Duration::from_secs(5)).await);
+        caches.push(
+            CacheService::new(Arc::new(near.clone()), CacheConfig::with_prefix(&prefix))
+                .expect("service"),
+        );
+        nears.push(near);
+    }
+    // The "database": each key's current version.
+    const KEYS: u64 = 8;
+    let db: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(1)).collect());
+    let load = |db: Arc<Vec<AtomicU64>>, k: u64| async move {
+        Ok::<_, std::convert::Infallible>(Some(Item {
+            version: db[k as usize].load(Ordering::SeqCst),
+        }))
+    };
+    let stale = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for reader in 0..4 {
+        let (caches, db, done) = (caches.clone(), db.clone(), done.clone());
+        readers.push(tokio::spawn(async move {
+            let cache = &caches[reader % 2];
+            while !done.load(Ordering::SeqCst) {
+                for k in 0..KEYS {
+                    let key = cache.key(ITEM, k);
+                    cache
+                        .get_or_load(&key, || load(db.clone(), k))
+                        .await
+                        .expect("read");
+                }
+            }
+        }));
+    }
+    let mut writers = Vec::new();
+    for writer in 0..2 {
+        let (caches, db, stale) = (caches.clone(), db.clone(), stale.clone());
+        writers.push(tokio::spawn(async move {
+            let (mine, theirs) = (&caches[writer], &caches[1 - writer]);
+            for _ in 0..100 {
+                for k in (writer as u64..KEYS).step_by(2) {
+                    let version = db[k as usize].fetch_add(1, Ordering::SeqCst) + 1;
+                    mine.invalidate(&[Invalidation::at_version(mine.key(ITEM, k), version)])
+                        .await
+                        .expect("invalidate");
+                    let read = theirs
+                        .get_or_load(&theirs.key(ITEM, k), || load(db.clone(), k))
+                        .await
+                        .expect("read")
+                        .expect("item")
+                        .version;
+                    if read < version {
+                        stale.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    done.store(true, Ordering::SeqCst);
+    for reader in readers {
+        reader.await.expect("reader");
+    }
+    assert_eq!(
+        stale.load(Ordering::SeqCst),
+        0,
+        "reads right after another instance's write ({:?})",
+        started.elapsed()
+    );
+    for near in &nears {
+        assert!(near.stats().hits > 0, "L1 served reads: {:?}", near.stats());
+    }
+}
