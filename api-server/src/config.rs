@@ -165,6 +165,23 @@ pub struct Settings {
     #[arg(long, env = "REDIS_TLS_CA_FILE", global = true)]
     pub redis_tls_ca_file: Option<PathBuf>,
 
+    /// With Redis: `strict` keeps an in-process copy of what was read (the near cache),
+    /// kept coherent by Redis's client tracking and served only after a round trip that
+    /// proves every earlier write's invalidation arrived; `off` asks Redis on every read.
+    /// Without Redis the in-process cache is the only one, and this is ignored.
+    #[arg(long, env = "CACHE_L1", value_enum, default_value_t = L1Mode::Strict, global = true)]
+    pub cache_l1: L1Mode,
+
+    /// Mebibytes the near cache holds at most (keys and values).
+    #[arg(
+        long,
+        env = "CACHE_L1_MAX_MB",
+        default_value_t = DEFAULT_CACHE_L1_MAX_MB,
+        value_parser = clap::value_parser!(u64).range(1..=65_536),
+        global = true
+    )]
+    pub cache_l1_max_mb: u64,
+
     /// Connections in the database pool. Unset: 8 for an SQLite file, 16 for PostgreSQL.
     #[arg(
         long,
@@ -206,6 +223,16 @@ const DEFAULT_REDIS_COMMAND_TIMEOUT_MS: u64 = 250;
 const DEFAULT_REDIS_RECONNECT_MAX_MS: u64 = 200;
 const DEFAULT_CACHE_ACK_TIMEOUT_MS: u64 = 1_000;
 const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+const DEFAULT_CACHE_L1_MAX_MB: u64 = 64;
+
+/// Whether a server with Redis keeps a near cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum L1Mode {
+    /// A near cache served only past a tracking barrier: never staler than Redis.
+    Strict,
+    /// No near cache.
+    Off,
+}
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -234,6 +261,8 @@ impl Default for Settings {
             redis_command_timeout_ms: DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
             redis_reconnect_max_ms: DEFAULT_REDIS_RECONNECT_MAX_MS,
             redis_tls_ca_file: None,
+            cache_l1: L1Mode::Strict,
+            cache_l1_max_mb: DEFAULT_CACHE_L1_MAX_MB,
             database_pool_size: None,
             cache_ack_timeout_ms: DEFAULT_CACHE_ACK_TIMEOUT_MS,
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
@@ -274,6 +303,8 @@ impl fmt::Debug for Settings {
             .field("redis_command_timeout_ms", &self.redis_command_timeout_ms)
             .field("redis_reconnect_max_ms", &self.redis_reconnect_max_ms)
             .field("redis_tls_ca_file", &self.redis_tls_ca_file)
+            .field("cache_l1", &self.cache_l1)
+            .field("cache_l1_max_mb", &self.cache_l1_max_mb)
             .field("database_pool_size", &self.database_pool_size)
             .field("cache_ack_timeout_ms", &self.cache_ack_timeout_ms)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)

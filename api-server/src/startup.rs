@@ -5,14 +5,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use cache_service::{CacheConfig, CacheService, CoherenceConfig, RedisConfig};
+use cache_service::{CacheConfig, CacheService, CoherenceConfig, NearCacheConfig, RedisConfig};
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::Tracing;
 use poem::{EndpointExt, Route, Server};
 use product_service::{JobConfig, ProductService};
 
 use crate::api::{self, ApiToken};
-use crate::config::{Settings, redact_url};
+use crate::config::{L1Mode, Settings, redact_url};
 use crate::middleware::{BodyLimit, HttpMetrics, allow_header};
 
 /// A server that is connected, migrated and bound, but not yet serving.
@@ -158,12 +158,19 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<ProductService> {
                 command_timeout: Duration::from_millis(settings.redis_command_timeout_ms),
                 reconnect_max_delay: Duration::from_millis(settings.redis_reconnect_max_ms),
                 tls_ca_file: settings.redis_tls_ca_file.clone(),
+                near_cache: match settings.cache_l1 {
+                    L1Mode::Strict => Some(NearCacheConfig {
+                        max_bytes: settings.cache_l1_max_mb << 20,
+                        ..NearCacheConfig::default()
+                    }),
+                    L1Mode::Off => None,
+                },
                 ..RedisConfig::new(url)
             };
             let cache = CacheService::connect_redis_in_background(&redis, config)
                 .await
                 .with_context(|| format!("cannot use Redis at {}", redact_url(url)))?;
-            tracing::info!(redis = %redact_url(url), prefix = %settings.cache_prefix, "cache: Redis");
+            tracing::info!(redis = %redact_url(url), prefix = %settings.cache_prefix, near_cache = ?settings.cache_l1, "cache: Redis");
             cache
         }
         None => {
