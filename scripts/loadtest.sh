@@ -6,21 +6,23 @@
 #
 # What it does, on a private redis-server and a fresh SQLite file in a temporary directory:
 # 1. seeds COUNT products through the write path (example `bench_seed`);
-# 2. starts three servers: `api-server` with Redis, `api-server` with its in-process cache,
-#    and the HTTP ceiling (example `http_ceiling`: the same poem stack and middleware
-#    answering the server's own response bytes from memory);
+# 2. starts four servers: `api-server` with Redis (CACHE_L1=off), `api-server` with Redis
+#    and its near cache (CACHE_L1=strict), `api-server` with its in-process cache, and the
+#    HTTP ceiling (example `http_ceiling`: the same poem stack and middleware answering
+#    the server's own response bytes from memory);
 # 3. with wrk (CONNECTIONS connections, THREADS threads), in ROUNDS interleaved rounds,
 #    loads `GET /api/products/1` and `GET /api/products?page=1&per_page=20` on each
 #    (warm cache) and reports the median req/s and p99, the median of the per-round
 #    ratios to the ceiling, and the CPU time per request of the server process and of
 #    redis-server (from /proc/PID/stat);
-# 4. starts a fresh `api-server` with Redis, sends MEM_REQUESTS GETs of random ids among
-#    the COUNT products, and reads VmRSS (and VmHWM) from /proc/PID/status.
+# 4. starts a fresh `api-server` with Redis (and the near cache, unless MEM_L1=off), sends
+#    MEM_REQUESTS GETs of random ids among the COUNT products, and reads VmRSS (and VmHWM)
+#    from /proc/PID/status.
 #
 # Settings (environment): SMOKE, PROFILE (release|debug), COUNT, ROUNDS, DURATION,
 # CONNECTIONS, THREADS, MEM_REQUESTS, RUST_LOG (servers' log level; default info, as shipped),
 # SCRAPE_EVERY (seconds: fetch /metrics that often during the memory run, as Prometheus
-# would; default 0, never), SKIP_LOAD=1 (only the memory run).
+# would; default 0, never), SKIP_LOAD=1 (only the memory run), MEM_L1 (strict|off).
 # Needs wrk (`apt-get install -y wrk`), redis-server, curl, python3. Without wrk it
 # prints SKIPPED and exits 0, except with CI=true, where it fails.
 set -euo pipefail
@@ -106,11 +108,11 @@ echo "== seed $COUNT products"
 export DATABASE_URL="sqlite://$work/load.db?mode=rwc"
 COUNT="$COUNT" "$bin/examples/bench_seed"
 
-start_server() { # name port [REDIS_URL]
-  local name=$1 port=$2 redis=${3:-}
+start_server() { # name port [REDIS_URL [CACHE_L1]]
+  local name=$1 port=$2 redis=${3:-} l1=${4:-off}
   if [[ -n "$redis" ]]; then
-    REDIS_URL="$redis" BIND="127.0.0.1:$port" API_TOKEN=loadtest CACHE_PREFIX="load-$name" \
-      "$bin/api-server" >"$work/$name.log" 2>&1 &
+    REDIS_URL="$redis" CACHE_L1="$l1" BIND="127.0.0.1:$port" API_TOKEN=loadtest \
+      CACHE_PREFIX="load-$name" "$bin/api-server" >"$work/$name.log" 2>&1 &
   else
     # An in-process cache cannot share its database with another server (it would not
     # see the other's writes, and the server refuses to start): it gets its own copy.
@@ -126,12 +128,13 @@ start_server() { # name port [REDIS_URL]
 
 echo "== servers"
 redis_srv_port="$(free_port)"; start_server redis "$redis_srv_port" "$redis_url"
+l1_srv_port="$(free_port)"; start_server l1 "$l1_srv_port" "$redis_url" strict
 memory_srv_port="$(free_port)"; start_server memory "$memory_srv_port"
 # The relay's first pass checks which Redis this is; reads use the cache after it.
 sleep 1
 product_path="/api/products/1"
 list_path="/api/products?page=1&per_page=20"
-for port in "$redis_srv_port" "$memory_srv_port"; do
+for port in "$redis_srv_port" "$l1_srv_port" "$memory_srv_port"; do
   for _ in 1 2 3; do
     curl -fs -o /dev/null "http://127.0.0.1:$port$product_path"
     curl -fs -o /dev/null "http://127.0.0.1:$port$list_path"
@@ -145,7 +148,7 @@ PRODUCT_BODY="$work/product.json" LIST_BODY="$work/list.json" BIND="127.0.0.1:$c
 pids+=($!)
 ceiling_pid=$!
 wait_http "http://127.0.0.1:$ceiling_port$product_path" $!
-for port in "$redis_srv_port" "$memory_srv_port" "$ceiling_port"; do
+for port in "$redis_srv_port" "$l1_srv_port" "$memory_srv_port" "$ceiling_port"; do
   cmp -s <(curl -fs "http://127.0.0.1:$port$product_path") "$work/product.json" \
     || { echo "loadtest: port $port answers other product bytes" >&2; exit 1; }
   cmp -s <(curl -fs "http://127.0.0.1:$port$list_path") "$work/list.json" \
@@ -157,9 +160,9 @@ if [[ "$SKIP_LOAD" != 1 ]]; then
   echo "== load: $ROUNDS round(s) x ${DURATION}s per target, $CONNECTIONS connections, $THREADS wrk threads"
   results="$work/results.tsv"
   : >"$results"
-  targets=(ceiling redis memory)
-  declare -A port_of=([ceiling]=$ceiling_port [redis]=$redis_srv_port [memory]=$memory_srv_port)
-  declare -A pid_of=([ceiling]=$ceiling_pid [redis]=$(cat "$work/redis.pid") [memory]=$(cat "$work/memory.pid"))
+  targets=(ceiling redis l1 memory)
+  declare -A port_of=([ceiling]=$ceiling_port [redis]=$redis_srv_port [l1]=$l1_srv_port [memory]=$memory_srv_port)
+  declare -A pid_of=([ceiling]=$ceiling_pid [redis]=$(cat "$work/redis.pid") [l1]=$(cat "$work/l1.pid") [memory]=$(cat "$work/memory.pid"))
   # CPU time (user + system) a process has used, in clock ticks.
   cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
   ticks_per_s="$(getconf CLK_TCK)"
@@ -187,16 +190,23 @@ if [[ "$SKIP_LOAD" != 1 ]]; then
   # The server with Redis served every request above from the cache.
   loads="$(curl -fs "http://127.0.0.1:$redis_srv_port/metrics" | awk '/^cache_loads_total/ {s += $2} END {print s + 0}')"
   echo "database reads (cache_loads_total) on the Redis server during the load: $loads"
+  # The near cache's barriers: reads per barrier, and Redis commands per read.
+  l1_metrics="$(curl -fs "http://127.0.0.1:$l1_srv_port/metrics")"
+  grep -E '^cache_l1_(requests_total|barrier_reads)' <<<"$l1_metrics" || true
+  l1_reads="$(awk '/^cache_l1_requests_total/ {s += $2} END {print s + 0}' <<<"$l1_metrics")"
+  l1_barriers="$(awk '/^cache_l1_barrier_reads_count/ {s += $2} END {print s + 0}' <<<"$l1_metrics")"
+  echo "near cache: $l1_reads reads, $l1_barriers barriers"
 else
   results="$work/results.tsv"; : >"$results"; loads=0
 fi
 # Only the server under test runs from here on.
-kill "$(cat "$work/redis.pid")" "$(cat "$work/memory.pid")" "${pids[-1]}" 2>/dev/null || true
+kill "$(cat "$work/redis.pid")" "$(cat "$work/l1.pid")" "$(cat "$work/memory.pid")" "${pids[-1]}" 2>/dev/null || true
 
-echo "== memory: $MEM_REQUESTS GETs of random ids among $COUNT products, fresh server with Redis"
+MEM_L1="${MEM_L1:-strict}"
+echo "== memory: $MEM_REQUESTS GETs of random ids among $COUNT products, fresh server with Redis (CACHE_L1=$MEM_L1)"
 mem_port="$(free_port)"
 redis-cli -p "$redis_port" flushall >/dev/null # private server: start the cache empty
-start_server rss "$mem_port" "$redis_url"
+start_server rss "$mem_port" "$redis_url" "$MEM_L1"
 sleep 1
 rss_pid="$(cat "$work/rss.pid")"
 rss_kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
@@ -232,10 +242,10 @@ cached_keys="$(redis-cli -p "$redis_port" dbsize)"
 echo "== results"
 mkdir -p "$target_dir/bench-results"
 python3 - "$results" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$THREADS" "$COUNT" "$PROFILE" "$SMOKE" \
-  "$sent" "$rss_start" "$rss_end" "$hwm_end" "$mem_loads" "$mem_hits" "$cached_keys" "$loads" "$SCRAPE_EVERY" <<'EOF' | tee -a "$target_dir/bench-results/loadtest.md"
+  "$sent" "$rss_start" "$rss_end" "$hwm_end" "$mem_loads" "$mem_hits" "$cached_keys" "$loads" "$SCRAPE_EVERY" "$MEM_L1" <<'EOF' | tee -a "$target_dir/bench-results/loadtest.md"
 import statistics, sys
 (path, rounds, duration, conns, threads, count, profile, smoke,
- sent, rss_start, rss_end, hwm_end, mem_loads, mem_hits, cached_keys, loads, scrape) = sys.argv[1:]
+ sent, rss_start, rss_end, hwm_end, mem_loads, mem_hits, cached_keys, loads, scrape, mem_l1) = sys.argv[1:]
 def ms(p99):
     for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
         if p99.endswith(unit):
@@ -250,7 +260,7 @@ import os
 print(f"\n## loadtest {'SMOKE' if smoke == '1' else 'run'} ({profile} build; machine: {os.cpu_count()} cores, {cpu}; "
       f"wrk -t{threads} -c{conns} -d{duration}s, {rounds} interleaved round(s); {count} products)\n")
 names = {"ceiling": "HTTP ceiling (fixed bytes, same stack)", "redis": "api-server, Redis cache",
-         "memory": "api-server, in-process cache"}
+         "l1": "api-server, Redis + near cache", "memory": "api-server, in-process cache"}
 paths = {"product": "GET /api/products/1", "list": "GET /api/products?page=1&per_page=20"}
 if data:
     print("| route | server | req/s (median) | p99 ms (median) | req/s vs ceiling (median of per-round ratios) "
@@ -258,7 +268,7 @@ if data:
     print("|---|---|---|---|---|---|---|---|")
 for route in ("product", "list") if data else ():
     base = data[(route, "ceiling")]
-    for target in ("ceiling", "redis", "memory"):
+    for target in ("ceiling", "redis", "l1", "memory"):
         d = data[(route, target)]
         ratio = statistics.median(d[r][0] / base[r][0] for r in d)
         cpu_ratio = statistics.median(base[r][2] / d[r][2] for r in d)
@@ -268,7 +278,7 @@ for route in ("product", "list") if data else ():
               f"{statistics.median(v[3] for v in d.values()):.1f} |")
 print(f"\ndatabase reads by the Redis server during the load (cache_loads_total): {loads}")
 verdict = "(smoke: no verdict)" if smoke == "1" else ("PASS" if int(rss_end) < 64 * 1024 else "MISS")
-print(f"\nmemory ({'/metrics scraped every ' + scrape + ' s' if scrape != '0' else '/metrics never scraped'}): {sent} GETs of random ids among {count} products on a fresh api-server with Redis: "
+print(f"\nmemory ({'/metrics scraped every ' + scrape + ' s' if scrape != '0' else '/metrics never scraped'}): {sent} GETs of random ids among {count} products on a fresh api-server with Redis (CACHE_L1={mem_l1}): "
       f"VmRSS {int(rss_start)/1024:.1f} MiB after start-up, {int(rss_end)/1024:.1f} MiB after the GETs "
       f"(VmHWM {int(hwm_end)/1024:.1f} MiB); target < 64 MiB: {verdict}. "
       f"Loads {mem_loads}, hits {mem_hits}, keys in Redis {cached_keys}.")
