@@ -38,6 +38,7 @@ use product_service::{
 };
 use serde_json::Value;
 
+use crate::api::fields::CellField;
 use crate::config::Settings;
 use crate::startup;
 
@@ -46,16 +47,16 @@ pub const BATCH_SIZE: usize = 500;
 
 /// The columns (CSV) or keys (JSON Lines) an import understands.
 pub const COLUMNS: [&str; 6] = [
-    "sku",
-    "name",
-    "description",
-    "price_cents",
-    "stock",
-    "category",
+    Sku::FIELD,
+    ProductName::FIELD,
+    Description::FIELD,
+    PriceCents::FIELD,
+    Stock::FIELD,
+    Category::FIELD,
 ];
 
 /// Without a terminal, a progress line every this many rows.
-const PROGRESS_LINE_EVERY: u64 = 10_000;
+pub(crate) const PROGRESS_LINE_EVERY: u64 = 10_000;
 
 /// How long an import waits at its end for the servers' relays to apply what it owes,
 /// when it cannot apply it itself.
@@ -530,68 +531,44 @@ fn parse_json_line(bytes: &[u8]) -> Result<ProductImport, (String, String)> {
     assemble(cells).map_err(|e| (e.field.to_owned(), e.reason))
 }
 
-/// One field's raw value, as a CSV cell or a JSON value.
+/// One field's raw value, as a CSV cell or a JSON value, parsed by the API's own parser
+/// ([`CellField`]), so a bad field reads the same here as over HTTP.
 trait Cell {
-    fn text(&self, field: &'static str) -> Result<&str, ValidationError>;
-    fn integer(&self, field: &'static str) -> Result<i64, ValidationError>;
+    fn parse<T: CellField>(self) -> Result<T, String>;
 }
 
 impl Cell for &str {
-    fn text(&self, _field: &'static str) -> Result<&str, ValidationError> {
-        Ok(self)
-    }
-
-    fn integer(&self, field: &'static str) -> Result<i64, ValidationError> {
-        use std::num::IntErrorKind;
-        match self.trim().parse::<i64>() {
-            Ok(n) => Ok(n),
-            // Out of i64's range is out of every field's range: let the domain say so.
-            Err(e) if *e.kind() == IntErrorKind::PosOverflow => Ok(i64::MAX),
-            Err(e) if *e.kind() == IntErrorKind::NegOverflow => Ok(i64::MIN),
-            Err(_) => Err(ValidationError::new(field, "must be an integer")),
-        }
+    fn parse<T: CellField>(self) -> Result<T, String> {
+        T::from_text(self)
     }
 }
 
 impl Cell for &Value {
-    fn text(&self, field: &'static str) -> Result<&str, ValidationError> {
-        self.as_str()
-            .ok_or_else(|| ValidationError::new(field, "must be a string"))
+    fn parse<T: CellField>(self) -> Result<T, String> {
+        T::from_json(self)
     }
+}
 
-    fn integer(&self, field: &'static str) -> Result<i64, ValidationError> {
-        match self {
-            Value::Number(n) if n.is_i64() => n
-                .as_i64()
-                .ok_or_else(|| ValidationError::new(field, "must be an integer")),
-            Value::Number(n) if n.is_u64() => Ok(i64::MAX), // beyond i64: out of range
-            _ => Err(ValidationError::new(field, "must be an integer")),
-        }
-    }
+/// The field in `cell`, if given.
+fn field<T: CellField>(cell: Option<impl Cell>) -> Result<Option<T>, ValidationError> {
+    cell.map(|c| {
+        c.parse()
+            .map_err(|reason| ValidationError::new(T::FIELD, reason))
+    })
+    .transpose()
 }
 
 /// Parses the cells of [`COLUMNS`] (absent: keep the current value) with the domain
 /// types; the first bad field, in column order, is the error.
 fn assemble<C: Cell>(cells: [Option<C>; 6]) -> Result<ProductImport, ValidationError> {
     let [sku, name, description, price_cents, stock, category] = cells;
-    let sku = sku.ok_or_else(|| ValidationError::new("sku", "is required"))?;
     Ok(ProductImport {
-        sku: Sku::parse(sku.text("sku")?)?,
-        name: name
-            .map(|c| c.text("name").and_then(ProductName::parse))
-            .transpose()?,
-        description: description
-            .map(|c| c.text("description").and_then(Description::parse))
-            .transpose()?,
-        price_cents: price_cents
-            .map(|c| c.integer("price_cents").and_then(PriceCents::parse))
-            .transpose()?,
-        stock: stock
-            .map(|c| c.integer("stock").and_then(Stock::parse))
-            .transpose()?,
-        category: category
-            .map(|c| c.text("category").and_then(Category::parse))
-            .transpose()?,
+        sku: field(sku)?.ok_or_else(|| ValidationError::new(Sku::FIELD, "is required"))?,
+        name: field(name)?,
+        description: field(description)?,
+        price_cents: field(price_cents)?,
+        stock: field(stock)?,
+        category: field(category)?,
     })
 }
 

@@ -25,6 +25,8 @@ pub mod import;
 pub mod startup;
 
 mod api;
+#[cfg(test)]
+mod docs_tests;
 mod middleware;
 mod telemetry;
 
