@@ -23,14 +23,12 @@
 //!
 //! The database triggers record every change in `cache_outbox` in the same transaction,
 //! so an invalidation that fails here (Redis down) is applied later by a relay; the
-//! import's caller waits for that once, at the end ([`Coherence::flush`]), instead of
-//! after every batch. Inline invalidation runs only at a checked cache epoch (the first
+//! import's caller waits for that once, at the end ([`ProductService::settle_import`]),
+//! instead of after every batch. Inline invalidation runs only at a checked cache epoch (the first
 //! batch checks it). After a failed invalidation, inline invalidation pauses (1 s,
 //! doubling up to 30 s) and the outbox keeps what is owed, so a dead or frozen Redis
 //! costs a few timeouts, not one per batch. Replaying what was applied inline costs a
 //! relay one fence read per product, no reload.
-//!
-//! [`Coherence::flush`]: cache_service::Coherence::flush
 //!
 //! A dry run executes the same statements in a transaction that is rolled back, and
 //! invalidates nothing. It remembers what its earlier batches would have changed, so a
@@ -60,6 +58,10 @@ const ATTEMPTS: usize = 3;
 /// How long inline invalidation pauses after its first failure, and at most.
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
 const MAX_PAUSE: Duration = Duration::from_secs(30);
+
+/// How long [`ProductService::settle_import`] waits for the servers' relays to apply what
+/// an import owes, when it cannot apply it itself.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One imported row: a sku and the fields the row gives. `None` keeps the product's
 /// current value; creating a product needs `name`, `price_cents` and `stock`
@@ -144,6 +146,22 @@ impl ProductService {
             paused_until: None,
             pause: FIRST_PAUSE,
         }
+    }
+
+    /// At the end of an import: waits until a cache can show what it wrote. Applies what
+    /// the import owes (after checking the cache epoch) or, when this process cannot
+    /// (Redis unreachable, or no Redis: a server's in-process cache is reached through its
+    /// relay alone), wakes the servers' relays and waits, up to [`SETTLE_TIMEOUT`], for
+    /// one to apply it. Returns whether all was applied; what is left stays in the
+    /// outbox for the relays, with a warning.
+    pub async fn settle_import(&self) -> bool {
+        let settled = self.coherence.flush(SETTLE_TIMEOUT).await;
+        if !settled {
+            tracing::warn!(
+                "the cache could not be updated yet; the outbox keeps the import's invalidations until a server's relay applies them"
+            );
+        }
+        settled
     }
 
     /// Applies one batch with a fresh [`Importer`] (see
