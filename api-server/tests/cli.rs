@@ -8,14 +8,8 @@ use std::process::Command;
 
 fn api_server() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_api-server"));
-    for name in [
-        "BIND",
-        "DATABASE_URL",
-        "REDIS_URL",
-        "CACHE_PREFIX",
-        "CACHE_TTL_SECS",
-        "API_TOKEN",
-    ] {
+    // Every variable the binary reads, from its command-line definition.
+    for name in api_server::config::setting_variables() {
         command.env_remove(name);
     }
     command

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use api_server::import::{ImportOptions, ImportReport, Progress, import_file, run};
 use cache_service::{CacheConfig, CacheService, RedisConfig};
+use integration_tests::api_server_command as command;
 use integration_tests::fixtures::{Fixture, first_page, id, new_product};
 use product_service::ProductService;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
@@ -710,82 +711,22 @@ async fn an_import_succeeds_when_redis_dies_and_the_outbox_keeps_the_invalidatio
 // The real binary, as a separate process, next to a running server
 // ---------------------------------------------------------------------------------------
 
-/// How long the server may take to start.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// The `api-server` cargo built beside this test, if it knows `import`; otherwise
-/// `None` after a loud notice (a panic in CI).
-async fn binary(test: &str) -> Option<PathBuf> {
-    let found = integration_tests::api_server_binary();
-    let problem = match &found {
-        None => Some("no api-server binary beside the tests"),
-        Some(path) => {
-            let help = command(path).args(["import", "--help"]).output().await;
-            match help {
-                Ok(output) if output.status.success() => None,
-                _ => Some("the api-server binary has no `import` subcommand (built before it)"),
-            }
-        }
-    };
-    let Some(problem) = problem else {
-        return found;
-    };
-    let message = format!("SKIPPED {test}: {problem}; run `cargo build -p api-server` first");
-    assert!(!integration_tests::in_ci(), "{message}");
-    let rule = "=".repeat(72);
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "\n{rule}\n{message}\n{rule}");
-    None
-}
-
-/// A command for the binary with none of its settings inherited.
-fn command(binary: &Path) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(binary);
-    // Every variable the binary reads, from its command-line definition.
-    for name in api_server::config::setting_variables() {
-        command.env_remove(name);
-    }
-    command
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    command
+/// The `api-server` cargo built beside the test, or `None` after a loud notice (a panic
+/// in CI).
+fn binary(test: &str) -> Option<PathBuf> {
+    integration_tests::api_server_or_skip(test)
 }
 
 /// Starts `api-server serve` and returns it with its base URL, from its "serving" line.
 async fn serve(binary: &Path, env: &[(&str, &str)]) -> (tokio::process::Child, String) {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut child = command(binary)
+    let mut command = command(binary);
+    command
         .arg("serve")
         .env("BIND", "127.0.0.1:0")
         .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the server starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let mut log = Vec::new();
-    let address = tokio::time::timeout(PATIENCE, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("serving")
-                && let Some(start) = line.find("http://")
-            {
-                let rest = &line[start..];
-                return Some(rest[..rest.find("/docs").unwrap_or(rest.len())].to_owned());
-            }
-            log.push(line);
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| panic!("no \"serving\" line; the log was:\n{}", log.join("\n")));
-    // Keep draining stderr so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, address)
+        .stdout(Stdio::null());
+    let started = integration_tests::start_server(command).await;
+    (started.child, started.address)
 }
 
 async fn run_import(binary: &Path, env: &[(&str, &str)], file: &Path) -> std::process::Output {
@@ -800,7 +741,7 @@ async fn run_import(binary: &Path, env: &[(&str, &str)], file: &Path) -> std::pr
 
 #[tokio::test]
 async fn import_help_documents_the_format_and_the_summary() {
-    let Some(binary) = binary("import_help_documents_the_format_and_the_summary").await else {
+    let Some(binary) = binary("import_help_documents_the_format_and_the_summary") else {
         return;
     };
 
@@ -829,7 +770,7 @@ async fn import_help_documents_the_format_and_the_summary() {
 #[tokio::test]
 async fn the_import_binary_changes_what_a_running_server_serves_at_once() {
     let test = "the_import_binary_changes_what_a_running_server_serves_at_once";
-    let Some(binary) = binary(test).await else {
+    let Some(binary) = binary(test) else {
         return;
     };
     let Some((redis_url, _redis)) = integration_tests::redis_url_or_skip(test).await else {

@@ -11,7 +11,7 @@ use tempfile::TempDir;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use super::binary::{PATIENCE, binary, command, forward_lines, sqlite_url, terminate};
+use super::binary::{PATIENCE, binary, command, sqlite_url, terminate};
 
 const TOKEN: &str = "crash-test-token";
 
@@ -37,39 +37,21 @@ async fn start(
         .env("REDIS_URL", redis_url)
         .env("CACHE_PREFIX", prefix)
         .env("API_TOKEN", TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stdout(Stdio::null());
     if fault {
         command.env("API_SERVER_TEST_PAUSE_AFTER_COMMIT", "1");
     }
-    let mut child = command.spawn().expect("api-server starts");
-    let mut stderr = forward_lines(child.stderr.take().expect("stderr"));
-    let mut fault_on = false;
-    let base = tokio::time::timeout(PATIENCE, async {
-        while let Some(line) = stderr.recv().await {
-            fault_on |= line.contains("fault injection on");
-            if line.contains("serving")
-                && let Some(start) = line.find("http://")
-            {
-                let rest = &line[start..];
-                return Some(rest[..rest.find("/docs").unwrap_or(rest.len())].to_owned());
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .expect("the server logs its address");
+    let started = integration_tests::start_server(command).await;
+    let fault_on = started.log.iter().any(|l| l.contains("fault injection on"));
     assert!(
         fault_on || !fault,
         "this api-server ignores API_SERVER_TEST_PAUSE_AFTER_COMMIT: it was built without the \
          `fault-injection` feature (`cargo test --workspace` builds it with it)"
     );
     Server {
-        child,
-        base,
-        stderr,
+        child: started.child,
+        base: started.address,
+        stderr: started.stderr,
     }
 }
 
