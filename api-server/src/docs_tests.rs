@@ -95,6 +95,10 @@ fn readmes_prose_states_the_same_numbers_as_the_code() {
         ),
         format!("Rows are applied {BATCH_SIZE} per transaction"),
         format!("every {} rows", grouped(PROGRESS_LINE_EVERY)),
+        format!(
+            "waits up to {} s for one of them",
+            product_service::import::SETTLE_TIMEOUT.as_secs()
+        ),
     ];
     // README wraps lines; compare with the line breaks folded.
     let readme = README.split_whitespace().collect::<Vec<_>>().join(" ");

@@ -39,7 +39,7 @@ async fn health_reports_ok_for_the_database_and_redis() {
     );
 }
 
-/// The metric names `spec/API.md` makes part of the contract, with their types.
+/// The metric names the contract fixes (README's Metrics table), with their types.
 const CONTRACT_METRICS: &[(&str, &str)] = &[
     ("cache_requests_total", "counter"),
     ("cache_loads_total", "counter"),
