@@ -16,7 +16,7 @@ fn api_server() -> Command {
 }
 
 #[test]
-fn help_lists_every_subcommand() {
+fn help_lists_every_subcommand_and_the_main_settings() {
     let output = api_server()
         .arg("--help")
         .output()
@@ -30,6 +30,16 @@ fn help_lists_every_subcommand() {
                 .any(|line| line.trim_start().starts_with(subcommand)),
             "{subcommand} in:\n{help}"
         );
+    }
+    for flag in [
+        "--bind",
+        "--database-url",
+        "--redis-url",
+        "--cache-prefix",
+        "--cache-ttl-secs",
+        "--api-token",
+    ] {
+        assert!(help.contains(flag), "{flag} in:\n{help}");
     }
 }
 

@@ -158,3 +158,22 @@ pub async fn start_server(mut command: Command) -> StartedServer {
         stdout,
     }
 }
+
+/// Creates a product on the server at `base` (`http://host:port`) with `token`; returns
+/// the created product's JSON. Panics if the request or its JSON fails.
+pub async fn create_product(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    http.post(format!("{base}/api/products"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("JSON")
+}

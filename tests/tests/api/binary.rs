@@ -31,33 +31,6 @@ pub(super) fn sqlite_url(dir: &TempDir) -> String {
 }
 
 #[tokio::test]
-async fn help_lists_the_serve_migrate_and_import_subcommands() {
-    let Some(binary) = binary() else { return };
-
-    let output = command(&binary).arg("--help").output().await.expect("runs");
-
-    assert!(output.status.success(), "{:?}", output.status);
-    let help = String::from_utf8_lossy(&output.stdout);
-    for subcommand in ["serve", "migrate", "import"] {
-        assert!(
-            help.lines()
-                .any(|line| line.trim_start().starts_with(subcommand)),
-            "{subcommand} in:\n{help}"
-        );
-    }
-    for flag in [
-        "--bind",
-        "--database-url",
-        "--redis-url",
-        "--cache-prefix",
-        "--cache-ttl-secs",
-        "--api-token",
-    ] {
-        assert!(help.contains(flag), "{flag} in:\n{help}");
-    }
-}
-
-#[tokio::test]
 async fn migrate_applies_the_migrations_and_exits_0_every_time() {
     let Some(binary) = binary() else { return };
     let dir = tempfile::tempdir().expect("a temporary directory");

@@ -78,16 +78,13 @@ async fn a_server_killed_between_commit_and_invalidation_serves_no_stale_value_a
 
     // A healthy server creates and caches the product at v1.
     let mut first = start(&binary, &dir, &redis.url(), &prefix, false).await;
-    let created: Value = http
-        .post(format!("{}/api/products", first.base))
-        .bearer_auth(TOKEN)
-        .json(&json!({"sku": "CRASH-1", "name": "Old", "price_cents": 100, "stock": 1}))
-        .send()
-        .await
-        .expect("POST")
-        .json()
-        .await
-        .expect("JSON");
+    let created = integration_tests::binary::create_product(
+        &http,
+        &first.base,
+        TOKEN,
+        &json!({"sku": "CRASH-1", "name": "Old", "price_cents": 100, "stock": 1}),
+    )
+    .await;
     let id = created["id"].as_i64().expect("id");
     let product_url = format!("{}/api/products/{id}", first.base);
     for _ in 0..2 {

@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::bad_input::oversized_product;
-use crate::helpers::{assert_problem, id_of, new_product, send, spawn_app};
+use crate::helpers::{assert_problem, header_or_empty, id_of, new_product, send, spawn_app};
 
 // --- authentication ----------------------------------------------------------------------
 
@@ -37,12 +37,7 @@ fn writes(id: i64) -> Vec<(Method, String, Option<Value>)> {
 }
 
 async fn assert_unauthorized(response: reqwest::Response, context: &str) {
-    let challenge = response
-        .headers()
-        .get(WWW_AUTHENTICATE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let challenge = header_or_empty(&response, WWW_AUTHENTICATE);
     assert_problem(response, 401, context).await;
     assert!(
         challenge.starts_with("Bearer"),

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use api_server::import::{ImportOptions, ImportReport, Progress, import_file};
-use cache_service::{CacheConfig, CacheService, RedisConfig};
 use integration_tests::fixtures::Fixture;
 use product_service::ProductService;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
@@ -113,24 +112,4 @@ pub(crate) async fn count_rows(db: &DatabaseConnection, table: &str) -> i64 {
         .expect("COUNT runs")
         .expect("a row");
     row.try_get::<i64>("", "n").expect("n")
-}
-
-/// The Redis the fixture uses.
-pub(crate) fn redis_url(f: &Fixture) -> String {
-    match &f.redis_server {
-        Some(server) => server.url(),
-        None => std::env::var(integration_tests::TEST_REDIS_URL).expect("TEST_REDIS_URL"),
-    }
-}
-
-/// A second service over the fixture's database and Redis, with a cache of its own
-/// (as another process would have).
-pub(crate) async fn another_process(f: &Fixture) -> ProductService {
-    let cache = CacheService::connect_redis(
-        &RedisConfig::new(redis_url(f)),
-        CacheConfig::with_prefix(f.prefix.clone()),
-    )
-    .await
-    .expect("redis connects");
-    ProductService::new(database(f).await, cache)
 }

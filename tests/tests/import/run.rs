@@ -29,7 +29,7 @@ async fn run_applies_the_file_drains_what_it_owes_and_fails_when_a_row_failed() 
     };
     let files = Files::new();
     let db = database(&f).await;
-    let settings = settings(&f.database_url, Some(&redis_url(&f)), &f.prefix);
+    let settings = settings(&f.database_url, Some(&f.redis_url), &f.prefix);
     let good = files.write("good.csv", &format!("{HEADER}\nR-1,One,,100,1,\n"));
     let bad = files.write(
         "bad.csv",

@@ -1,7 +1,7 @@
 //! Imports through `ProductService` on both databases, with a real Redis.
 
 use api_server::import::import_file;
-use integration_tests::fixtures::{Fixture, first_page, id, new_product};
+use integration_tests::fixtures::{Fixture, first_page, id};
 
 use crate::helpers::*;
 
@@ -246,10 +246,7 @@ async fn an_unknown_csv_column_is_an_error_naming_it_and_nothing_is_written(f: F
 async fn a_dry_run_reports_what_the_import_would_do_and_writes_nothing(f: Fixture) {
     let files = Files::new();
     let db = database(&f).await;
-    f.service
-        .create(new_product("OLD-1", 100))
-        .await
-        .expect("create");
+    f.create("OLD-1", 100).await;
     f.service.relay(100).drain().await.expect("drain");
     let generation = f.list_generation().await;
     // 1 100 rows in three batches; D-0001, created in the first, changes in the third.
@@ -358,11 +355,7 @@ async fn imports_span_batches_and_a_reimport_changes_nothing(f: Fixture) {
 
 async fn a_cached_product_and_list_page_show_the_import_at_once(f: Fixture) {
     let files = Files::new();
-    let kb = f
-        .service
-        .create(new_product("KB-1", 100))
-        .await
-        .expect("create");
+    let kb = f.create("KB-1", 100).await;
     assert_eq!(
         f.service
             .find_by_id(id(kb.id))
@@ -376,7 +369,7 @@ async fn a_cached_product_and_list_page_show_the_import_at_once(f: Fixture) {
     assert!(f.is_cached(kb.id).await, "the product is cached");
     let generation = f.list_generation().await;
     // The import runs in "another process": its own cache handle, same Redis.
-    let importer = another_process(&f).await;
+    let importer = f.peer(&f.redis_url).await;
     let path = files.write(
         "update.csv",
         &format!("{HEADER}\nKB-1,,,250,,\nKB-2,Second,,300,1,cat\n"),
