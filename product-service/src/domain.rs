@@ -282,6 +282,20 @@ pub struct ProductPatch {
     pub category: Option<Category>,
 }
 
+/// A full replace is a patch of every field.
+impl From<NewProduct> for ProductPatch {
+    fn from(input: NewProduct) -> Self {
+        Self {
+            sku: Some(input.sku),
+            name: Some(input.name),
+            description: Some(input.description),
+            price_cents: Some(input.price_cents),
+            stock: Some(input.stock),
+            category: Some(input.category),
+        }
+    }
+}
+
 impl ProductPatch {
     /// Whether the patch changes nothing.
     pub fn is_empty(&self) -> bool {

@@ -43,7 +43,9 @@ use sea_orm::{
     QueryOrder, QuerySelect, SqlErr, Statement,
 };
 
-use crate::domain::{Category, Description, PriceCents, ProductName, Sku, Stock, ValidationError};
+use crate::domain::{
+    Category, Description, PriceCents, ProductName, ProductPatch, Sku, Stock, ValidationError,
+};
 use crate::entity::product;
 use crate::error::Result;
 use crate::service::{PRODUCT, ProductService};
@@ -86,6 +88,18 @@ pub struct ProductImport {
 }
 
 impl ProductImport {
+    /// The fields the row gives, as a patch that keeps the sku (which names the product).
+    pub(crate) fn fields(&self) -> ProductPatch {
+        ProductPatch {
+            sku: None,
+            name: self.name.clone(),
+            description: self.description.clone(),
+            price_cents: self.price_cents,
+            stock: self.stock,
+            category: self.category.clone(),
+        }
+    }
+
     /// A row for `sku` that gives no field (it changes nothing).
     pub fn new(sku: Sku) -> Self {
         Self {
@@ -211,13 +225,13 @@ impl Importer {
         for (index, row) in rows.iter().enumerate() {
             match batch.get_mut(&row.sku) {
                 Some(current) => {
-                    if current.apply(row) {
+                    if current.apply(row)? {
                         report.updated += 1;
                     } else {
                         report.unchanged += 1;
                     }
                 }
-                None => match Current::create(row) {
+                None => match Current::create(row)? {
                     Ok(current) => {
                         batch.push(row.sku.as_str(), current);
                         report.created += 1;
@@ -294,7 +308,7 @@ impl Importer {
         for current in batch.rows {
             if current.is_dirty() {
                 self.simulated
-                    .insert(current.sku.clone(), current.settled());
+                    .insert(current.sku().to_owned(), current.settled());
             }
         }
     }

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
-    Statement, Value,
+    ActiveModelTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
+    IdenStatic, Iterable, ModelTrait, Statement, Value,
 };
 
 use super::ProductImport;
-use crate::domain::{Category, Description, PriceCents, ProductName, Sku, Stock, ValidationError};
+use crate::domain::{PriceCents, ProductName, Sku, Stock, ValidationError};
 use crate::entity::product;
 use crate::service::now;
 
@@ -42,164 +42,130 @@ impl Batch {
     }
 }
 
-/// Which columns the batch changed.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Changed {
-    name: bool,
-    description: bool,
-    price_cents: bool,
-    stock: bool,
-    category: bool,
-}
-
 /// A product as the batch's rows have left it so far.
 #[derive(Debug, Clone)]
 pub(super) struct Current {
-    /// `None` for a product that is not in the database yet: created by this batch (or
-    /// by an earlier, rolled-back dry-run batch).
-    id: Option<i64>,
-    pub(super) sku: String,
-    name: String,
-    description: String,
-    price_cents: i64,
-    stock: i64,
-    category: String,
-    /// The version after the rows applied so far.
-    version: i64,
+    /// The product's columns after the rows applied so far (`version` included). For a
+    /// product not in the database yet (created by this batch, or by an earlier,
+    /// rolled-back dry-run batch) `id` means nothing and `in_database` is false.
+    model: product::Model,
+    in_database: bool,
     /// The version this batch started from; 0 for a new product.
     stored_version: i64,
     /// The version of the database row (the `WHERE` of the update); differs from
     /// `stored_version` only in a dry run, for a product an earlier batch changed.
     db_version: i64,
-    changed: Changed,
+    /// The columns the batch changed, by name.
+    changed: Vec<&'static str>,
 }
 
 impl Current {
-    pub(super) fn stored(m: product::Model) -> Self {
+    pub(super) fn stored(model: product::Model) -> Self {
         Self {
-            id: Some(m.id),
-            sku: m.sku,
-            name: m.name,
-            description: m.description,
-            price_cents: m.price_cents,
-            stock: m.stock,
-            category: m.category,
-            version: m.version,
-            stored_version: m.version,
-            db_version: m.version,
-            changed: Changed::default(),
+            in_database: true,
+            stored_version: model.version,
+            db_version: model.version,
+            changed: Vec::new(),
+            model,
         }
     }
 
-    /// A new product from a row that gives every required field.
-    pub(super) fn create(row: &ProductImport) -> Result<Self, ValidationError> {
-        let required = |field| ValidationError::new(field, "is required to create a product");
-        let name = row.name.as_ref().ok_or_else(|| required("name"))?;
-        let price_cents = row.price_cents.ok_or_else(|| required("price_cents"))?;
-        let stock = row.stock.ok_or_else(|| required("stock"))?;
-        Ok(Self {
-            id: None,
-            sku: row.sku.as_str().to_owned(),
-            name: name.as_str().to_owned(),
-            description: row
-                .description
-                .as_ref()
-                .map_or_else(String::new, |d| d.as_str().to_owned()),
-            price_cents: price_cents.get(),
-            stock: stock.get(),
-            category: row
-                .category
-                .as_ref()
-                .map_or_else(String::new, |c| c.as_str().to_owned()),
-            version: 1,
+    /// A new product from a row that gives every required field (`description` and
+    /// `category` default to `""`).
+    pub(super) fn create(row: &ProductImport) -> Result<Result<Self, ValidationError>, DbErr> {
+        let required = [
+            (ProductName::FIELD, row.name.is_some()),
+            (PriceCents::FIELD, row.price_cents.is_some()),
+            (Stock::FIELD, row.stock.is_some()),
+        ];
+        if let Some((field, _)) = required.iter().find(|(_, given)| !given) {
+            return Ok(Err(ValidationError::new(
+                field,
+                "is required to create a product",
+            )));
+        }
+        let mut new = Self {
+            model: product::Model {
+                sku: row.sku.to_string(),
+                ..product::Model::default()
+            },
+            in_database: false,
             stored_version: 0,
             db_version: 0,
-            changed: Changed::default(),
-        })
+            changed: Vec::new(),
+        };
+        new.apply(row)?;
+        new.model.version = 1;
+        Ok(Ok(new))
+    }
+
+    /// The product's sku.
+    pub(super) fn sku(&self) -> &str {
+        &self.model.sku
     }
 
     /// Applies the row's fields; returns whether anything changed (then the version
     /// moves on by one, as a single update would move it).
-    pub(super) fn apply(&mut self, row: &ProductImport) -> bool {
+    pub(super) fn apply(&mut self, row: &ProductImport) -> Result<bool, DbErr> {
         let mut changed = false;
-        changed |= set_text(
-            &mut self.name,
-            row.name.as_ref().map(ProductName::as_str),
-            &mut self.changed.name,
-        );
-        changed |= set_text(
-            &mut self.description,
-            row.description.as_ref().map(Description::as_str),
-            &mut self.changed.description,
-        );
-        changed |= set_integer(
-            &mut self.price_cents,
-            row.price_cents.map(PriceCents::get),
-            &mut self.changed.price_cents,
-        );
-        changed |= set_integer(
-            &mut self.stock,
-            row.stock.map(Stock::get),
-            &mut self.changed.stock,
-        );
-        changed |= set_text(
-            &mut self.category,
-            row.category.as_ref().map(Category::as_str),
-            &mut self.changed.category,
-        );
-        if changed {
-            self.version += 1;
+        for (column, value) in product::patch_columns(&row.fields()) {
+            if self.model.get(column) != value {
+                self.model.try_set(column, value)?;
+                if !self.changed.contains(&column.as_str()) {
+                    self.changed.push(column.as_str());
+                }
+                changed = true;
+            }
         }
-        changed
+        if changed {
+            self.model.version += 1;
+        }
+        Ok(changed)
     }
 
     /// Whether the batch has something to write for this product.
     pub(super) fn is_dirty(&self) -> bool {
-        self.version != self.stored_version
+        self.model.version != self.stored_version
     }
 
     /// The state a later batch starts from (dry run).
     pub(super) fn settled(mut self) -> Self {
-        self.stored_version = self.version;
-        self.changed = Changed::default();
+        self.stored_version = self.model.version;
+        self.changed.clear();
         self
     }
 
-    pub(super) fn insert_model(&self, now: DateTime<Utc>) -> product::ActiveModel {
-        product::ActiveModel {
-            sku: Set(self.sku.clone()),
-            name: Set(self.name.clone()),
-            description: Set(self.description.clone()),
-            price_cents: Set(self.price_cents),
-            stock: Set(self.stock),
-            category: Set(self.category.clone()),
-            version: Set(self.version),
-            created_at: Set(now),
-            updated_at: Set(now),
-            ..Default::default()
+    /// The row to insert: every column but the id, created and updated `now`.
+    fn insert_model(&self, now: DateTime<Utc>) -> Result<product::ActiveModel, DbErr> {
+        let mut insert = <product::ActiveModel as ActiveModelTrait>::default();
+        for column in product::Column::iter() {
+            match column {
+                product::Column::Id => {}
+                product::Column::CreatedAt | product::Column::UpdatedAt => {
+                    insert.try_set(column, now.into())?;
+                }
+                _ => insert.try_set(column, self.model.get(column))?,
+            }
         }
+        Ok(insert)
     }
 }
 
-pub(super) fn set_text(field: &mut String, value: Option<&str>, changed: &mut bool) -> bool {
-    match value {
-        Some(value) if value != field.as_str() => {
-            value.clone_into(field);
-            *changed = true;
-            true
-        }
-        _ => false,
-    }
+/// The columns an import may change: every column but the key, the sku that names the
+/// product, and those the statement maintains itself.
+fn importable_columns() -> impl Iterator<Item = product::Column> {
+    use product::Column as C;
+    C::iter().filter(|c| !matches!(c, C::Id | C::Sku | C::Version | C::CreatedAt | C::UpdatedAt))
 }
 
-pub(super) fn set_integer(field: &mut i64, value: Option<i64>, changed: &mut bool) -> bool {
+/// The SQL type of a column's value, for PostgreSQL's casts.
+fn sql_type(value: &Value) -> &'static str {
     match value {
-        Some(value) if value != *field => {
-            *field = value;
-            *changed = true;
-            true
-        }
-        _ => false,
+        Value::BigInt(_) => "bigint",
+        Value::Int(_) => "integer",
+        Value::Double(_) => "double precision",
+        Value::Bool(_) => "boolean",
+        _ => "text",
     }
 }
 
@@ -213,7 +179,8 @@ pub(super) fn update_statement(
     changed: &[(i64, &Current)],
     now: DateTime<Utc>,
 ) -> Statement {
-    let mut values: Vec<Value> = Vec::with_capacity(changed.len() * 8 + 1);
+    let columns: Vec<product::Column> = importable_columns().collect();
+    let mut values: Vec<Value> = Vec::with_capacity(changed.len() * (columns.len() + 3) + 1);
     // PostgreSQL cannot infer the types of parameters in VALUES: cast each one.
     let mut param = |value: Value, cast: &str| {
         values.push(value);
@@ -224,36 +191,36 @@ pub(super) fn update_statement(
     };
     let mut rows = Vec::with_capacity(changed.len());
     for &(id, c) in changed {
-        let set = c.changed;
-        let cells = [
+        let mut cells = vec![
             param(id.into(), "bigint"),
             param(c.db_version.into(), "bigint"),
-            param((c.version - c.stored_version).into(), "bigint"),
-            param(set.name.then(|| c.name.clone()).into(), "text"),
-            param(
-                set.description.then(|| c.description.clone()).into(),
-                "text",
-            ),
-            param(set.price_cents.then_some(c.price_cents).into(), "bigint"),
-            param(set.stock.then_some(c.stock).into(), "bigint"),
-            param(set.category.then(|| c.category.clone()).into(), "text"),
+            param((c.model.version - c.stored_version).into(), "bigint"),
         ];
+        for &column in &columns {
+            let value = c.model.get(column);
+            let cast = sql_type(&value);
+            let value = if c.changed.contains(&column.as_str()) {
+                value
+            } else {
+                value.as_null()
+            };
+            cells.push(param(value, cast));
+        }
         rows.push(format!("({})", cells.join(", ")));
     }
     let now = param(now.into(), "timestamptz");
+    let names: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
+    let sets: Vec<String> = names
+        .iter()
+        .map(|n| format!("{n} = COALESCE(v.{n}, product.{n})"))
+        .collect();
     let sql = format!(
-        "WITH v (id, expected, bump, name, description, price_cents, stock, category) \
-         AS (VALUES {}) \
-         UPDATE product SET \
-         name = COALESCE(v.name, product.name), \
-         description = COALESCE(v.description, product.description), \
-         price_cents = COALESCE(v.price_cents, product.price_cents), \
-         stock = COALESCE(v.stock, product.stock), \
-         category = COALESCE(v.category, product.category), \
-         version = product.version + v.bump, \
-         updated_at = {now} \
+        "WITH v (id, expected, bump, {}) AS (VALUES {}) \
+         UPDATE product SET {}, version = product.version + v.bump, updated_at = {now} \
          FROM v WHERE product.id = v.id AND product.version = v.expected",
-        rows.join(", ")
+        names.join(", "),
+        rows.join(", "),
+        sets.join(", ")
     );
     Statement::from_sql_and_values(backend, sql, values)
 }
@@ -270,9 +237,9 @@ pub(super) async fn write(
     let new: Vec<product::ActiveModel> = batch
         .rows
         .iter()
-        .filter(|c| c.id.is_none() && c.is_dirty())
+        .filter(|c| !c.in_database && c.is_dirty())
         .map(|c| c.insert_model(now))
-        .collect();
+        .collect::<Result<_, _>>()?;
     if !new.is_empty() {
         let inserted = product::Entity::insert_many(new)
             .exec_with_returning(txn)
@@ -283,8 +250,8 @@ pub(super) async fn write(
     let changed: Vec<(i64, &Current)> = batch
         .rows
         .iter()
-        .filter(|c| c.is_dirty())
-        .filter_map(|c| Some((c.id?, c)))
+        .filter(|c| c.in_database && c.is_dirty())
+        .map(|c| (c.model.id, c))
         .collect();
     if !changed.is_empty() {
         let statement = update_statement(txn.get_database_backend(), &changed, now);
@@ -293,7 +260,7 @@ pub(super) async fn write(
             // a conflict, so the batch is tried again.
             return Err(DbErr::RecordNotUpdated);
         }
-        written.extend(changed.iter().map(|(id, c)| (*id, c.version)));
+        written.extend(changed.iter().map(|(id, c)| (*id, c.model.version)));
     }
     Ok(written)
 }
