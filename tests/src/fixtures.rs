@@ -98,6 +98,15 @@ impl Fixture {
         ProductService::with_config(db, cache, config)
     }
 
+    /// Whether this fixture has a private Redis, which tests that stop or restart their
+    /// Redis need; `false` after a loud "SKIPPED" notice (a panic in CI) when it uses the
+    /// shared `TEST_REDIS_URL`.
+    pub fn has_private_redis(&self, test: &str) -> bool {
+        self.redis_server.is_some()
+            || crate::skip::<()>(test, "needs a private redis-server (unset TEST_REDIS_URL)")
+                .is_some()
+    }
+
     /// Creates [`new_product`]`(sku, price)` through the service.
     pub async fn create(&self, sku: &str, price: i64) -> Product {
         self.service

@@ -118,10 +118,12 @@ async fn changing_a_product_id_with_raw_sql_invalidates_the_old_id(f: Fixture) {
 async fn a_write_made_while_the_cache_recovers_returns_after_its_invalidation_is_applied(
     mut f: Fixture,
 ) {
-    let Some(mut redis) = f.redis_server.take() else {
-        eprintln!("SKIPPED: needs a private redis-server (unset TEST_REDIS_URL)");
+    if !f.has_private_redis(
+        "a_write_made_while_the_cache_recovers_returns_after_its_invalidation_is_applied",
+    ) {
         return;
-    };
+    }
+    let mut redis = f.redis_server.take().expect("a private Redis");
     let p = f.create("RECOVER-1", 100).await;
     let relay = f.service.spawn_relay(slow_relay());
     relay.first_pass().await;
@@ -203,8 +205,7 @@ async fn a_write_through_a_process_cut_off_from_redis_is_read_at_once_by_another
 /// import never joined it: it invalidated keys of the old epoch, settled its outbox rows,
 /// and the servers kept the old price until the TTL.
 async fn an_import_after_a_redis_restart_reaches_the_servers_new_epoch(mut f: Fixture) {
-    if f.redis_server.is_none() {
-        eprintln!("SKIPPED: needs a private redis-server (unset TEST_REDIS_URL)");
+    if !f.has_private_redis("an_import_after_a_redis_restart_reaches_the_servers_new_epoch") {
         return;
     }
     let p = f.create("IMP-EPOCH-1", 100).await;

@@ -278,6 +278,15 @@ async fn prices(db: &sea_orm::DatabaseConnection) -> Vec<(i64, i64, i64)> {
     .collect()
 }
 
+/// Claims the next job as a worker would; `who` says which worker, if none is claimable.
+async fn claim(f: &Fixture, who: &str) -> product_service::jobs::JobClaim {
+    f.service
+        .claim_job_for_test()
+        .await
+        .expect("claim")
+        .unwrap_or_else(|| panic!("{who}: no job to claim"))
+}
+
 fn wrong_prices(rows: &[(i64, i64, i64)]) -> Vec<(i64, i64, i64)> {
     rows.iter()
         .copied()
@@ -296,12 +305,7 @@ async fn a_worker_that_lost_its_job_changes_nothing_more(f: Fixture) {
 
     // Worker A claims the job and commits one batch, then stalls (a long GC pause, a
     // slow disk): its heartbeat expires and worker B takes the job over.
-    let a = f
-        .service
-        .claim_job_for_test()
-        .await
-        .expect("claim")
-        .expect("A claims the job");
+    let a = claim(&f, "A claims the job").await;
     assert_eq!(a.job_id(), job.id);
     assert!(
         !f.service
@@ -310,12 +314,7 @@ async fn a_worker_that_lost_its_job_changes_nothing_more(f: Fixture) {
             .expect("A's batch")
     );
     age_heartbeat(&db, &job.id).await;
-    let b = f
-        .service
-        .claim_job_for_test()
-        .await
-        .expect("claim")
-        .expect("B takes the abandoned job over");
+    let b = claim(&f, "B takes the abandoned job over").await;
     assert_eq!(b.job_id(), job.id);
     assert!(
         !f.service
@@ -449,23 +448,13 @@ async fn overlapping_batches_of_a_slow_worker_and_its_successor_apply_once_on_po
         .await
         .expect("lock the first product");
 
-    let a = f
-        .service
-        .claim_job_for_test()
-        .await
-        .expect("claim")
-        .expect("A claims the job");
+    let a = claim(&f, "A claims the job").await;
     let service = f.service.clone();
     let a_batch = tokio::spawn(async move { service.run_batch_for_test(&a, 5).await });
     wait_for_lock_waiters(&db, 1).await; // A is inside its batch
 
     age_heartbeat(&db, &job.id).await;
-    let b = f
-        .service
-        .claim_job_for_test()
-        .await
-        .expect("claim")
-        .expect("B takes the abandoned job over");
+    let b = claim(&f, "B takes the abandoned job over").await;
     let service = f.service.clone();
     let b_batch = tokio::spawn(async move {
         let result = service.run_batch_for_test(&b, 5).await;

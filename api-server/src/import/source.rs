@@ -15,8 +15,11 @@ use serde_json::Value;
 use super::RowFailure;
 use crate::api::fields::CellField;
 
+/// How many fields a row may give.
+const FIELDS: usize = 6;
+
 /// The columns (CSV) or keys (JSON Lines) an import understands.
-pub const COLUMNS: [&str; 6] = [
+pub const COLUMNS: [&str; FIELDS] = [
     Sku::FIELD,
     ProductName::FIELD,
     Description::FIELD,
@@ -85,7 +88,7 @@ impl Source {
 pub(super) struct CsvSource {
     reader: csv::Reader<File>,
     /// For each of [`COLUMNS`], its index in the header, if present.
-    columns: [Option<usize>; 6],
+    columns: [Option<usize>; FIELDS],
     record: csv::StringRecord,
 }
 
@@ -105,7 +108,7 @@ impl CsvSource {
                 COLUMNS.join(",")
             );
         }
-        let mut columns = [None; 6];
+        let mut columns = [None; FIELDS];
         let mut unknown = Vec::new();
         for (index, name) in header.iter().enumerate() {
             let name = name.trim();
@@ -277,7 +280,7 @@ fn field<T: CellField>(cell: Option<impl Cell>) -> Result<Option<T>, ValidationE
 
 /// Parses the cells of [`COLUMNS`] (absent: keep the current value) with the domain
 /// types; the first bad field, in column order, is the error.
-fn assemble<C: Cell>(cells: [Option<C>; 6]) -> Result<ProductImport, ValidationError> {
+fn assemble<C: Cell>(cells: [Option<C>; FIELDS]) -> Result<ProductImport, ValidationError> {
     let [sku, name, description, price_cents, stock, category] = cells;
     Ok(ProductImport {
         sku: field(sku)?.ok_or_else(|| ValidationError::new(Sku::FIELD, "is required"))?,
@@ -293,7 +296,7 @@ fn assemble<C: Cell>(cells: [Option<C>; 6]) -> Result<ProductImport, ValidationE
 mod tests {
     use super::*;
 
-    fn csv_row(cells: [Option<&str>; 6]) -> Result<ProductImport, ValidationError> {
+    fn csv_row(cells: [Option<&str>; FIELDS]) -> Result<ProductImport, ValidationError> {
         assemble(cells)
     }
 
@@ -322,7 +325,7 @@ mod tests {
         assert_eq!(row.price_cents.map(PriceCents::get), Some(8999));
         assert_eq!(row.description, None, "absent keeps the current value");
 
-        let cases: [([Option<&str>; 6], &str, &str); 6] = [
+        let cases: [([Option<&str>; FIELDS], &str, &str); 6] = [
             (
                 [None, Some("n"), None, None, None, None],
                 "sku",
