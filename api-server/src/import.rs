@@ -185,8 +185,8 @@ pub async fn run(settings: &Settings, file: &Path, dry_run: bool) -> anyhow::Res
 }
 
 /// Imports `path` through `service` (see the [module docs](self)); bad rows are
-/// reported on stderr (in line order, batch by batch) and returned in the report. Fails before
-/// writing anything if the file cannot be opened or its CSV header is wrong; fails
+/// reported on stderr (in line order, batch by batch) and returned in the report. Fails
+/// before writing anything if the file cannot be opened or its CSV header is wrong; fails
 /// midway (earlier batches stay applied) if reading the file or the database fails.
 pub async fn import_file(
     service: &ProductService,

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the command line and environment (README's configuration table, row for row).
+//! - [`config`]: the command line and environment (README's configuration table, row for
+//!   row).
 //! - [`startup`]: [`Application`]: connects, migrates, binds (port 0 works), serves until
 //!   a shutdown signal.
 //! - [`import`]: the `import FILE` subcommand: decodes CSV or JSON Lines (`source`),

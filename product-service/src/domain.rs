@@ -77,7 +77,8 @@ macro_rules! string_newtype {
 }
 
 string_newtype!(
-    /// 1 to [`MAX_LEN`](Self::MAX_LEN) characters of `A-Z a-z 0-9 - _ .`; unique among products.
+    /// 1 to [`MAX_LEN`](Self::MAX_LEN) characters of `A-Z a-z 0-9 - _ .`; unique among
+    /// products.
     Sku
 );
 string_newtype!(

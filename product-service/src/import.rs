@@ -24,10 +24,10 @@
 //! The database triggers record every change in `cache_outbox` in the same transaction,
 //! so an invalidation that fails here (Redis down) is applied later by a relay; the
 //! import's caller waits for that once, at the end ([`ProductService::settle_import`]),
-//! instead of after every batch. Inline invalidation runs only at a checked cache epoch (the first
-//! batch checks it). After a failed invalidation, inline invalidation pauses (1 s,
-//! doubling up to 30 s) and the outbox keeps what is owed, so a dead or frozen Redis
-//! costs a few timeouts, not one per batch. Replaying what was applied inline costs a
+//! instead of after every batch. Inline invalidation runs only at a checked cache epoch
+//! (the first batch checks it). After a failed invalidation, inline invalidation pauses
+//! (1 s, doubling up to 30 s) and the outbox keeps what is owed, so a dead or frozen
+//! Redis costs a few timeouts, not one per batch. Replaying what was applied inline costs a
 //! relay one fence read per product, no reload.
 //!
 //! A dry run executes the same statements in a transaction that is rolled back, and

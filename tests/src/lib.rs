@@ -42,7 +42,8 @@ mod postgres;
 mod redis;
 
 /// Runs each `async fn scenario(f: Fixture)` twice, as `sqlite::scenario` and
-/// `postgres::scenario`, each on a fresh [`fixtures::Fixture`] named `{prefix}{db}_{scenario}`.
+/// `postgres::scenario`, each on a fresh [`fixtures::Fixture`] named
+/// `{prefix}{db}_{scenario}`.
 /// A database or Redis that is not available skips the test loudly (fails in CI).
 #[macro_export]
 macro_rules! on_both_databases {

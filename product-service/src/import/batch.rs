@@ -71,7 +71,8 @@ impl Current {
     }
 
     /// A new product from a row that gives every required field (`description` and
-    /// `category` default to `""`).
+    /// `category` default to `""`); the inner error names a missing one. The outer error
+    /// is sea-orm's refusal of a value for a column, as in [`apply`](Self::apply).
     pub(super) fn create(row: &ProductImport) -> Result<Result<Self, ValidationError>, DbErr> {
         let required = [
             (ProductName::FIELD, row.name.is_some()),
@@ -105,7 +106,8 @@ impl Current {
     }
 
     /// Applies the row's fields; returns whether anything changed (then the version
-    /// moves on by one, as a single update would move it).
+    /// moves on by one, as a single update would move it). Fails only if sea-orm refuses
+    /// a value for its column, which `patch_columns` maps by the entity's own types.
     pub(super) fn apply(&mut self, row: &ProductImport) -> Result<bool, DbErr> {
         let mut changed = false;
         for (column, value) in product::patch_columns(&row.fields()) {
