@@ -177,3 +177,14 @@ pub async fn create_product(
         .await
         .expect("JSON")
 }
+
+/// Sends `signal` (`TERM`, `KILL`, …) to `child` with the `kill` command.
+pub async fn send_signal(child: &Child, signal: &str) {
+    let pid = child.id().expect("still running");
+    let sent = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(sent.success(), "kill -{signal} {pid}");
+}

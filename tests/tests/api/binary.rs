@@ -13,7 +13,7 @@ use integration_tests::start_server;
 use reqwest::StatusCode;
 use reqwest::header::AUTHORIZATION;
 use tempfile::TempDir;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 
 use crate::helpers::{id_of, new_product, spawn_app_with_redis, test_name};
@@ -106,13 +106,7 @@ async fn serve(binary: &Path, dir: &TempDir, token: Option<&str>) -> Served {
 
 /// Sends SIGTERM (with the `kill` command) and waits for the exit status.
 pub(super) async fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let pid = child.id().expect("still running");
-    let sent = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(sent.success(), "kill -TERM {pid}");
+    integration_tests::binary::send_signal(child, "TERM").await;
     tokio::time::timeout(PATIENCE, child.wait())
         .await
         .expect("the server exits after SIGTERM")

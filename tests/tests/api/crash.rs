@@ -8,7 +8,7 @@ use std::time::Duration;
 use fred::prelude::KeysInterface;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 
 use super::binary::{PATIENCE, binary, command, sqlite_url, terminate};
@@ -56,13 +56,7 @@ async fn start(
 }
 
 async fn sigkill(child: &mut Child) {
-    let pid = child.id().expect("running");
-    let killed = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(killed.success());
+    integration_tests::binary::send_signal(child, "KILL").await;
     child.wait().await.expect("reaped");
 }
 
