@@ -22,17 +22,19 @@ else
   cargo build "${flags[@]}"
   cargo build -p cache-service --example hit_profile
 fi
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+# shellcheck source=lib/server.sh
+. scripts/lib/server.sh
+target_dir="$(cargo_target_dir)"
 bin="$target_dir/$PROFILE"
 out="$target_dir/bench-results/profile"
 rm -rf "$out" && mkdir -p "$out"
-work="$(mktemp -d "${TMPDIR:-/tmp}/bench-profile.XXXXXX")"
 pids=()
-cleanup() {
+# Run by server_cleanup on exit, before it removes the directory.
+server_cleanup_hook() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
 }
-trap cleanup EXIT
+server_tmp bench-profile
+work="$SERVER_TMP"
 
 total() { awk '/^(summary|totals):/ {print $2; exit}' "$1"; }
 
@@ -49,7 +51,6 @@ done
 
 echo "== HTTP: $REQUESTS requests per route and server"
 DATABASE_URL="sqlite://$work/db.sqlite?mode=rwc" COUNT=100 "$bin/examples/bench_seed"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 run() { # name route kind
   local name=$1 route=$2 kind=$3 port pid path
   port="$(free_port)"

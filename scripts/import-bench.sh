@@ -12,60 +12,41 @@
 #   scripts/import-bench.sh [ROWS]
 #
 # Environment:
-#   API_SERVER_BIN     the binary (default: target/release/api-server if built, else
-#                      target/debug/api-server; build with `cargo build --release -p api-server`)
+#   API_SERVER_BIN     the binary (default: release/api-server in cargo's target directory
+#                      if built, else debug/api-server; build with
+#                      `cargo build --release -p api-server`)
 #   TEST_DATABASE_URL  a PostgreSQL server (any database on it), e.g.
 #                      postgres://postgres@127.0.0.1:5432/test; without it PostgreSQL is skipped
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ROWS="${1:-100000}"
+CHOSEN_BIN="${API_SERVER_BIN:-}"
+# shellcheck source=lib/server.sh
+. "$ROOT/scripts/lib/server.sh"
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() {
-  printf 'error: %s\n' "$*" >&2
-  exit 1
-}
-
-if [ -n "${API_SERVER_BIN:-}" ]; then
-  BIN="$API_SERVER_BIN"
-elif [ -x "$ROOT/target/release/api-server" ]; then
-  BIN="$ROOT/target/release/api-server"
+target="$(cargo_target_dir)"
+if [ -n "$CHOSEN_BIN" ]; then
+  BIN="$CHOSEN_BIN"
+elif [ -x "$target/release/api-server" ]; then
+  BIN="$target/release/api-server"
 else
-  BIN="$ROOT/target/debug/api-server"
+  BIN="$target/debug/api-server"
 fi
 [ -x "$BIN" ] || die "no $BIN: run 'cargo build --release -p api-server' (or 'cargo build -p api-server')"
-command -v redis-server >/dev/null || die "redis-server is not on PATH"
-command -v redis-cli >/dev/null || die "redis-cli is not on PATH"
 
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/import-bench.XXXXXX")"
-REDIS_PID=""
 PG_ADMIN_URL="${TEST_DATABASE_URL:-}"
 PG_DB=""
-
-cleanup() {
-  if [ -n "$REDIS_PID" ]; then
-    kill "$REDIS_PID" 2>/dev/null || true
-    wait "$REDIS_PID" 2>/dev/null || true
-  fi
+# Run by server_cleanup on exit, before it stops Redis and removes the directory.
+server_cleanup_hook() {
   if [ -n "$PG_DB" ]; then
     psql "$PG_ADMIN_URL" -q -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)" >/dev/null 2>&1 || true
   fi
-  rm -rf "$TMP"
 }
-trap cleanup EXIT
-
-# A private Redis on a free port.
-REDIS_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-  --dir "$TMP" --logfile "$TMP/redis.log" &
-REDIS_PID=$!
-for _ in $(seq 100); do
-  redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
-  sleep 0.05
-done
-redis-cli -p "$REDIS_PORT" ping >/dev/null || die "redis-server did not start"
-REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+server_tmp import-bench
+TMP="$SERVER_TMP"
+redis_start
+REDIS_URL="$PRIVATE_REDIS_URL"
 
 # The files: every column, 50 categories.
 generate() { # FILE PRICE_OFFSET

@@ -67,19 +67,19 @@ if [[ "$PROFILE" == release ]]; then
 else
   cargo build "${build_flags[@]}"
 fi
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+# shellcheck source=lib/server.sh
+. scripts/lib/server.sh
+target_dir="$(cargo_target_dir)"
 bin="$target_dir/$PROFILE"
 
-work="$(mktemp -d "${TMPDIR:-/tmp}/loadtest.XXXXXX")"
 pids=()
-cleanup() {
+# Run by server_cleanup on exit, before it stops Redis and removes the directory.
+server_cleanup_hook() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
 }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+server_tmp loadtest
+work="$SERVER_TMP"
 
 wait_http() { # url pid
   for _ in $(seq 300); do
@@ -92,17 +92,10 @@ wait_http() { # url pid
 }
 
 echo "== redis"
-redis_port="$(free_port)"
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-  --dir "$work" >"$work/redis.log" 2>&1 &
-pids+=($!)
-redis_pid=$!
-for _ in $(seq 100); do
-  redis-cli -p "$redis_port" info server 2>/dev/null | grep -q "process_id:$redis_pid" && break
-  sleep 0.05
-done
-redis-cli -p "$redis_port" info server | grep -q "process_id:$redis_pid" || { echo "loadtest: redis did not start" >&2; exit 1; }
-redis_url="redis://127.0.0.1:$redis_port"
+redis_start
+redis_port="$REDIS_PORT"
+redis_pid="$REDIS_PID"
+redis_url="$PRIVATE_REDIS_URL"
 
 echo "== seed $COUNT products"
 export DATABASE_URL="sqlite://$work/load.db?mode=rwc"

@@ -3,14 +3,17 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the command line and environment (README's configuration table, row for row).
+//! - [`config`]: the command line and environment (README's configuration table, row for
+//!   row).
 //! - [`startup`]: [`Application`]: connects, migrates, binds (port 0 works), serves until
 //!   a shutdown signal.
-//! - [`import`]: the `import FILE` subcommand: reads CSV or JSON Lines, validates each
-//!   row with the domain types, upserts in batches through
-//!   [`product_service::Importer`], reports progress and a summary.
+//! - [`import`]: the `import FILE` subcommand: decodes CSV or JSON Lines (`source`),
+//!   parses each field with the API's own parser, upserts in batches through
+//!   [`product_service::Importer`], shows progress (`progress`) and prints a summary.
 //! - `api`: one `#[OpenApi]` impl per resource; handlers parse, call the service and map
-//!   the result. Every error leaves as `application/problem+json`.
+//!   the result. Every error leaves as `application/problem+json`. `api::fields` is the
+//!   one parser from a JSON value (or a CSV cell) to a domain type, and documents each
+//!   field with the domain type's bounds.
 //! - `middleware`: body limit and HTTP metrics.
 //! - `telemetry`: the Prometheus recorder behind `/metrics`.
 //!
@@ -25,6 +28,8 @@ pub mod import;
 pub mod startup;
 
 mod api;
+#[cfg(test)]
+mod docs_tests;
 mod middleware;
 mod telemetry;
 

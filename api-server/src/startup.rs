@@ -75,9 +75,9 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, with the outbox relay and the job worker
-    /// running alongside; then lets in-flight requests finish (up to the shutdown grace), queues the
-    /// running job again, applies the invalidations still owed, and closes the database
-    /// pool.
+    /// running alongside; then lets in-flight requests finish (up to the shutdown grace),
+    /// queues the running job again, applies the invalidations still owed, and closes the
+    /// database pool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let api = api::service(self.products.clone());
         let document = api::document(&api);

@@ -77,38 +77,48 @@ macro_rules! string_newtype {
 }
 
 string_newtype!(
-    /// 1–64 characters of `A-Z a-z 0-9 - _ .`; unique among products.
+    /// 1 to [`MAX_LEN`](Self::MAX_LEN) characters of `A-Z a-z 0-9 - _ .`; unique among
+    /// products.
     Sku
 );
 string_newtype!(
-    /// 1–200 characters after trimming surrounding whitespace (stored trimmed).
+    /// 1 to [`MAX_LEN`](Self::MAX_LEN) characters after trimming surrounding whitespace
+    /// (stored trimmed).
     ProductName
 );
 string_newtype!(
-    /// 0–10 000 characters.
+    /// 0 to [`MAX_LEN`](Self::MAX_LEN) characters.
     Description,
     empty_default
 );
 string_newtype!(
-    /// 0–100 characters; the empty string means "uncategorised".
+    /// 0 to [`MAX_LEN`](Self::MAX_LEN) characters; the empty string means "uncategorised".
     Category,
     empty_default
 );
 
 impl Sku {
+    /// The field's name as clients spell it.
+    pub const FIELD: &'static str = "sku";
+    /// The longest sku, in characters (the shortest is one).
+    pub const MAX_LEN: usize = 64;
+
     /// Parses a sku.
     pub fn parse(value: impl Into<String>) -> Parsed<Self> {
         let value = value.into();
         let len = value.chars().count();
-        if !(1..=64).contains(&len) {
-            return Err(ValidationError::new("sku", "must be 1-64 characters"));
+        if !(1..=Self::MAX_LEN).contains(&len) {
+            return Err(ValidationError::new(
+                Self::FIELD,
+                format!("must be 1-{} characters", Self::MAX_LEN),
+            ));
         }
         if !value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         {
             return Err(ValidationError::new(
-                "sku",
+                Self::FIELD,
                 "may only contain A-Z, a-z, 0-9, '-', '_' and '.'",
             ));
         }
@@ -117,61 +127,85 @@ impl Sku {
 }
 
 impl ProductName {
+    /// The field's name as clients spell it.
+    pub const FIELD: &'static str = "name";
+    /// The longest name after trimming, in characters (the shortest is one).
+    pub const MAX_LEN: usize = 200;
+
     /// Parses a name, trimming surrounding whitespace.
     pub fn parse(value: impl AsRef<str>) -> Parsed<Self> {
-        reject_nul("name", value.as_ref())?;
+        reject_nul(Self::FIELD, value.as_ref())?;
         let trimmed = value.as_ref().trim();
-        if !(1..=200).contains(&trimmed.chars().count()) {
+        if !(1..=Self::MAX_LEN).contains(&trimmed.chars().count()) {
             return Err(ValidationError::new(
-                "name",
-                "must be 1-200 characters after trimming",
+                Self::FIELD,
+                format!("must be 1-{} characters after trimming", Self::MAX_LEN),
             ));
         }
         Ok(Self(trimmed.to_owned()))
     }
 }
 
+/// Optional free text of at most `max_len` characters, without NUL.
+fn bounded_text(field: &'static str, max_len: usize, value: String) -> Parsed<String> {
+    reject_nul(field, &value)?;
+    if value.chars().count() > max_len {
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most {max_len} characters"),
+        ));
+    }
+    Ok(value)
+}
+
 impl Description {
+    /// The field's name as clients spell it.
+    pub const FIELD: &'static str = "description";
+    /// The longest description, in characters (it may be empty).
+    pub const MAX_LEN: usize = 10_000;
+
     /// Parses a description.
     pub fn parse(value: impl Into<String>) -> Parsed<Self> {
-        let value = value.into();
-        reject_nul("description", &value)?;
-        if value.chars().count() > 10_000 {
-            return Err(ValidationError::new(
-                "description",
-                "must be at most 10000 characters",
-            ));
-        }
-        Ok(Self(value))
+        bounded_text(Self::FIELD, Self::MAX_LEN, value.into()).map(Self)
     }
 }
 
 impl Category {
+    /// The field's name as clients spell it.
+    pub const FIELD: &'static str = "category";
+    /// The longest category, in characters (it may be empty).
+    pub const MAX_LEN: usize = 100;
+
     /// Parses a category.
     pub fn parse(value: impl Into<String>) -> Parsed<Self> {
-        let value = value.into();
-        reject_nul("category", &value)?;
-        if value.chars().count() > 100 {
-            return Err(ValidationError::new(
-                "category",
-                "must be at most 100 characters",
-            ));
-        }
-        Ok(Self(value))
+        bounded_text(Self::FIELD, Self::MAX_LEN, value.into()).map(Self)
     }
 }
 
 macro_rules! bounded_integer {
-    ($(#[$doc:meta])* $name:ident, $field:literal, $min:expr, $max:expr, $rule:literal) => {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $min:expr, $max:expr) => {
+        bounded_integer!(
+            $(#[$doc])* $name, $field, $min, $max,
+            format!("must be between {} and {}", $name::MIN, $name::MAX)
+        );
+    };
+    ($(#[$doc:meta])* $name:ident, $field:literal, $min:expr, $max:expr, $rule:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(i64);
 
         impl $name {
+            /// The field's name as clients spell it.
+            pub const FIELD: &'static str = $field;
+            /// The smallest value accepted.
+            pub const MIN: i64 = $min;
+            /// The largest value accepted.
+            pub const MAX: i64 = $max;
+
             /// Parses the value.
             pub fn parse(value: i64) -> Parsed<Self> {
-                if !($min..=$max).contains(&value) {
-                    return Err(ValidationError::new($field, $rule));
+                if !(Self::MIN..=Self::MAX).contains(&value) {
+                    return Err(ValidationError::new(Self::FIELD, $rule));
                 }
                 Ok(Self(value))
             }
@@ -191,12 +225,13 @@ macro_rules! bounded_integer {
 }
 
 bounded_integer!(
-    /// A price in cents: 0 ≤ n ≤ 10^12. Money stays integer end to end.
-    PriceCents, "price_cents", 0, 1_000_000_000_000, "must be between 0 and 1000000000000"
+    /// A price in cents, [`MIN`](Self::MIN) to [`MAX`](Self::MAX) (10^12). Money stays
+    /// integer end to end.
+    PriceCents, "price_cents", 0, 1_000_000_000_000
 );
 bounded_integer!(
-    /// Units in stock: 0 ≤ n ≤ 10^9.
-    Stock, "stock", 0, 1_000_000_000, "must be between 0 and 1000000000"
+    /// Units in stock, [`MIN`](Self::MIN) to [`MAX`](Self::MAX) (10^9).
+    Stock, "stock", 0, 1_000_000_000
 );
 bounded_integer!(
     /// A product id: positive.
@@ -248,6 +283,20 @@ pub struct ProductPatch {
     pub category: Option<Category>,
 }
 
+/// A full replace is a patch of every field.
+impl From<NewProduct> for ProductPatch {
+    fn from(input: NewProduct) -> Self {
+        Self {
+            sku: Some(input.sku),
+            name: Some(input.name),
+            description: Some(input.description),
+            price_cents: Some(input.price_cents),
+            stock: Some(input.stock),
+            category: Some(input.category),
+        }
+    }
+}
+
 impl ProductPatch {
     /// Whether the patch changes nothing.
     pub fn is_empty(&self) -> bool {
@@ -255,7 +304,8 @@ impl ProductPatch {
     }
 }
 
-/// A page of the product list: `page` ≥ 1, `per_page` 1–100, optional category filter.
+/// A page of the product list: `page` 1 to [`MAX_PAGE`](Self::MAX_PAGE), `per_page` 1 to
+/// [`MAX_PER_PAGE`](Self::MAX_PER_PAGE), optional category filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageQuery {
     page: u32,
@@ -267,17 +317,26 @@ impl PageQuery {
     /// The largest page number accepted; far beyond any real catalogue, small enough that
     /// offsets never overflow.
     pub const MAX_PAGE: u32 = 10_000_000;
+    /// The largest page size accepted.
+    pub const MAX_PER_PAGE: u32 = 100;
 
     /// Parses a page request.
     pub fn parse(page: i64, per_page: i64, category: Option<String>) -> Parsed<Self> {
         let page = u32::try_from(page)
             .ok()
             .filter(|p| (1..=Self::MAX_PAGE).contains(p))
-            .ok_or_else(|| ValidationError::new("page", "must be between 1 and 10000000"))?;
+            .ok_or_else(|| {
+                ValidationError::new("page", format!("must be between 1 and {}", Self::MAX_PAGE))
+            })?;
         let per_page = u32::try_from(per_page)
             .ok()
-            .filter(|p| (1..=100).contains(p))
-            .ok_or_else(|| ValidationError::new("per_page", "must be between 1 and 100"))?;
+            .filter(|p| (1..=Self::MAX_PER_PAGE).contains(p))
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "per_page",
+                    format!("must be between 1 and {}", Self::MAX_PER_PAGE),
+                )
+            })?;
         let category = category.map(Category::parse).transpose()?;
         Ok(Self {
             page,

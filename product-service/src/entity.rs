@@ -4,7 +4,9 @@
 pub(crate) mod product {
     use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    /// `Default` is the starting point of a new product in the import, before its
+    /// fields are applied.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "product")]
     pub struct Model {
         #[sea_orm(primary_key)]
@@ -25,6 +27,31 @@ pub(crate) mod product {
     pub enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
+
+    /// The columns a write sets from domain values, and each value, in column order: the
+    /// one place a writable field maps to its column. `ProductService`'s updates set
+    /// these columns; the import applies them to its copy of each row, and its statements
+    /// write the columns so changed.
+    pub(crate) fn patch_columns(patch: &crate::domain::ProductPatch) -> Vec<(Column, Value)> {
+        let text = |value: &dyn std::fmt::Display| Value::from(value.to_string());
+        [
+            (Column::Sku, patch.sku.as_ref().map(|v| text(v))),
+            (Column::Name, patch.name.as_ref().map(|v| text(v))),
+            (
+                Column::Description,
+                patch.description.as_ref().map(|v| text(v)),
+            ),
+            (
+                Column::PriceCents,
+                patch.price_cents.map(|v| Value::from(v.get())),
+            ),
+            (Column::Stock, patch.stock.map(|v| Value::from(v.get()))),
+            (Column::Category, patch.category.as_ref().map(|v| text(v))),
+        ]
+        .into_iter()
+        .filter_map(|(column, value)| Some((column, value?)))
+        .collect()
+    }
 }
 
 /// Reprice jobs (see [`jobs`](crate::jobs)).

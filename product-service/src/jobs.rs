@@ -37,17 +37,24 @@ use crate::service::{PRODUCT, ProductService, now};
 /// A running job whose heartbeat is older than this is considered abandoned.
 pub const STALE_AFTER: Duration = Duration::from_secs(30);
 
-/// A price change in percent: −90 to 1000 (a finite number).
+/// A price change in percent, [`MIN`](Self::MIN) to [`MAX`](Self::MAX) (a finite number).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RepricePercent(f64);
 
 impl RepricePercent {
+    /// The field's name as clients spell it.
+    pub const FIELD: &'static str = "percent";
+    /// The largest cut, in percent.
+    pub const MIN: f64 = -90.0;
+    /// The largest rise, in percent.
+    pub const MAX: f64 = 1000.0;
+
     /// Parses a percentage.
     pub fn parse(value: f64) -> Result<Self, ValidationError> {
-        if !value.is_finite() || !(-90.0..=1000.0).contains(&value) {
+        if !value.is_finite() || !(Self::MIN..=Self::MAX).contains(&value) {
             return Err(ValidationError::new(
-                "percent",
-                "must be between -90 and 1000",
+                Self::FIELD,
+                format!("must be between {} and {}", Self::MIN, Self::MAX),
             ));
         }
         Ok(Self(value))

@@ -5,12 +5,14 @@
 //!
 //! - [`domain`]: types that validate once at the edge ([`Sku`], [`ProductName`],
 //!   [`PriceCents`], …) and the inputs built only from them ([`NewProduct`],
-//!   [`ProductPatch`], [`PageQuery`]).
+//!   [`ProductPatch`], [`PageQuery`]). Each type carries its rule's numbers as constants
+//!   ([`Sku::MAX_LEN`], [`PriceCents::MAX`], …): the one place of every contract number.
 //! - [`service`]: [`ProductService`]: reads through the cache, writes in one transaction
 //!   each, then invalidation.
 //! - [`jobs`]: reprice jobs, stored in the database and run in batches by a worker.
 //! - [`import`]: [`Importer`]: bulk upsert by sku in batches (one transaction each, then
-//!   invalidation), behind `api-server import`.
+//!   invalidation), behind `api-server import`; [`ProductService::settle_import`] waits,
+//!   at the end, for the cache to show what it wrote.
 //! - The outbox, its relay and the cache epoch are `cache-service`'s
 //!   [`Coherence`] component; this crate declares the product
 //!   table to it ([`PRODUCT_TABLE`]) and installs its triggers in a migration.

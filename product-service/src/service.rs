@@ -298,15 +298,7 @@ impl ProductService {
         input: NewProduct,
         expected: Option<Version>,
     ) -> Result<Product> {
-        let patch = ProductPatch {
-            sku: Some(input.sku),
-            name: Some(input.name),
-            description: Some(input.description),
-            price_cents: Some(input.price_cents),
-            stock: Some(input.stock),
-            category: Some(input.category),
-        };
-        self.update(id, patch, expected).await
+        self.update(id, input.into(), expected).await
     }
 
     /// Changes the given fields (PATCH). An empty patch changes nothing and returns the
@@ -358,23 +350,8 @@ impl ProductService {
         if let Some(expected) = expected {
             update = update.filter(C::Version.eq(expected.get()));
         }
-        if let Some(sku) = &patch.sku {
-            update = update.col_expr(C::Sku, Expr::value(sku.as_str()));
-        }
-        if let Some(name) = patch.name {
-            update = update.col_expr(C::Name, Expr::value(String::from(name)));
-        }
-        if let Some(description) = patch.description {
-            update = update.col_expr(C::Description, Expr::value(String::from(description)));
-        }
-        if let Some(price) = patch.price_cents {
-            update = update.col_expr(C::PriceCents, Expr::value(price.get()));
-        }
-        if let Some(stock) = patch.stock {
-            update = update.col_expr(C::Stock, Expr::value(stock.get()));
-        }
-        if let Some(category) = patch.category {
-            update = update.col_expr(C::Category, Expr::value(String::from(category)));
+        for (column, value) in product::patch_columns(&patch) {
+            update = update.col_expr(column, Expr::value(value));
         }
         let updated = update
             .exec_with_returning(&self.db)

@@ -10,6 +10,11 @@
 #   redis_kill; redis_spawn; redis_wait   # crash the private Redis, start an empty one
 #                                         # on the same REDIS_PORT, wait for its PONG
 #
+# Scripts that start servers of their own use the parts: `server_tmp NAME` (a temporary
+# directory, removed on exit with everything started here; a function
+# `server_cleanup_hook`, if defined, runs first), `redis_start` (a private Redis:
+# PRIVATE_REDIS_URL, REDIS_PORT, REDIS_PID), `free_port` and `cargo_target_dir`.
+#
 # Environment:
 #   API_SERVER_BIN  the binary (default: debug/api-server in cargo's target directory, which
 #                   honours CARGO_TARGET_DIR; built if missing)
@@ -45,6 +50,9 @@ free_port() {
 
 server_cleanup() {
   local status=$?
+  if declare -F server_cleanup_hook >/dev/null; then
+    server_cleanup_hook || true
+  fi
   if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
@@ -77,28 +85,43 @@ server_build() {
   fi
 }
 
-# Starts redis-server and api-server; returns once /health answers 200.
-server_start() {
-  command -v redis-server >/dev/null || die "redis-server is not on PATH"
-  command -v curl >/dev/null || die "curl is not on PATH"
-  server_build
-
-  SERVER_TMP="$(mktemp -d "${TMPDIR:-/tmp}/api-server-test.XXXXXX")"
+# Creates SERVER_TMP (named after $1) and arranges for everything started here to be
+# stopped, and SERVER_TMP removed, on exit.
+server_tmp() {
+  SERVER_TMP="$(mktemp -d "${TMPDIR:-/tmp}/${1:-api-server-test}.XXXXXX")"
   trap server_cleanup EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
+}
 
-  local port i
+# Starts an empty private redis-server on a free port and waits for its PONG; sets
+# REDIS_PORT, REDIS_PID and PRIVATE_REDIS_URL. Needs SERVER_TMP (see server_tmp).
+redis_start() {
+  command -v redis-server >/dev/null || die "redis-server is not on PATH"
+  command -v redis-cli >/dev/null || die "redis-cli is not on PATH"
   REDIS_PORT="$(free_port)"
   redis_spawn
   redis_wait || die "redis-server did not answer on 127.0.0.1:$REDIS_PORT"
+  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" info server | tr -d '\r' | grep -qx "process_id:$REDIS_PID" ||
+    die "the redis-server on port $REDIS_PORT is not the one just started"
+  PRIVATE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
   log "redis-server (pid $REDIS_PID) on 127.0.0.1:$REDIS_PORT"
+}
+
+# Starts redis-server and api-server; returns once /health answers 200.
+server_start() {
+  command -v curl >/dev/null || die "curl is not on PATH"
+  server_build
+  server_tmp api-server-test
+
+  local port i
+  redis_start
 
   port="$(free_port)"
   SERVER_URL="http://127.0.0.1:$port"
   BIND="127.0.0.1:$port" \
     DATABASE_URL="sqlite://$SERVER_TMP/x.db?mode=rwc" \
-    REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+    REDIS_URL="$PRIVATE_REDIS_URL" \
     API_TOKEN="$API_TOKEN" \
     CACHE_PREFIX="test" \
     RUST_LOG="${RUST_LOG:-warn}" \

@@ -144,10 +144,7 @@ impl RedisCluster {
         while !promoted() {
             if Instant::now() >= deadline {
                 let server = &self.nodes[node];
-                let log = std::fs::read_to_string(
-                    server.dir.join(format!("redis-{}.log", server.port())),
-                )
-                .unwrap_or_default();
+                let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
                 let tail: Vec<&str> = log
                     .lines()
                     .rev()

@@ -4,7 +4,7 @@
 use cache_service::{CacheConfig, CacheService, RedisConfig};
 use fred::prelude::{Client, KeysInterface};
 use product_service::{
-    Category, CoherenceConfig, Description, NewProduct, PageQuery, PriceCents, ProductId,
+    Category, CoherenceConfig, Description, NewProduct, PageQuery, PriceCents, Product, ProductId,
     ProductName, ProductPatch, ProductService, Sku, Stock,
 };
 
@@ -98,6 +98,23 @@ impl Fixture {
         ProductService::with_config(db, cache, config)
     }
 
+    /// Whether this fixture has a private Redis, which tests that stop or restart their
+    /// Redis need; `false` after a loud "SKIPPED" notice (a panic in CI) when it uses the
+    /// shared `TEST_REDIS_URL`.
+    pub fn has_private_redis(&self, test: &str) -> bool {
+        self.redis_server.is_some()
+            || crate::skip::<()>(test, "needs a private redis-server (unset TEST_REDIS_URL)")
+                .is_some()
+    }
+
+    /// Creates [`new_product`]`(sku, price)` through the service.
+    pub async fn create(&self, sku: &str, price: i64) -> Product {
+        self.service
+            .create(new_product(sku, price))
+            .await
+            .expect("create")
+    }
+
     /// The Redis key of product `id`, in the cache's current epoch.
     pub fn item_key(&self, id: i64) -> String {
         self.service
@@ -130,6 +147,28 @@ pub fn new_product(sku: &str, price: i64) -> NewProduct {
         stock: Stock::parse(1).expect("valid stock"),
         category: Category::parse("cat").expect("valid category"),
     }
+}
+
+/// Creates `count` products `{prefix}-0`, `{prefix}-1`, … (see [`new_product`]) at
+/// `price` through `service`; returns their ids in that order.
+pub async fn create_products(
+    service: &ProductService,
+    prefix: &str,
+    count: usize,
+    price: i64,
+) -> Vec<i64> {
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
+        let sku = format!("{prefix}-{i}");
+        ids.push(
+            service
+                .create(new_product(&sku, price))
+                .await
+                .expect("create")
+                .id,
+        );
+    }
+    ids
 }
 
 /// A patch of the price only.

@@ -12,6 +12,14 @@
 //!   [`TestDatabase`] guard.
 //! - [`unique_prefix`]: a cache key prefix no other test uses.
 //! - [`redis_client`]: a plain `fred` client, to look at what a test stored.
+//! - [`binary`]: the real `api-server` executable as a child process
+//!   ([`api_server_or_skip`], [`api_server_command`], [`start_server`]).
+//!
+//! # Layout
+//!
+//! `redis` (private Redis servers and clients), `postgres` (fresh databases), [`binary`],
+//! [`fixtures`] (services over both databases, for [`on_both_databases!`]),
+//! [`tcp_relay`] and [`cluster`]; every helper is re-exported at the root.
 //!
 //! # Rules every test relies on
 //!
@@ -24,20 +32,18 @@
 //!    `SKIPPED <test>: …` and passes; with `CI=true` it panics instead, so a misconfigured
 //!    pipeline cannot go green by skipping.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::io::{self, Write};
+use std::path::PathBuf;
 
-use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database};
-
+pub mod binary;
 pub mod cluster;
 pub mod fixtures;
+mod postgres;
+mod redis;
 
 /// Runs each `async fn scenario(f: Fixture)` twice, as `sqlite::scenario` and
-/// `postgres::scenario`, each on a fresh [`fixtures::Fixture`] named `{prefix}{db}_{scenario}`.
+/// `postgres::scenario`, each on a fresh [`fixtures::Fixture`] named
+/// `{prefix}{db}_{scenario}`.
 /// A database or Redis that is not available skips the test loudly (fails in CI).
 #[macro_export]
 macro_rules! on_both_databases {
@@ -66,16 +72,19 @@ macro_rules! on_both_databases {
 }
 pub mod tcp_relay;
 
+pub use binary::{api_server_binary, api_server_command, api_server_or_skip, start_server};
+pub use postgres::{TestDatabase, postgres_url_or_skip, with_database};
+pub(crate) use redis::resp_command;
+pub use redis::{
+    RedisServer, delete_keys_with_prefix, redis_client, redis_server_or_skip, redis_url_or_skip,
+    unused_port,
+};
+
 /// Environment variable naming a Redis to use instead of a private server.
 pub const TEST_REDIS_URL: &str = "TEST_REDIS_URL";
 /// Environment variable naming a PostgreSQL server (any database on it) for
 /// [`postgres_url_or_skip`].
 pub const TEST_DATABASE_URL: &str = "TEST_DATABASE_URL";
-
-/// How long a private Redis may take to answer after it was started.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How many ports [`RedisServer::start`] tries before giving up.
-const PORT_ATTEMPTS: usize = 5;
 
 /// A key prefix that no other test (or test run) uses: `it_{name}_{random hex}`, with
 /// `name` reduced to `[a-z0-9_]`.
@@ -99,7 +108,7 @@ pub fn in_ci() -> bool {
 ///
 /// The banner goes to the process's stderr directly rather than through `eprintln!`,
 /// which the test runner captures and hides for passing tests: a skip must be seen.
-fn skip<T>(test_name: &str, reason: &str) -> Option<T> {
+pub(crate) fn skip<T>(test_name: &str, reason: &str) -> Option<T> {
     if in_ci() {
         panic!("{test_name} cannot run in CI: {reason}");
     }
@@ -119,515 +128,6 @@ pub fn find_on_path(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-// ---------------------------------------------------------------------------------------
-// Redis
-// ---------------------------------------------------------------------------------------
-
-/// A private `redis-server` child process on a free port of 127.0.0.1, without
-/// persistence (`--save "" --appendonly no`), in its own temporary directory.
-///
-/// Dropping it kills the process and removes the directory. [`stop`](Self::stop) and
-/// [`restart`](Self::restart) simulate an outage and a recovery on the same port (the
-/// restarted server starts empty, like a Redis that lost its memory);
-/// [`freeze`](Self::freeze) and [`thaw`](Self::thaw) simulate a server that accepts
-/// connections but does not answer.
-#[derive(Debug)]
-pub struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    frozen: bool,
-    /// Extra `redis-server` arguments, kept across restarts (cluster mode, say).
-    args: Vec<String>,
-}
-
-impl RedisServer {
-    /// Starts a server and waits until it answers `PING` and proves (through
-    /// `INFO server`) that it is the process just started. Tries a few ports if one is
-    /// taken. Blocks the calling thread for the few milliseconds a start takes.
-    pub fn start() -> io::Result<Self> {
-        Self::start_with(&[])
-    }
-
-    /// [`start`](Self::start) with extra `redis-server` arguments, which restarts keep.
-    pub fn start_with(args: &[&str]) -> io::Result<Self> {
-        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        let dir = std::env::temp_dir().join(format!(
-            "it-redis-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let port = free_port()?;
-            match spawn_verified(port, &dir, &args) {
-                Ok(child) => {
-                    return Ok(Self {
-                        child: Some(child),
-                        port,
-                        dir,
-                        frozen: false,
-                        args,
-                    });
-                }
-                Err(error) => last_error = Some(error),
-            }
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        Err(last_error.unwrap_or_else(|| io::Error::other("no attempt was made")))
-    }
-
-    /// Starts a server on `port`, for a client that was given the address before the
-    /// server existed (see [`unused_port`]).
-    pub fn start_on(port: u16) -> io::Result<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "it-redis-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let child = spawn_verified(port, &dir, &[])?;
-        Ok(Self {
-            child: Some(child),
-            port,
-            dir,
-            frozen: false,
-            args: Vec::new(),
-        })
-    }
-
-    /// `redis://127.0.0.1:{port}`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// The port, which stays the same across [`restart`](Self::restart)s.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Sends one command over a fresh connection; the reply as text (simple, integer or
-    /// bulk replies only).
-    pub fn command(&self, args: &[&str]) -> io::Result<String> {
-        resp_command(self.port, args)
-    }
-
-    /// The process id of the running server, `None` while stopped.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// Whether the server process is running (it may be frozen).
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
-    /// Kills the server (SIGKILL, like a crash) and waits for it to exit. Its data is
-    /// lost. Does nothing if it is already stopped.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        self.frozen = false;
-    }
-
-    /// Stops the server if it runs, then starts a new, empty one on the same port and
-    /// waits until it answers (and is verified to be ours).
-    pub fn restart(&mut self) -> io::Result<()> {
-        self.stop();
-        // The old process has exited, but give the port a few tries in case the kernel
-        // is slow to release it.
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            match spawn_verified(self.port, &self.dir, &self.args) {
-                Ok(child) => {
-                    self.child = Some(child);
-                    return Ok(());
-                }
-                Err(error) if Instant::now() >= deadline => return Err(error),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-    }
-
-    /// Suspends the server process (SIGSTOP): connections stay open but nothing is
-    /// answered, which only a command timeout escapes. Undone by [`thaw`](Self::thaw),
-    /// `stop` or drop.
-    pub fn freeze(&mut self) -> io::Result<()> {
-        self.signal("STOP")?;
-        self.frozen = true;
-        Ok(())
-    }
-
-    /// Resumes a [`freeze`](Self::freeze)d server (SIGCONT).
-    pub fn thaw(&mut self) -> io::Result<()> {
-        self.signal("CONT")?;
-        self.frozen = false;
-        Ok(())
-    }
-
-    fn signal(&self, signal: &str) -> io::Result<()> {
-        let pid = self
-            .pid()
-            .ok_or_else(|| io::Error::other("redis-server is not running"))?;
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!("kill -{signal} {pid}: {status}")))
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        // SIGKILL works on a stopped process too.
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The `api-server` executable cargo built beside the running test (`<target
-/// dir>/<profile>/api-server`, wherever `CARGO_TARGET_DIR` puts it: the test runs as
-/// `<target dir>/<profile>/deps/<name>-<hash>`), if it exists.
-pub fn api_server_binary() -> Option<PathBuf> {
-    let name = format!("api-server{}", std::env::consts::EXE_SUFFIX);
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join(name);
-    path.is_file().then_some(path)
-}
-
-/// A port nothing listens on now (the OS picked it and it was released).
-pub fn unused_port() -> io::Result<u16> {
-    free_port()
-}
-
-/// A port that was free a moment ago (the OS picks it; a race with another process is
-/// caught by `spawn_verified`).
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Starts `redis-server` on `port` and waits until the server answering there is this
-/// child. Kills the child on any failure.
-fn spawn_verified(port: u16, dir: &Path, args: &[String]) -> io::Result<Child> {
-    let mut child = Command::new("redis-server")
-        .args(["--port", &port.to_string()])
-        .args(args)
-        .args(["--bind", "127.0.0.1"])
-        .args(["--save", ""])
-        .args(["--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .args(["--logfile", &format!("redis-{port}.log")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    match wait_until_ours(&mut child, port, dir) {
-        Ok(()) => Ok(child),
-        Err(error) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(error)
-        }
-    }
-}
-
-fn wait_until_ours(child: &mut Child, port: u16, dir: &Path) -> io::Result<()> {
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let log =
-                std::fs::read_to_string(dir.join(format!("redis-{port}.log"))).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            return Err(io::Error::other(format!(
-                "redis-server on port {port} exited with {status}: {}",
-                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-            )));
-        }
-        if let Ok(reply) = resp_command(port, &["PING"])
-            && reply == "PONG"
-        {
-            let info = resp_command(port, &["INFO", "server"])?;
-            let pid = info
-                .lines()
-                .find_map(|line| line.strip_prefix("process_id:"))
-                .and_then(|pid| pid.trim().parse::<u32>().ok());
-            return if pid == Some(child.id()) {
-                Ok(())
-            } else {
-                Err(io::Error::other(format!(
-                    "port {port} is answered by another Redis (process {pid:?}, not {})",
-                    child.id()
-                )))
-            };
-        }
-        if Instant::now() >= deadline {
-            return Err(io::Error::other(format!(
-                "redis-server on port {port} did not answer within {STARTUP_TIMEOUT:?}"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Sends one command over a fresh connection and returns a simple, integer or bulk
-/// reply as text. Just enough RESP to check a server before any client library is
-/// involved.
-pub(crate) fn resp_command(port: u16, args: &[&str]) -> io::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut request = format!("*{}\r\n", args.len());
-    for arg in args {
-        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    stream.write_all(request.as_bytes())?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let line = line.trim_end_matches("\r\n");
-    let (kind, rest) = line.split_at_checked(1).unwrap_or(("", ""));
-    match kind {
-        "+" | ":" => Ok(rest.to_owned()),
-        "-" => Err(io::Error::other(format!("redis error: {rest}"))),
-        "$" => {
-            let len: usize = rest
-                .parse()
-                .map_err(|_| io::Error::other(format!("bad bulk length {rest:?}")))?;
-            let mut body = vec![0; len + 2];
-            reader.read_exact(&mut body)?;
-            body.truncate(len);
-            String::from_utf8(body).map_err(io::Error::other)
-        }
-        _ => Err(io::Error::other(format!("unexpected reply {line:?}"))),
-    }
-}
-
-/// A Redis for `test_name`: `(url, guard)`. Keep the guard alive as long as the URL is
-/// used.
-///
-/// - `TEST_REDIS_URL` set: that server, shared with others, so the caller must keep to
-///   its own [`unique_prefix`]; the guard is `None`.
-/// - otherwise, `redis-server` on `PATH`: a private [`RedisServer`], returned as the
-///   guard.
-/// - otherwise: `None` after a loud "SKIPPED" notice, or a panic when `CI=true`.
-///
-/// Panics if a Redis should be available but cannot be started or reached.
-pub async fn redis_url_or_skip(test_name: &str) -> Option<(String, Option<RedisServer>)> {
-    if let Ok(url) = std::env::var(TEST_REDIS_URL) {
-        if let Err(error) = redis_client(&url).await {
-            panic!("{TEST_REDIS_URL}={url} does not answer: {error}");
-        }
-        return Some((url, None));
-    }
-    if find_on_path("redis-server").is_none() {
-        return skip(
-            test_name,
-            "no Redis: set TEST_REDIS_URL or put redis-server on PATH",
-        );
-    }
-    let server = redis_server_or_skip(test_name).await?;
-    Some((server.url(), Some(server)))
-}
-
-/// A private [`RedisServer`] for `test_name`, whatever `TEST_REDIS_URL` says (tests that
-/// stop or freeze their Redis need one of their own). `None` after a loud "SKIPPED"
-/// notice when `redis-server` is not on `PATH` (a panic when `CI=true`).
-///
-/// Panics if `redis-server` exists but cannot be started.
-pub async fn redis_server_or_skip(test_name: &str) -> Option<RedisServer> {
-    if find_on_path("redis-server").is_none() {
-        return skip(
-            test_name,
-            "no redis-server on PATH (this test stops its Redis, so TEST_REDIS_URL cannot stand in)",
-        );
-    }
-    let started = tokio::task::spawn_blocking(RedisServer::start)
-        .await
-        .expect("the start of redis-server panicked");
-    match started {
-        Ok(server) => Some(server),
-        Err(error) => panic!("{test_name}: cannot start a private redis-server: {error}"),
-    }
-}
-
-/// A connected `fred` client for looking at (or tampering with) what a test stored.
-/// Reconnects, and fails commands after one second instead of hanging.
-pub async fn redis_client(url: &str) -> Result<fred::prelude::Client, fred::error::Error> {
-    let client = Builder::from_config(Config::from_url(url)?)
-        .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(1))
-        .with_connection_config(|c| c.connection_timeout = Duration::from_secs(1))
-        .set_policy(ReconnectPolicy::new_constant(0, 50))
-        .build()?;
-    client.init().await?;
-    Ok(client)
-}
-
-/// Deletes every key that starts with `prefix` and returns how many there were: the
-/// cleanup of a test that ran on a shared Redis (`TEST_REDIS_URL`). Uses `SCAN`, which is
-/// fine in a test and is exactly what the cache itself must never do.
-pub async fn delete_keys_with_prefix(
-    client: &fred::prelude::Client,
-    prefix: &str,
-) -> Result<usize, fred::error::Error> {
-    use fred::prelude::KeysInterface;
-    use futures::TryStreamExt;
-
-    let mut pattern = String::with_capacity(prefix.len() + 1);
-    for c in prefix.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('*');
-    let keys: Vec<fred::types::Key> = client
-        .scan_buffered(pattern, Some(1_000), None)
-        .try_collect()
-        .await?;
-    for chunk in keys.chunks(500) {
-        let _: i64 = client.del(chunk.to_vec()).await?;
-    }
-    Ok(keys.len())
-}
-
-// ---------------------------------------------------------------------------------------
-// PostgreSQL
-// ---------------------------------------------------------------------------------------
-
-/// A fresh database `it_<random>` created for one test on the server named by
-/// `TEST_DATABASE_URL`.
-///
-/// Dropping the guard drops the database, best-effort, on a helper thread with its own
-/// runtime (so it works inside and outside async code); [`cleanup`](Self::cleanup) does
-/// the same from async code and reports errors. Either way, connections still open to
-/// the database are terminated (`DROP DATABASE … WITH (FORCE)`).
-#[derive(Debug)]
-pub struct TestDatabase {
-    url: String,
-    admin_url: String,
-    name: String,
-    dropped: bool,
-}
-
-impl TestDatabase {
-    /// The URL of the fresh database.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// The database's name (`it_…`).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Drops the database now.
-    pub async fn cleanup(mut self) -> Result<(), sea_orm::DbErr> {
-        self.dropped = true;
-        drop_database(&self.admin_url, &self.name).await
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        if self.dropped {
-            return;
-        }
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        let dropper = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime
-                .block_on(drop_database(&admin_url, &name))
-                .map_err(io::Error::other)
-        });
-        match dropper.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => eprintln!("could not drop test database {}: {error}", self.name),
-            Err(_) => eprintln!("could not drop test database {}: panicked", self.name),
-        }
-    }
-}
-
-/// A fresh PostgreSQL database for `test_name` (see [`TestDatabase`]), on the server
-/// named by `TEST_DATABASE_URL` (for example `postgres://postgres@127.0.0.1:5432/test`;
-/// the database in that URL is only used to run `CREATE DATABASE`).
-///
-/// Without `TEST_DATABASE_URL`: `None` after a loud "SKIPPED" notice, or a panic when
-/// `CI=true`. Panics if the server cannot be reached or the database cannot be created.
-pub async fn postgres_url_or_skip(test_name: &str) -> Option<TestDatabase> {
-    let Ok(admin_url) = std::env::var(TEST_DATABASE_URL) else {
-        return skip(
-            test_name,
-            "no PostgreSQL: set TEST_DATABASE_URL (for example postgres://postgres@127.0.0.1:5432/test)",
-        );
-    };
-    let name = format!("it_{:016x}", rand::random::<u64>());
-    let url = with_database(&admin_url, &name)
-        .unwrap_or_else(|| panic!("{TEST_DATABASE_URL} is not a postgres:// URL with a path"));
-    let admin = connect_admin(&admin_url).await.unwrap_or_else(|error| {
-        panic!("{test_name}: cannot connect to {TEST_DATABASE_URL}: {error}")
-    });
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .unwrap_or_else(|error| panic!("{test_name}: cannot create database {name}: {error}"));
-    let _ = admin.close().await;
-    Some(TestDatabase {
-        url,
-        admin_url,
-        name,
-        dropped: false,
-    })
-}
-
-async fn connect_admin(admin_url: &str) -> Result<sea_orm::DatabaseConnection, sea_orm::DbErr> {
-    let mut options = ConnectOptions::new(admin_url);
-    options
-        .max_connections(1)
-        .connect_timeout(Duration::from_secs(5))
-        .sqlx_logging(false);
-    Database::connect(options).await
-}
-
-async fn drop_database(admin_url: &str, name: &str) -> Result<(), sea_orm::DbErr> {
-    let admin = connect_admin(admin_url).await?;
-    let result = admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .await;
-    let _ = admin.close().await;
-    result.map(drop)
-}
-
-/// `url` with its database (the path) replaced by `database`, keeping any query string.
-/// `None` if `url` is not of the form `scheme://authority[/path][?query]`.
-pub fn with_database(url: &str, database: &str) -> Option<String> {
-    let authority_start = url.find("://")? + 3;
-    let (without_query, query) = match url.find('?') {
-        Some(q) => (&url[..q], &url[q..]),
-        None => (url, ""),
-    };
-    let authority_end = without_query[authority_start..]
-        .find('/')
-        .map_or(without_query.len(), |i| authority_start + i);
-    if authority_end == authority_start {
-        return None;
-    }
-    Some(format!(
-        "{}/{database}{query}",
-        &without_query[..authority_end]
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,152 +142,6 @@ mod tests {
             a.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
             "{a}"
-        );
-    }
-
-    #[test]
-    fn with_database_replaces_only_the_path() {
-        let cases = [
-            (
-                "postgres://postgres@127.0.0.1:5432/test",
-                "postgres://postgres@127.0.0.1:5432/it_x",
-            ),
-            (
-                "postgres://u:p@host/test?sslmode=disable",
-                "postgres://u:p@host/it_x?sslmode=disable",
-            ),
-            ("postgres://host:5432", "postgres://host:5432/it_x"),
-        ];
-        for (url, expected) in cases {
-            assert_eq!(
-                with_database(url, "it_x").as_deref(),
-                Some(expected),
-                "{url}"
-            );
-        }
-        assert_eq!(with_database("not a url", "it_x"), None);
-    }
-
-    #[test]
-    fn a_private_redis_answers_on_its_port_and_comes_back_on_the_same_port() {
-        if find_on_path("redis-server").is_none() {
-            let _: Option<()> = skip("harness self-test", "redis-server is not on PATH");
-            return;
-        }
-        let mut server = RedisServer::start().expect("redis-server starts");
-        let port = server.port();
-        let first_pid = server.pid().expect("running");
-        assert_eq!(resp_command(port, &["PING"]).expect("answers"), "PONG");
-        assert_eq!(
-            resp_command(port, &["SET", "k", "v"]).expect("SET works"),
-            "OK"
-        );
-
-        server.stop();
-        assert!(
-            resp_command(port, &["PING"]).is_err(),
-            "a stopped server is gone"
-        );
-
-        server.restart().expect("restarts");
-        assert_eq!(server.port(), port, "a restart keeps the port");
-        assert_ne!(server.pid(), Some(first_pid), "a restart is a new process");
-        assert_eq!(
-            resp_command(port, &["EXISTS", "k"]).expect("answers"),
-            "0",
-            "a restarted server starts empty"
-        );
-
-        let dir = server.dir.clone();
-        drop(server);
-        assert!(resp_command(port, &["PING"]).is_err(), "dropping kills it");
-        assert!(!dir.exists(), "dropping removes its directory");
-    }
-
-    #[test]
-    fn a_frozen_redis_accepts_connections_but_does_not_answer_until_thawed() {
-        if find_on_path("redis-server").is_none() {
-            let _: Option<()> = skip("harness self-test", "redis-server is not on PATH");
-            return;
-        }
-        let mut server = RedisServer::start().expect("redis-server starts");
-        server.freeze().expect("freezes");
-        let mut stream = TcpStream::connect(("127.0.0.1", server.port())).expect("connects");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout set");
-        stream.write_all(b"*1\r\n$4\r\nPING\r\n").expect("writes");
-        let mut buf = [0u8; 16];
-        assert!(
-            stream.read(&mut buf).is_err(),
-            "a frozen server does not answer"
-        );
-        server.thaw().expect("thaws");
-        let mut reply = String::new();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout set");
-        BufReader::new(stream)
-            .read_line(&mut reply)
-            .expect("a thawed server answers");
-        assert_eq!(reply, "+PONG\r\n");
-    }
-
-    #[tokio::test]
-    async fn deleting_by_prefix_leaves_other_keys_alone() {
-        use fred::prelude::KeysInterface;
-        let Some(server) = redis_server_or_skip("harness self-test").await else {
-            return;
-        };
-        let client = redis_client(&server.url()).await.expect("connects");
-        for key in ["mine:1", "mine:{2}", "mine_too:3", "theirs:1"] {
-            let _: () = client.set(key, "v", None, None, false).await.expect("SET");
-        }
-
-        let deleted = delete_keys_with_prefix(&client, "mine")
-            .await
-            .expect("deletes");
-
-        assert_eq!(deleted, 3);
-        let left: i64 = client
-            .exists(vec!["mine:1", "mine:{2}", "mine_too:3", "theirs:1"])
-            .await
-            .expect("EXISTS");
-        assert_eq!(left, 1, "only theirs:1 is left");
-    }
-
-    #[tokio::test]
-    async fn a_test_database_exists_until_its_guard_is_dropped() {
-        let Some(database) = postgres_url_or_skip("harness self-test").await else {
-            return;
-        };
-        let admin_url = database.admin_url.clone();
-        let name = database.name().to_owned();
-        let exists = |admin_url: String, name: String| async move {
-            let admin = connect_admin(&admin_url).await.expect("connects");
-            let row = admin
-                .query_one_raw(sea_orm::Statement::from_string(
-                    sea_orm::DbBackend::Postgres,
-                    format!("SELECT 1 AS one FROM pg_database WHERE datname = '{name}'"),
-                ))
-                .await
-                .expect("queries");
-            row.is_some()
-        };
-
-        let db = Database::connect(database.url())
-            .await
-            .expect("the fresh database accepts connections");
-        db.execute_unprepared("CREATE TABLE t (id INT)")
-            .await
-            .expect("and is writable");
-        assert!(exists(admin_url.clone(), name.clone()).await);
-
-        // Dropped with a connection still open: WITH (FORCE) ends it.
-        drop(database);
-        assert!(
-            !exists(admin_url, name).await,
-            "the guard dropped the database"
         );
     }
 }

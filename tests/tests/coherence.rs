@@ -51,11 +51,7 @@ async fn cached_price(f: &Fixture, product: i64) -> i64 {
 /// Audit item 5: a restored row (its version set back) used to leave the cached copy
 /// alone: the replay thought the fence, above the restored version, meant "applied".
 async fn raw_sql_that_lowers_a_version_still_invalidates_the_cached_copy(f: Fixture) {
-    let p = f
-        .service
-        .create(new_product("LOW-1", 100))
-        .await
-        .expect("create");
+    let p = f.create("LOW-1", 100).await;
     for price in [200, 300] {
         f.service
             .patch(id(p.id), price_patch(price), None)
@@ -88,11 +84,7 @@ async fn raw_sql_that_lowers_a_version_still_invalidates_the_cached_copy(f: Fixt
 
 /// Audit item 5: `UPDATE … SET id = …` used to owe an invalidation for the new id only.
 async fn changing_a_product_id_with_raw_sql_invalidates_the_old_id(f: Fixture) {
-    let p = f
-        .service
-        .create(new_product("REKEY-1", 100))
-        .await
-        .expect("create");
+    let p = f.create("REKEY-1", 100).await;
     assert_eq!(cached_price(&f, p.id).await, 100);
     let new_id = p.id + 1000;
     // The new id was read while absent: "absent" is cached for it.
@@ -126,15 +118,13 @@ async fn changing_a_product_id_with_raw_sql_invalidates_the_old_id(f: Fixture) {
 async fn a_write_made_while_the_cache_recovers_returns_after_its_invalidation_is_applied(
     mut f: Fixture,
 ) {
-    let Some(mut redis) = f.redis_server.take() else {
-        eprintln!("SKIPPED: needs a private redis-server (unset TEST_REDIS_URL)");
+    if !f.has_private_redis(
+        "a_write_made_while_the_cache_recovers_returns_after_its_invalidation_is_applied",
+    ) {
         return;
-    };
-    let p = f
-        .service
-        .create(new_product("RECOVER-1", 100))
-        .await
-        .expect("create");
+    }
+    let mut redis = f.redis_server.take().expect("a private Redis");
+    let p = f.create("RECOVER-1", 100).await;
     let relay = f.service.spawn_relay(slow_relay());
     relay.first_pass().await;
     assert_eq!(cached_price(&f, p.id).await, 100);
@@ -215,15 +205,10 @@ async fn a_write_through_a_process_cut_off_from_redis_is_read_at_once_by_another
 /// import never joined it: it invalidated keys of the old epoch, settled its outbox rows,
 /// and the servers kept the old price until the TTL.
 async fn an_import_after_a_redis_restart_reaches_the_servers_new_epoch(mut f: Fixture) {
-    if f.redis_server.is_none() {
-        eprintln!("SKIPPED: needs a private redis-server (unset TEST_REDIS_URL)");
+    if !f.has_private_redis("an_import_after_a_redis_restart_reaches_the_servers_new_epoch") {
         return;
     }
-    let p = f
-        .service
-        .create(new_product("IMP-EPOCH-1", 100))
-        .await
-        .expect("create");
+    let p = f.create("IMP-EPOCH-1", 100).await;
     let relay = f.service.spawn_relay(slow_relay());
     relay.first_pass().await;
     assert_eq!(cached_price(&f, p.id).await, 100);
@@ -282,11 +267,7 @@ async fn a_relay_keeps_reads_held_while_another_relay_holds_owed_rows() {
     let Some(f) = Fixture::postgres("coherence_held_rows").await else {
         return;
     };
-    let p = f
-        .service
-        .create(new_product("HELD-1", 100))
-        .await
-        .expect("create");
+    let p = f.create("HELD-1", 100).await;
     // A change from outside the service: it is owed until a relay applies it.
     raw_sql(
         &f.database_url,
@@ -332,11 +313,7 @@ async fn on_sqlite_insert_or_replace_invalidates_the_cached_copy() {
     let Some(f) = Fixture::sqlite("coherence_insert_or_replace").await else {
         return;
     };
-    let p = f
-        .service
-        .create(new_product("REPL-1", 100))
-        .await
-        .expect("create");
+    let p = f.create("REPL-1", 100).await;
     f.service
         .patch(id(p.id), price_patch(200), None)
         .await

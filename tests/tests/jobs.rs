@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use integration_tests::fixtures::{Fixture, first_page, id, new_product};
+use integration_tests::fixtures::{Fixture, create_products, first_page, id, new_product};
 use product_service::{Category, JobConfig, JobStatus, ProductService, RepriceJob, RepricePercent};
 
 async fn wait_for(
@@ -47,16 +47,7 @@ async fn a_job_reprices_its_category_and_the_cache_shows_it_at_once() {
     let Some(f) = Fixture::sqlite("job_reprices").await else {
         return;
     };
-    let mut ids = Vec::new();
-    for i in 0..25 {
-        ids.push(
-            f.service
-                .create(new_product(&format!("J-{i}"), 1000))
-                .await
-                .expect("create")
-                .id,
-        );
-    }
+    let ids = create_products(&f.service, "J", 25, 1000).await;
     let mut other = new_product("OTHER-1", 1000);
     other.category = Category::parse("other").expect("valid");
     let other = f.service.create(other).await.expect("create");
@@ -113,12 +104,7 @@ async fn a_job_survives_a_restart_in_the_middle_and_reprices_each_product_once()
     let Some(f) = Fixture::sqlite("job_restart").await else {
         return;
     };
-    for i in 0..60 {
-        f.service
-            .create(new_product(&format!("R-{i}"), 1000))
-            .await
-            .expect("create");
-    }
+    create_products(&f.service, "R", 60, 1000).await;
     let slow = JobConfig {
         batch_pause: Duration::from_millis(100),
         ..quick()
@@ -181,12 +167,7 @@ async fn two_workers_run_each_job_once() {
     let Some(f) = Fixture::sqlite("two_workers").await else {
         return;
     };
-    for i in 0..30 {
-        f.service
-            .create(new_product(&format!("W-{i}"), 1000))
-            .await
-            .expect("create");
-    }
+    create_products(&f.service, "W", 30, 1000).await;
     let a = f.service.spawn_job_worker(quick());
     let b = f.service.spawn_job_worker(quick());
     let mut jobs = Vec::new();
@@ -227,17 +208,8 @@ async fn a_job_that_would_break_a_price_rule_fails_and_keeps_its_committed_batch
     let Some(f) = Fixture::sqlite("job_fails").await else {
         return;
     };
-    for i in 0..15 {
-        f.service
-            .create(new_product(&format!("F-{i}"), 1000))
-            .await
-            .expect("create");
-    }
-    let huge = f
-        .service
-        .create(new_product("F-HUGE", 500_000_000_000))
-        .await
-        .expect("create");
+    create_products(&f.service, "F", 15, 1000).await;
+    let huge = f.create("F-HUGE", 500_000_000_000).await;
 
     let worker = f.service.spawn_job_worker(quick());
     let job = f
@@ -306,6 +278,15 @@ async fn prices(db: &sea_orm::DatabaseConnection) -> Vec<(i64, i64, i64)> {
     .collect()
 }
 
+/// Claims the next job as a worker would; `who` says which worker, if none is claimable.
+async fn claim(f: &Fixture, who: &str) -> product_service::jobs::JobClaim {
+    f.service
+        .claim_job_for_test()
+        .await
+        .expect("claim")
+        .unwrap_or_else(|| panic!("{who}: no job to claim"))
+}
+
 fn wrong_prices(rows: &[(i64, i64, i64)]) -> Vec<(i64, i64, i64)> {
     rows.iter()
         .copied()
@@ -314,12 +295,7 @@ fn wrong_prices(rows: &[(i64, i64, i64)]) -> Vec<(i64, i64, i64)> {
 }
 
 async fn a_worker_that_lost_its_job_changes_nothing_more(f: Fixture) {
-    for i in 0..30 {
-        f.service
-            .create(new_product(&format!("L-{i}"), 1000))
-            .await
-            .expect("create");
-    }
+    create_products(&f.service, "L", 30, 1000).await;
     let db = raw(&f).await;
     let job = f
         .service
@@ -329,12 +305,7 @@ async fn a_worker_that_lost_its_job_changes_nothing_more(f: Fixture) {
 
     // Worker A claims the job and commits one batch, then stalls (a long GC pause, a
     // slow disk): its heartbeat expires and worker B takes the job over.
-    let a = f
-        .service
-        .claim_job_for_test()
-        .await
-        .expect("claim")
-        .expect("A claims the job");
+    let a = claim(&f, "A claims the job").await;
     assert_eq!(a.job_id(), job.id);
     assert!(
         !f.service
@@ -343,12 +314,7 @@ async fn a_worker_that_lost_its_job_changes_nothing_more(f: Fixture) {
             .expect("A's batch")
     );
     age_heartbeat(&db, &job.id).await;
-    let b = f
-        .service
-        .claim_job_for_test()
-        .await
-        .expect("claim")
-        .expect("B takes the abandoned job over");
+    let b = claim(&f, "B takes the abandoned job over").await;
     assert_eq!(b.job_id(), job.id);
     assert!(
         !f.service
@@ -464,12 +430,7 @@ async fn overlapping_batches_of_a_slow_worker_and_its_successor_apply_once_on_po
     let Some(f) = Fixture::postgres("job_overlap_postgres").await else {
         return;
     };
-    for i in 0..10 {
-        f.service
-            .create(new_product(&format!("O-{i}"), 1000))
-            .await
-            .expect("create");
-    }
+    create_products(&f.service, "O", 10, 1000).await;
     let db = raw(&f).await;
     let job = f
         .service
@@ -487,23 +448,13 @@ async fn overlapping_batches_of_a_slow_worker_and_its_successor_apply_once_on_po
         .await
         .expect("lock the first product");
 
-    let a = f
-        .service
-        .claim_job_for_test()
-        .await
-        .expect("claim")
-        .expect("A claims the job");
+    let a = claim(&f, "A claims the job").await;
     let service = f.service.clone();
     let a_batch = tokio::spawn(async move { service.run_batch_for_test(&a, 5).await });
     wait_for_lock_waiters(&db, 1).await; // A is inside its batch
 
     age_heartbeat(&db, &job.id).await;
-    let b = f
-        .service
-        .claim_job_for_test()
-        .await
-        .expect("claim")
-        .expect("B takes the abandoned job over");
+    let b = claim(&f, "B takes the abandoned job over").await;
     let service = f.service.clone();
     let b_batch = tokio::spawn(async move {
         let result = service.run_batch_for_test(&b, 5).await;

@@ -59,16 +59,13 @@ async fn a_miss_whose_lease_fails_is_counted_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(ready, "the cache is ready");
-    let created: Value = http
-        .post(format!("{base}/api/products"))
-        .bearer_auth("t")
-        .json(&json!({"sku": "ONCE-1", "name": "Once", "price_cents": 1, "stock": 1}))
-        .send()
-        .await
-        .expect("POST")
-        .json()
-        .await
-        .expect("JSON");
+    let created = integration_tests::binary::create_product(
+        &http,
+        &base,
+        "t",
+        &json!({"sku": "ONCE-1", "name": "Once", "price_cents": 1, "stock": 1}),
+    )
+    .await;
     let id = created["id"].as_i64().expect("id");
 
     // Scripts are refused, plain GETs are not: the read misses, then its lease fails.

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use fred::prelude::{ClientLike, KeysInterface};
-use integration_tests::fixtures::{Fixture, id, new_product, price_patch};
+use integration_tests::fixtures::{Fixture, create_products, id, price_patch};
 use product_service::{CoherenceConfig, ProductService};
 use sea_orm::{ConnectionTrait, Database};
 
@@ -58,11 +58,7 @@ async fn a_raw_sql_update_reaches_the_cache(f: Fixture, poll_interval: Duration)
         poll_interval,
         ..CoherenceConfig::default()
     });
-    let p = f
-        .service
-        .create(new_product("RAW-1", 100))
-        .await
-        .expect("create");
+    let p = f.create("RAW-1", 100).await;
     assert_eq!(
         f.service
             .find_by_id(id(p.id))
@@ -129,11 +125,7 @@ async fn on_postgres_only_writes_from_outside_the_service_notify_the_relays() {
         .expect("LISTEN connection");
     listener.listen("cache_outbox").await.expect("LISTEN");
 
-    let p = f
-        .service
-        .create(new_product("QUIET-1", 100))
-        .await
-        .expect("create");
+    let p = f.create("QUIET-1", 100).await;
     f.service
         .patch(id(p.id), price_patch(200), None)
         .await
@@ -172,11 +164,7 @@ async fn raw_sql_deletes_and_inserts_owe_invalidations_too() {
     let Some(f) = Fixture::sqlite("raw_sql_delete").await else {
         return;
     };
-    let p = f
-        .service
-        .create(new_product("DEL-1", 1))
-        .await
-        .expect("create");
+    let p = f.create("DEL-1", 1).await;
     f.service.find_by_id(id(p.id)).await.expect("warm");
     let relay = f.service.relay(100);
     relay.drain().await.expect("drain the create");
@@ -203,11 +191,7 @@ async fn replaying_an_applied_invalidation_costs_no_load() {
     let Some(f) = Fixture::sqlite("replay_is_free").await else {
         return;
     };
-    let p = f
-        .service
-        .create(new_product("REP-1", 1))
-        .await
-        .expect("create");
+    let p = f.create("REP-1", 1).await;
     f.service
         .patch(id(p.id), price_patch(2), None)
         .await
@@ -237,19 +221,14 @@ async fn a_redis_outage_loses_no_invalidation() {
     let Some(mut f) = Fixture::sqlite("redis_outage").await else {
         return;
     };
-    if f.redis_server.is_none() {
-        eprintln!("SKIPPED a_redis_outage_loses_no_invalidation: needs a private redis-server");
+    if !f.has_private_redis("a_redis_outage_loses_no_invalidation") {
         return;
     }
     let relay = f.service.spawn_relay(CoherenceConfig {
         poll_interval: Duration::from_millis(50),
         ..CoherenceConfig::default()
     });
-    let p = f
-        .service
-        .create(new_product("OUT-1", 100))
-        .await
-        .expect("create");
+    let p = f.create("OUT-1", 100).await;
     warm(&f, p.id).await;
 
     f.redis_server.as_mut().expect("private").stop();
@@ -306,8 +285,7 @@ async fn a_redis_restored_from_an_old_snapshot_never_serves_the_old_value() {
     let Some(mut f) = Fixture::sqlite("redis_old_snapshot").await else {
         return;
     };
-    if f.redis_server.is_none() {
-        eprintln!("SKIPPED a_redis_restored_from_an_old_snapshot: needs a private redis-server");
+    if !f.has_private_redis("a_redis_restored_from_an_old_snapshot_never_serves_the_old_value") {
         return;
     }
     // The relay wakes later than the breaker's 1 s cool-down ends, so reads in between
@@ -316,11 +294,7 @@ async fn a_redis_restored_from_an_old_snapshot_never_serves_the_old_value() {
         poll_interval: Duration::from_secs(2),
         ..CoherenceConfig::default()
     });
-    let p = f
-        .service
-        .create(new_product("RDB-1", 100))
-        .await
-        .expect("create");
+    let p = f.create("RDB-1", 100).await;
     warm(&f, p.id).await;
     save_snapshot(&f).await;
 
@@ -351,11 +325,7 @@ async fn invalidations_owed_before_a_crash_are_applied_at_the_next_start() {
     let Some(f) = Fixture::sqlite("crash_recovery").await else {
         return;
     };
-    let p = f
-        .service
-        .create(new_product("CRASH-1", 1))
-        .await
-        .expect("create");
+    let p = f.create("CRASH-1", 1).await;
     f.service
         .relay(100)
         .drain()
@@ -397,21 +367,16 @@ async fn a_redis_restarted_from_a_snapshot_older_than_an_applied_invalidation_is
     let Some(mut f) = Fixture::sqlite("redis_identity").await else {
         return;
     };
-    if f.redis_server.is_none() {
-        eprintln!(
-            "SKIPPED a_redis_restarted_from_a_snapshot_older_…: needs a private redis-server"
-        );
+    if !f.has_private_redis(
+        "a_redis_restarted_from_a_snapshot_older_than_an_applied_invalidation_is_not_trusted",
+    ) {
         return;
     }
     let relay = f.service.spawn_relay(CoherenceConfig {
         poll_interval: Duration::from_millis(50),
         ..CoherenceConfig::default()
     });
-    let p = f
-        .service
-        .create(new_product("EPOCH-1", 100))
-        .await
-        .expect("create");
+    let p = f.create("EPOCH-1", 100).await;
     warm(&f, p.id).await;
     save_snapshot(&f).await;
 
@@ -482,16 +447,7 @@ async fn two_instances_share_the_outbox_and_lose_nothing() {
         ..CoherenceConfig::default()
     };
     let relays = [f.service.spawn_relay(fast.clone()), other.spawn_relay(fast)];
-    let mut ids = Vec::new();
-    for i in 0..100 {
-        ids.push(
-            f.service
-                .create(new_product(&format!("TWO-{i}"), 100))
-                .await
-                .expect("create")
-                .id,
-        );
-    }
+    let ids = create_products(&f.service, "TWO", 100, 100).await;
     for instance in [&f.service, &other] {
         for product in &ids {
             instance.find_by_id(id(*product)).await.expect("warm");

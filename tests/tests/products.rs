@@ -21,11 +21,7 @@ integration_tests::on_both_databases!("":
 );
 
 async fn reads_are_cached_under_the_prefix_and_writes_show_at_once(f: Fixture) {
-    let created = f
-        .service
-        .create(new_product("A-1", 100))
-        .await
-        .expect("create");
+    let created = f.create("A-1", 100).await;
     assert_eq!(created.version, 1);
 
     let read = f.service.find_by_id(id(created.id)).await.expect("read");
@@ -63,19 +59,11 @@ async fn reads_are_cached_under_the_prefix_and_writes_show_at_once(f: Fixture) {
 }
 
 async fn list_pages_reflect_create_update_and_delete(f: Fixture) {
-    let a = f
-        .service
-        .create(new_product("L-1", 1))
-        .await
-        .expect("create");
+    let a = f.create("L-1", 1).await;
     let page = f.service.find_in_page(&first_page()).await.expect("page");
     assert_eq!(page.total, 1);
 
-    let b = f
-        .service
-        .create(new_product("L-2", 2))
-        .await
-        .expect("create");
+    let b = f.create("L-2", 2).await;
     let page = f.service.find_in_page(&first_page()).await.expect("page");
     assert_eq!(
         page.items.iter().map(|p| p.id).collect::<Vec<_>>(),
@@ -107,16 +95,8 @@ async fn list_pages_reflect_create_update_and_delete(f: Fixture) {
 }
 
 async fn a_write_invalidates_its_product_and_leaves_others_cached(f: Fixture) {
-    let a = f
-        .service
-        .create(new_product("W-1", 1))
-        .await
-        .expect("create");
-    let b = f
-        .service
-        .create(new_product("W-2", 2))
-        .await
-        .expect("create");
+    let a = f.create("W-1", 1).await;
+    let b = f.create("W-2", 2).await;
     f.service.find_by_id(id(a.id)).await.expect("warm a");
     f.service.find_by_id(id(b.id)).await.expect("warm b");
     let generation = f.list_generation().await;
@@ -139,15 +119,8 @@ async fn a_write_invalidates_its_product_and_leaves_others_cached(f: Fixture) {
 }
 
 async fn a_rolled_back_write_invalidates_nothing(f: Fixture) {
-    let a = f
-        .service
-        .create(new_product("R-1", 1))
-        .await
-        .expect("create");
-    f.service
-        .create(new_product("R-2", 2))
-        .await
-        .expect("create");
+    let a = f.create("R-1", 1).await;
+    f.create("R-2", 2).await;
     f.service.find_by_id(id(a.id)).await.expect("warm");
     f.service
         .find_in_page(&first_page())
@@ -177,10 +150,7 @@ async fn a_rolled_back_write_invalidates_nothing(f: Fixture) {
 }
 
 async fn duplicate_skus_are_a_typed_error(f: Fixture) {
-    f.service
-        .create(new_product("D-1", 1))
-        .await
-        .expect("create");
+    f.create("D-1", 1).await;
     let again = f.service.create(new_product("D-1", 2)).await;
     assert!(
         matches!(&again, Err(Error::DuplicateSku(sku)) if sku.as_str() == "D-1"),
@@ -189,11 +159,7 @@ async fn duplicate_skus_are_a_typed_error(f: Fixture) {
 }
 
 async fn a_stale_expected_version_changes_nothing(f: Fixture) {
-    let a = f
-        .service
-        .create(new_product("V-1", 1))
-        .await
-        .expect("create");
+    let a = f.create("V-1", 1).await;
     f.service
         .patch(id(a.id), price_patch(2), None)
         .await
@@ -223,11 +189,7 @@ async fn a_stale_expected_version_changes_nothing(f: Fixture) {
 }
 
 async fn concurrent_patches_each_bump_the_version_once(f: Fixture) {
-    let a = f
-        .service
-        .create(new_product("C-1", 0))
-        .await
-        .expect("create");
+    let a = f.create("C-1", 0).await;
     let done = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..20)
         .map(|i| {
@@ -251,11 +213,7 @@ async fn concurrent_patches_each_bump_the_version_once(f: Fixture) {
 }
 
 async fn of_concurrent_patches_expecting_one_version_one_wins_and_the_rest_mismatch(f: Fixture) {
-    let a = f
-        .service
-        .create(new_product("C-2", 0))
-        .await
-        .expect("create");
+    let a = f.create("C-2", 0).await;
     let v1 = Some(Version::parse(1).expect("valid"));
     let tasks: Vec<_> = (0..20)
         .map(|i| {
@@ -280,11 +238,7 @@ async fn of_concurrent_patches_expecting_one_version_one_wins_and_the_rest_misma
 }
 
 async fn deleted_products_read_as_not_found(f: Fixture) {
-    let a = f
-        .service
-        .create(new_product("X-1", 1))
-        .await
-        .expect("create");
+    let a = f.create("X-1", 1).await;
     f.service.find_by_id(id(a.id)).await.expect("warm");
     f.service.delete(id(a.id), None).await.expect("delete");
     let read = f.service.find_by_id(id(a.id)).await;
@@ -299,11 +253,7 @@ async fn deleted_products_read_as_not_found(f: Fixture) {
 }
 
 async fn an_empty_patch_changes_nothing(f: Fixture) {
-    let a = f
-        .service
-        .create(new_product("E-1", 1))
-        .await
-        .expect("create");
+    let a = f.create("E-1", 1).await;
     let same = f
         .service
         .patch(id(a.id), ProductPatch::default(), None)
@@ -337,11 +287,7 @@ async fn creating_a_product_replaces_its_cached_absence() {
         Err(Error::NotFound { .. })
     ));
     assert!(f.is_cached(1).await, "the absence was cached");
-    let created = f
-        .service
-        .create(new_product("N-1", 1))
-        .await
-        .expect("create");
+    let created = f.create("N-1", 1).await;
     assert_eq!(created.id, 1);
     assert_eq!(f.service.find_by_id(id(1)).await.expect("found").sku, "N-1");
 }

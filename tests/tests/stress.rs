@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use cache_service::{CacheConfig, CacheService};
-use integration_tests::fixtures::{Fixture, id, new_product, price_patch};
+use integration_tests::fixtures::{Fixture, create_products, id, price_patch};
 use product_service::ProductService;
 
 const PRODUCTS: usize = 4;
@@ -18,16 +18,7 @@ const READERS: usize = 12;
 const RUN_FOR: Duration = Duration::from_secs(2);
 
 async fn readers_never_go_back_in_time(f: Fixture) {
-    let mut ids = Vec::new();
-    for i in 0..PRODUCTS {
-        ids.push(
-            f.service
-                .create(new_product(&format!("STRESS-{i}"), 1))
-                .await
-                .expect("create")
-                .id,
-        );
-    }
+    let ids = create_products(&f.service, "STRESS", PRODUCTS, 1).await;
     let ids = Arc::new(ids);
     // Per product: the highest version any write has returned so far.
     let returned: Arc<Vec<AtomicI64>> =

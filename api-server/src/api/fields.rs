@@ -1,9 +1,13 @@
-//! Request fields that parse straight into domain types.
+//! Request fields that parse straight into domain types: the one parser from a JSON value
+//! (or an import's CSV cell) to a domain type.
 //!
 //! `Field<Sku>` is documented in the OpenAPI schema with the contract's rules (pattern,
-//! bounds, an example) and parsed by [`Sku::parse`] itself, so there is one authority for
-//! each rule and every rejection names its field: a wrong JSON type, a missing value and
-//! a broken rule all read `price_cents: …`.
+//! bounds, an example), which are the domain type's constants ([`Sku::MAX_LEN`],
+//! [`PriceCents::MAX`], …), and parsed by [`Sku::parse`] itself, so there is one authority
+//! for each rule and every rejection names its field: a wrong JSON type, a missing value
+//! and a broken rule all read `price_cents: …`. `api-server import` parses its rows with
+//! the same [`DomainField`] functions, so a bad field gets the same message from an
+//! import as over HTTP.
 
 use std::borrow::Cow;
 
@@ -19,9 +23,15 @@ pub trait DomainField: Sized + Send + Sync + 'static {
     /// The schema, with the rules and an example.
     fn schema() -> MetaSchema;
     /// Parses the JSON value; the error is the reason, without the field name.
-    fn from_json(value: Value) -> Result<Self, String>;
+    fn from_json(value: &Value) -> Result<Self, String>;
     /// The value as JSON.
     fn to_json(&self) -> Value;
+}
+
+/// A product field, which an import also reads from a CSV cell.
+pub trait CellField: DomainField {
+    /// Parses a CSV cell (not empty); the error is the reason, without the field name.
+    fn from_text(text: &str) -> Result<Self, String>;
 }
 
 /// A request field holding an already-validated domain value.
@@ -56,7 +66,7 @@ impl<D: DomainField> ParseFromJSON for Field<D> {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
         let reason = match value {
             None | Some(Value::Null) => "is required".to_owned(),
-            Some(value) => match D::from_json(value) {
+            Some(value) => match D::from_json(&value) {
                 Ok(parsed) => return Ok(Field(parsed)),
                 Err(reason) => reason,
             },
@@ -85,9 +95,9 @@ fn string_schema(min: usize, max: usize, pattern: Option<&str>, example: &str) -
     }
 }
 
-fn integer_schema(max: i64, example: i64) -> MetaSchema {
+fn integer_schema(min: i64, max: i64, example: i64) -> MetaSchema {
     MetaSchema {
-        minimum: Some(0.0),
+        minimum: Some(min as f64),
         maximum: Some(max as f64),
         example: Some(Value::from(example)),
         ..MetaSchema::new_with_format("integer", "int64")
@@ -95,19 +105,34 @@ fn integer_schema(max: i64, example: i64) -> MetaSchema {
 }
 
 /// A JSON string (the domain type then applies its rules, NUL characters included).
-fn string_value(value: Value) -> Result<String, String> {
+fn string_value(value: &Value) -> Result<&str, String> {
     match value {
         Value::String(s) => Ok(s),
-        other => Err(format!("must be a string, not {}", json_kind(&other))),
+        other => Err(format!("must be a string, not {}", json_kind(other))),
     }
 }
 
-fn integer_value(value: Value) -> Result<i64, String> {
-    match &value {
+/// A JSON integer. One beyond `i64` (serde_json holds up to `u64::MAX` as an integer) is
+/// out of every field's range, and becomes `i64::MAX` for the domain type to say so.
+fn integer_value(value: &Value) -> Result<i64, String> {
+    match value {
+        Value::Number(n) if n.is_u64() && !n.is_i64() => Ok(i64::MAX),
         Value::Number(n) => n
             .as_i64()
             .ok_or_else(|| format!("must be an integer, not {n}")),
         other => Err(format!("must be an integer, not {}", json_kind(other))),
+    }
+}
+
+/// A CSV cell holding an integer (surrounding spaces allowed). One beyond `i64` is out of
+/// every field's range, and saturates for the domain type to say so.
+fn integer_text(text: &str) -> Result<i64, String> {
+    use std::num::IntErrorKind;
+    match text.trim().parse::<i64>() {
+        Ok(n) => Ok(n),
+        Err(e) if *e.kind() == IntErrorKind::PosOverflow => Ok(i64::MAX),
+        Err(e) if *e.kind() == IntErrorKind::NegOverflow => Ok(i64::MIN),
+        Err(_) => Err("must be an integer".to_owned()),
     }
 }
 
@@ -122,105 +147,104 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-impl DomainField for Sku {
-    const FIELD: &'static str = "sku";
-    fn schema() -> MetaSchema {
-        string_schema(1, 64, Some("^[A-Za-z0-9._-]{1,64}$"), "KB-001")
-    }
-    fn from_json(value: Value) -> Result<Self, String> {
-        Sku::parse(string_value(value)?).map_err(|e| e.reason)
-    }
-    fn to_json(&self) -> Value {
-        Value::String(self.to_string())
-    }
+/// A text field: a JSON string or a CSV cell as it is, parsed by the domain type.
+macro_rules! text_field {
+    ($name:ident, $schema:expr) => {
+        impl DomainField for $name {
+            const FIELD: &'static str = $name::FIELD;
+            fn schema() -> MetaSchema {
+                $schema
+            }
+            fn from_json(value: &Value) -> Result<Self, String> {
+                Self::from_text(string_value(value)?)
+            }
+            fn to_json(&self) -> Value {
+                Value::String(self.to_string())
+            }
+        }
+
+        impl CellField for $name {
+            fn from_text(text: &str) -> Result<Self, String> {
+                $name::parse(text).map_err(|e| e.reason)
+            }
+        }
+    };
 }
 
-impl DomainField for ProductName {
-    const FIELD: &'static str = "name";
-    fn schema() -> MetaSchema {
-        // Trimmed before counting: one character that is neither NUL nor white space
-        // (spelled out: `str::trim`'s set, which `\s` differs from between regex engines).
-        string_schema(
-            1,
-            200,
-            Some(
-                r"^[^\x00]*[^\x00\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00]*$",
-            ),
-            "Mechanical keyboard",
-        )
-    }
-    fn from_json(value: Value) -> Result<Self, String> {
-        ProductName::parse(string_value(value)?).map_err(|e| e.reason)
-    }
-    fn to_json(&self) -> Value {
-        Value::String(self.to_string())
-    }
+/// An integer field, bounded by the domain type's `MIN` and `MAX`.
+macro_rules! integer_field {
+    ($name:ident, $example:expr) => {
+        impl DomainField for $name {
+            const FIELD: &'static str = $name::FIELD;
+            fn schema() -> MetaSchema {
+                integer_schema($name::MIN, $name::MAX, $example)
+            }
+            fn from_json(value: &Value) -> Result<Self, String> {
+                $name::parse(integer_value(value)?).map_err(|e| e.reason)
+            }
+            fn to_json(&self) -> Value {
+                Value::from(self.get())
+            }
+        }
+
+        impl CellField for $name {
+            fn from_text(text: &str) -> Result<Self, String> {
+                $name::parse(integer_text(text)?).map_err(|e| e.reason)
+            }
+        }
+    };
 }
 
-impl DomainField for Description {
-    const FIELD: &'static str = "description";
-    fn schema() -> MetaSchema {
-        string_schema(0, 10_000, Some(NO_NUL), "Tenkeyless, brown switches")
-    }
-    fn from_json(value: Value) -> Result<Self, String> {
-        Description::parse(string_value(value)?).map_err(|e| e.reason)
-    }
-    fn to_json(&self) -> Value {
-        Value::String(self.to_string())
-    }
-}
-
-impl DomainField for Category {
-    const FIELD: &'static str = "category";
-    fn schema() -> MetaSchema {
-        string_schema(0, 100, Some(NO_NUL), "keyboards")
-    }
-    fn from_json(value: Value) -> Result<Self, String> {
-        Category::parse(string_value(value)?).map_err(|e| e.reason)
-    }
-    fn to_json(&self) -> Value {
-        Value::String(self.to_string())
-    }
-}
-
-impl DomainField for PriceCents {
-    const FIELD: &'static str = "price_cents";
-    fn schema() -> MetaSchema {
-        integer_schema(1_000_000_000_000, 8999)
-    }
-    fn from_json(value: Value) -> Result<Self, String> {
-        PriceCents::parse(integer_value(value)?).map_err(|e| e.reason)
-    }
-    fn to_json(&self) -> Value {
-        Value::from(self.get())
-    }
-}
-
-impl DomainField for Stock {
-    const FIELD: &'static str = "stock";
-    fn schema() -> MetaSchema {
-        integer_schema(1_000_000_000, 12)
-    }
-    fn from_json(value: Value) -> Result<Self, String> {
-        Stock::parse(integer_value(value)?).map_err(|e| e.reason)
-    }
-    fn to_json(&self) -> Value {
-        Value::from(self.get())
-    }
-}
+text_field!(
+    Sku,
+    string_schema(
+        1,
+        Sku::MAX_LEN,
+        Some(&format!("^[A-Za-z0-9._-]{{1,{}}}$", Sku::MAX_LEN)),
+        "KB-001"
+    )
+);
+// Trimmed before counting: one character that is neither NUL nor white space (spelled
+// out: `str::trim`'s set, which `\s` differs from between regex engines).
+text_field!(
+    ProductName,
+    string_schema(
+        1,
+        ProductName::MAX_LEN,
+        Some(
+            r"^[^\x00]*[^\x00\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00]*$",
+        ),
+        "Mechanical keyboard",
+    )
+);
+text_field!(
+    Description,
+    string_schema(
+        0,
+        Description::MAX_LEN,
+        Some(NO_NUL),
+        "Tenkeyless, brown switches"
+    )
+);
+text_field!(
+    Category,
+    string_schema(0, Category::MAX_LEN, Some(NO_NUL), "keyboards")
+);
+integer_field!(PriceCents, 8999);
+integer_field!(Stock, 12);
 
 impl DomainField for RepricePercent {
-    const FIELD: &'static str = "percent";
+    const FIELD: &'static str = RepricePercent::FIELD;
     fn schema() -> MetaSchema {
         MetaSchema {
-            minimum: Some(-90.0),
-            maximum: Some(1000.0),
+            minimum: Some(RepricePercent::MIN),
+            maximum: Some(RepricePercent::MAX),
             example: Some(Value::from(10)),
             ..MetaSchema::new_with_format("number", "double")
         }
     }
-    fn from_json(value: Value) -> Result<Self, String> {
-        match &value {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        match value {
             Value::Number(n) => n
                 .as_f64()
                 .ok_or_else(|| format!("must be a number, not {n}"))
@@ -280,5 +304,10 @@ mod tests {
             "field `description` must not contain NUL characters"
         );
         assert_eq!(reason::<Category>(Some(json!("ok"))), "ok");
+        assert_eq!(
+            reason::<Stock>(Some(json!(u64::MAX))),
+            "field `stock` must be between 0 and 1000000000",
+            "an integer beyond i64 is out of range, as in an import"
+        );
     }
 }

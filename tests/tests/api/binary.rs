@@ -1,87 +1,26 @@
 //! The real `api-server` executable: subcommands, the generated token, SIGTERM.
 //!
-//! `CARGO_BIN_EXE_api-server` only exists inside the `api-server` crate, so the binary
-//! is looked up next to this test executable (`target/debug/api-server`, built by
-//! `cargo build` or `cargo test --workspace`). Without it these tests print a notice and
-//! pass (they panic in CI).
+//! The binary is found by [`integration_tests::binary`]; without it these tests print a
+//! notice and pass (they panic in CI).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+pub(super) use integration_tests::api_server_command as command;
+pub(super) use integration_tests::binary::PATIENCE;
+use integration_tests::start_server;
 use reqwest::StatusCode;
 use reqwest::header::AUTHORIZATION;
 use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 
 use crate::helpers::{id_of, new_product, spawn_app_with_redis, test_name};
 
-/// How long the server may take to start or to stop.
-pub(super) const PATIENCE: Duration = Duration::from_secs(20);
-
-/// The `api-server` executable, or `None` after a notice.
+/// The `api-server` executable, or `None` after a loud notice (a panic in CI).
 pub(super) fn binary() -> Option<PathBuf> {
-    let Some(path) = integration_tests::api_server_binary() else {
-        let message = format!(
-            "SKIPPED {}: no api-server binary; run `cargo build -p api-server` first",
-            test_name()
-        );
-        assert!(!integration_tests::in_ci(), "{message}");
-        eprintln!("{message}");
-        return None;
-    };
-    warn_if_stale(&path);
-    Some(path)
-}
-
-/// Prints a notice when the binary is older than the sources it is built from.
-fn warn_if_stale(binary: &Path) {
-    fn newest(dir: &Path) -> Option<SystemTime> {
-        std::fs::read_dir(dir)
-            .ok()?
-            .flatten()
-            .filter_map(|entry| {
-                let meta = entry.metadata().ok()?;
-                if meta.is_dir() {
-                    newest(&entry.path())
-                } else {
-                    meta.modified().ok()
-                }
-            })
-            .max()
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let sources = ["api-server/src", "product-service/src", "cache-service/src"]
-        .iter()
-        .filter_map(|dir| newest(&root.join(dir)))
-        .max();
-    let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok();
-    if let (Some(sources), Some(built)) = (sources, built)
-        && sources > built
-    {
-        eprintln!(
-            "NOTE {}: {} is older than the sources; run `cargo build -p api-server`",
-            test_name(),
-            binary.display()
-        );
-    }
-}
-
-/// A command for the binary with none of its settings inherited.
-pub(super) fn command(binary: &Path) -> Command {
-    let mut command = Command::new(binary);
-    // Every variable the binary reads, from its command-line definition.
-    for name in api_server::config::setting_variables() {
-        command.env_remove(name);
-    }
-    command
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    command
+    integration_tests::api_server_or_skip(&test_name())
 }
 
 pub(super) fn sqlite_url(dir: &TempDir) -> String {
@@ -89,33 +28,6 @@ pub(super) fn sqlite_url(dir: &TempDir) -> String {
         "sqlite://{}?mode=rwc",
         dir.path().join("products.db").display()
     )
-}
-
-#[tokio::test]
-async fn help_lists_the_serve_migrate_and_import_subcommands() {
-    let Some(binary) = binary() else { return };
-
-    let output = command(&binary).arg("--help").output().await.expect("runs");
-
-    assert!(output.status.success(), "{:?}", output.status);
-    let help = String::from_utf8_lossy(&output.stdout);
-    for subcommand in ["serve", "migrate", "import"] {
-        assert!(
-            help.lines()
-                .any(|line| line.trim_start().starts_with(subcommand)),
-            "{subcommand} in:\n{help}"
-        );
-    }
-    for flag in [
-        "--bind",
-        "--database-url",
-        "--redis-url",
-        "--cache-prefix",
-        "--cache-ttl-secs",
-        "--api-token",
-    ] {
-        assert!(help.contains(flag), "{flag} in:\n{help}");
-    }
 }
 
 #[tokio::test]
@@ -172,21 +84,6 @@ struct Served {
     stdout: mpsc::UnboundedReceiver<String>,
 }
 
-pub(super) fn forward_lines(
-    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-) -> mpsc::UnboundedReceiver<String> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 /// Starts `api-server` (no subcommand: `serve` is the default) on a free port with a
 /// fresh SQLite database, and waits for its "serving" log line.
 async fn serve(binary: &Path, dir: &TempDir, token: Option<&str>) -> Served {
@@ -195,62 +92,21 @@ async fn serve(binary: &Path, dir: &TempDir, token: Option<&str>) -> Served {
         .env("BIND", "127.0.0.1:0")
         .env("DATABASE_URL", sqlite_url(dir))
         .env("CACHE_PREFIX", integration_tests::unique_prefix("binary"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdout(Stdio::piped());
     if let Some(token) = token {
         command.env("API_TOKEN", token);
     }
-    let mut child = command.spawn().expect("api-server starts");
-    let stdout = forward_lines(child.stdout.take().expect("stdout"));
-    let mut stderr = forward_lines(child.stderr.take().expect("stderr"));
-
-    let (address, _) = serving_address(&mut stderr).await;
-    // Keep draining stderr so the server never blocks on a full pipe.
-    tokio::spawn(async move { while stderr.recv().await.is_some() {} });
+    let started = start_server(command).await;
     Served {
-        child,
-        address,
-        stdout,
-    }
-}
-
-/// Reads a starting server's log up to its "serving" line; returns the address it
-/// serves on and the lines before. Panics with the log if there is none in time.
-pub(super) async fn serving_address(
-    stderr: &mut mpsc::UnboundedReceiver<String>,
-) -> (String, Vec<String>) {
-    let mut log = Vec::new();
-    let address = tokio::time::timeout(PATIENCE, async {
-        while let Some(line) = stderr.recv().await {
-            if line.contains("serving")
-                && let Some(start) = line.find("http://")
-            {
-                let rest = &line[start..];
-                let end = rest.find("/docs").unwrap_or(rest.len());
-                return Some(rest[..end].to_owned());
-            }
-            log.push(line);
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten();
-    match address {
-        Some(address) => (address, log),
-        None => panic!("no \"serving\" line; the log was:\n{}", log.join("\n")),
+        child: started.child,
+        address: started.address,
+        stdout: started.stdout.expect("stdout is piped"),
     }
 }
 
 /// Sends SIGTERM (with the `kill` command) and waits for the exit status.
 pub(super) async fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let pid = child.id().expect("still running");
-    let sent = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(sent.success(), "kill -TERM {pid}");
+    integration_tests::binary::send_signal(child, "TERM").await;
     tokio::time::timeout(PATIENCE, child.wait())
         .await
         .expect("the server exits after SIGTERM")

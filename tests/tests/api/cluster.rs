@@ -6,12 +6,12 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use integration_tests::binary::{StartedServer, create_product};
 use integration_tests::cluster::RedisCluster;
-use integration_tests::{find_on_path, in_ci, postgres_url_or_skip, unique_prefix};
+use integration_tests::{find_on_path, in_ci, postgres_url_or_skip, start_server, unique_prefix};
 use serde_json::{Value, json};
-use tokio::process::Child;
 
-use super::binary::{binary, command, forward_lines, serving_address, terminate};
+use super::binary::{binary, command, terminate};
 use super::helpers::metric;
 
 const TOKEN: &str = "cluster-test-token";
@@ -19,17 +19,12 @@ const TOKEN: &str = "cluster-test-token";
 const PRODUCTS: usize = 8;
 const ROUNDS: i64 = 25;
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
 async fn start(
     binary: &std::path::Path,
     database_url: &str,
     redis_url: &str,
     prefix: &str,
-) -> Server {
+) -> StartedServer {
     let mut command = command(binary);
     command
         .env("BIND", "127.0.0.1:0")
@@ -37,13 +32,13 @@ async fn start(
         .env("REDIS_URL", redis_url)
         .env("CACHE_PREFIX", prefix)
         .env("API_TOKEN", TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("api-server starts");
-    let mut stderr = forward_lines(child.stderr.take().expect("stderr"));
-    let (base, _) = serving_address(&mut stderr).await;
+        .stdout(Stdio::null());
+    let mut started = start_server(command).await;
+    // Keep draining stderr so the server never blocks on a full pipe.
+    let (_, closed) = tokio::sync::mpsc::unbounded_channel();
+    let mut stderr = std::mem::replace(&mut started.stderr, closed);
     tokio::spawn(async move { while stderr.recv().await.is_some() {} });
-    Server { child, base }
+    started
 }
 
 async fn price(http: &reqwest::Client, base: &str, id: i64) -> i64 {
@@ -113,34 +108,25 @@ async fn two_server_processes_on_postgresql_and_a_cluster_read_each_others_write
 
     let mut ids = Vec::new();
     for n in 0..PRODUCTS {
-        let created: Value = http
-            .post(format!("{}/api/products", a.base))
-            .bearer_auth(TOKEN)
-            .json(
-                &json!({"sku": format!("TWO-{n}"), "name": "Widget", "price_cents": 1, "stock": 1}),
-            )
-            .send()
-            .await
-            .expect("POST")
-            .json()
-            .await
-            .expect("JSON");
+        let body =
+            json!({"sku": format!("TWO-{n}"), "name": "Widget", "price_cents": 1, "stock": 1});
+        let created = create_product(&http, &a.address, TOKEN, &body).await;
         ids.push(created["id"].as_i64().expect("id"));
     }
 
     // Writes on one, reads on the other, with both caches warm.
     for &id in &ids {
-        assert_eq!(price(&http, &b.base, id).await, 1);
-        assert_eq!(price(&http, &b.base, id).await, 1);
-        set_price(&http, &a.base, id, 2).await;
+        assert_eq!(price(&http, &b.address, id).await, 1);
+        assert_eq!(price(&http, &b.address, id).await, 1);
+        set_price(&http, &a.address, id, 2).await;
         assert_eq!(
-            price(&http, &b.base, id).await,
+            price(&http, &b.address, id).await,
             2,
             "B reads A's write at once"
         );
-        set_price(&http, &b.base, id, 3).await;
+        set_price(&http, &b.address, id, 3).await;
         assert_eq!(
-            price(&http, &a.base, id).await,
+            price(&http, &a.address, id).await,
             3,
             "A reads B's write at once"
         );
@@ -150,7 +136,7 @@ async fn two_server_processes_on_postgresql_and_a_cluster_read_each_others_write
     // server right after each acknowledged write; readers hammer both meanwhile.
     let stale = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicBool::new(false));
-    let bases = [a.base.clone(), b.base.clone()];
+    let bases = [a.address.clone(), b.address.clone()];
     let mut readers = Vec::new();
     for reader in 0..4 {
         let (http, bases, ids, done) = (http.clone(), bases.clone(), ids.clone(), done.clone());

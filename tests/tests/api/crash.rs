@@ -8,12 +8,10 @@ use std::time::Duration;
 use fred::prelude::KeysInterface;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 
-use super::binary::{
-    PATIENCE, binary, command, forward_lines, serving_address, sqlite_url, terminate,
-};
+use super::binary::{PATIENCE, binary, command, sqlite_url, terminate};
 
 const TOKEN: &str = "crash-test-token";
 
@@ -39,35 +37,26 @@ async fn start(
         .env("REDIS_URL", redis_url)
         .env("CACHE_PREFIX", prefix)
         .env("API_TOKEN", TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stdout(Stdio::null());
     if fault {
         command.env("API_SERVER_TEST_PAUSE_AFTER_COMMIT", "1");
     }
-    let mut child = command.spawn().expect("api-server starts");
-    let mut stderr = forward_lines(child.stderr.take().expect("stderr"));
-    let (base, log) = serving_address(&mut stderr).await;
-    let fault_on = log.iter().any(|line| line.contains("fault injection on"));
+    let started = integration_tests::start_server(command).await;
+    let fault_on = started.log.iter().any(|l| l.contains("fault injection on"));
     assert!(
         fault_on || !fault,
         "this api-server ignores API_SERVER_TEST_PAUSE_AFTER_COMMIT: it was built without the \
          `fault-injection` feature (`cargo test --workspace` builds it with it)"
     );
     Server {
-        child,
-        base,
-        stderr,
+        child: started.child,
+        base: started.address,
+        stderr: started.stderr,
     }
 }
 
 async fn sigkill(child: &mut Child) {
-    let pid = child.id().expect("running");
-    let killed = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(killed.success());
+    integration_tests::binary::send_signal(child, "KILL").await;
     child.wait().await.expect("reaped");
 }
 
@@ -83,16 +72,13 @@ async fn a_server_killed_between_commit_and_invalidation_serves_no_stale_value_a
 
     // A healthy server creates and caches the product at v1.
     let mut first = start(&binary, &dir, &redis.url(), &prefix, false).await;
-    let created: Value = http
-        .post(format!("{}/api/products", first.base))
-        .bearer_auth(TOKEN)
-        .json(&json!({"sku": "CRASH-1", "name": "Old", "price_cents": 100, "stock": 1}))
-        .send()
-        .await
-        .expect("POST")
-        .json()
-        .await
-        .expect("JSON");
+    let created = integration_tests::binary::create_product(
+        &http,
+        &first.base,
+        TOKEN,
+        &json!({"sku": "CRASH-1", "name": "Old", "price_cents": 100, "stock": 1}),
+    )
+    .await;
     let id = created["id"].as_i64().expect("id");
     let product_url = format!("{}/api/products/{id}", first.base);
     for _ in 0..2 {

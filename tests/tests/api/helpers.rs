@@ -276,10 +276,7 @@ impl TestApp {
         body: &Value,
         if_match: Option<&str>,
     ) -> Response {
-        let request = self
-            .authed(Method::PUT, &format!("/api/products/{id}"))
-            .json(body);
-        send(with_if_match(request, if_match)).await
+        self.write_product(Method::PUT, id, body, if_match).await
     }
 
     /// `PATCH /api/products/{id}` with the token.
@@ -289,8 +286,18 @@ impl TestApp {
         body: &Value,
         if_match: Option<&str>,
     ) -> Response {
+        self.write_product(Method::PATCH, id, body, if_match).await
+    }
+
+    async fn write_product(
+        &self,
+        method: Method,
+        id: impl Display,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> Response {
         let request = self
-            .authed(Method::PATCH, &format!("/api/products/{id}"))
+            .authed(method, &format!("/api/products/{id}"))
             .json(body);
         send(with_if_match(request, if_match)).await
     }
@@ -447,15 +454,20 @@ pub fn header(response: &Response, name: &str) -> String {
         .to_owned()
 }
 
+/// The value of header `name` in `response`, or `""` if absent or not text.
+pub fn header_or_empty(response: &Response, name: impl reqwest::header::AsHeaderName) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
 /// Asserts that `response` is an RFC 9457 problem with `status`, returns its body.
 pub async fn assert_problem(response: Response, status: u16, context: &str) -> Value {
     let actual = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let content_type = header_or_empty(&response, CONTENT_TYPE);
     let text = response.text().await.unwrap_or_default();
     assert_eq!(actual, status, "{context}: status (body: {text})");
     assert!(

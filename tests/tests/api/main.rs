@@ -8,7 +8,8 @@
 //!   Redis), one method per endpoint, and the problem-format assertions.
 //! - [`flows`]: scenarios written once and run on several set-ups.
 //! - [`products`]: every endpoint and documented status of `/api/products`.
-//! - [`errors`]: authentication, the problem format, bad input of every kind.
+//! - [`errors`]: authentication and the problem format.
+//! - [`bad_input`]: bad input of every kind: a 4xx naming the field, never a 5xx.
 //! - [`cache`]: caching through HTTP, writes seen by the next read, Redis down.
 //! - [`coherence`]: two servers on one database, one cut off from Redis; set-ups that
 //!   cannot be coherent; a start without Redis.
@@ -22,6 +23,7 @@
 //! them (`redis-server` on `PATH` or `TEST_REDIS_URL`; `TEST_DATABASE_URL`), and fail
 //! in CI. Metrics are process-wide: tests compare before/after and assert "at least".
 
+mod bad_input;
 mod binary;
 mod cache;
 mod cluster;

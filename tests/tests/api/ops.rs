@@ -6,7 +6,9 @@ use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
-use crate::helpers::{header, id_of, metric, new_product, spawn_app, spawn_app_with_redis};
+use crate::helpers::{
+    header, header_or_empty, id_of, metric, new_product, spawn_app, spawn_app_with_redis,
+};
 
 #[tokio::test]
 async fn health_reports_ok_for_the_database_and_the_memory_cache() {
@@ -39,7 +41,7 @@ async fn health_reports_ok_for_the_database_and_redis() {
     );
 }
 
-/// The metric names `spec/API.md` makes part of the contract, with their types.
+/// The metric names the contract fixes (README's Metrics table), with their types.
 const CONTRACT_METRICS: &[(&str, &str)] = &[
     ("cache_requests_total", "counter"),
     ("cache_loads_total", "counter"),
@@ -240,12 +242,7 @@ async fn docs_serve_the_swagger_ui() {
     for path in ["/docs", "/docs/"] {
         let response = app.get(path).await;
         assert_eq!(response.status(), StatusCode::OK, "GET {path}");
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let content_type = header_or_empty(&response, CONTENT_TYPE);
         assert!(
             content_type.starts_with("text/html"),
             "{path}: {content_type}"

@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::helpers::{
     assert_field_problem, assert_problem, id_of, new_product, spawn_app_on_postgres,
 };
-use crate::{errors, flows};
+use crate::{bad_input, flows};
 
 #[tokio::test]
 async fn on_postgresql_the_crud_flow_works() {
@@ -65,7 +65,7 @@ async fn on_postgresql_no_odd_input_produces_a_5xx() {
     let Some(app) = spawn_app_on_postgres().await else {
         return;
     };
-    errors::no_odd_input_produces_a_5xx_on(&app).await;
+    bad_input::no_odd_input_produces_a_5xx_on(&app).await;
 }
 
 #[tokio::test]

@@ -95,10 +95,7 @@ async fn every_backend_service_and_race_test_holds_on_a_redis_cluster() {
         .await
         .expect("task")
         .expect("a 3-master cluster starts");
-    let tests = conformance::ALL
-        .iter()
-        .chain(service::ALL)
-        .chain(races::ALL);
+    let tests = conformance::all().chain(service::ALL).chain(races::ALL);
     for (name, test) in tests {
         eprintln!("on the cluster: {name}");
         let env = support::Env::cluster(&cluster.url(), name).await;

@@ -11,12 +11,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cache_service::{CacheService, Group, Invalidation};
+use cache_service::{CacheKey, CacheService, Group, Invalidation};
 use fred::prelude::KeysInterface;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
-use crate::support::{Db, Env, Page, WIDGET, Widget, pause_point, read, test_config, within_10s};
+use crate::support::{
+    Db, Env, Page, PauseControl, WIDGET, Widget, pause_point, read, test_config, within_10s,
+};
 
 const PAGES: Group = Group::new("widget_page");
 
@@ -120,18 +122,16 @@ pub async fn a_naive_cache_aside_caches_the_old_value_when_an_invalidation_lands
     assert_eq!(db.peek(), Some(new), "while the database moved on");
 }
 
-/// Reader A misses and loads version 1; a write commits and is invalidated while A is
-/// mid-load; A then tries to store version 1.
-async fn invalidation_lands_mid_load(
-    env: &Env,
-    invalidation: fn(&CacheService, &Widget) -> Invalidation,
-) {
-    let cache = env.service();
-    let db = Db::with(Widget::new(1, 1, "old"));
-    let key = cache.key(WIDGET, 1);
-    let (pause, mut loader) = pause_point();
+/// A reader of `key` whose loader reads `db`, then stops at a pause point until the
+/// returned control resumes it.
+fn paused_reader(
+    cache: &CacheService,
+    key: &CacheKey,
+    db: &Arc<Db>,
+) -> (JoinHandle<Option<Widget>>, PauseControl) {
+    let (pause, loader) = pause_point();
     let reader = tokio::spawn({
-        let (cache, key, db) = (cache.clone(), key.clone(), Arc::clone(&db));
+        let (cache, key, db) = (cache.clone(), key.clone(), Arc::clone(db));
         async move {
             let Ok(widget) = cache
                 .get_or_load(&key, move || async move {
@@ -143,6 +143,19 @@ async fn invalidation_lands_mid_load(
             widget
         }
     });
+    (reader, loader)
+}
+
+/// Reader A misses and loads version 1; a write commits and is invalidated while A is
+/// mid-load; A then tries to store version 1.
+async fn invalidation_lands_mid_load(
+    env: &Env,
+    invalidation: fn(&CacheService, &Widget) -> Invalidation,
+) {
+    let cache = env.service();
+    let db = Db::with(Widget::new(1, 1, "old"));
+    let key = cache.key(WIDGET, 1);
+    let (reader, mut loader) = paused_reader(&cache, &key, &db);
 
     loader.reached().await;
     let new = db.write("new");
@@ -191,20 +204,7 @@ pub async fn a_read_that_starts_after_an_invalidation_does_not_join_a_load_that_
     for (id, versioned) in [(1, false), (2, true)] {
         let db = Db::with(Widget::new(id, 1, "old"));
         let key = cache.key(WIDGET, id);
-        let (pause, mut loader) = pause_point();
-        let early_reader = tokio::spawn({
-            let (cache, key, db) = (cache.clone(), key.clone(), Arc::clone(&db));
-            async move {
-                let Ok(widget) = cache
-                    .get_or_load(&key, move || async move {
-                        let loaded = db.load();
-                        pause.pause().await;
-                        Ok::<_, Infallible>(loaded)
-                    })
-                    .await;
-                widget
-            }
-        });
+        let (early_reader, mut loader) = paused_reader(&cache, &key, &db);
         loader.reached().await;
         let new = db.write("new");
         let invalidation = if versioned {

@@ -7,7 +7,7 @@ use poem_openapi::{OpenApi, OpenApiService, Tags};
 use product_service::ProductService;
 
 pub(crate) mod auth;
-mod fields;
+pub(crate) mod fields;
 mod health;
 mod jobs;
 mod json_bytes;
@@ -287,6 +287,137 @@ mod tests {
                 .collect();
             allowed.sort();
             assert_eq!(allowed, methods, "Allow for {path}");
+        }
+    }
+
+    /// The first `key` that is a number, in `value` or below it.
+    fn bound(value: &Value, key: &str) -> Option<f64> {
+        match value {
+            Value::Object(map) => map
+                .get(key)
+                .and_then(Value::as_f64)
+                .or_else(|| map.values().find_map(|v| bound(v, key))),
+            Value::Array(items) => items.iter().find_map(|v| bound(v, key)),
+            _ => None,
+        }
+    }
+
+    /// `#[oai(validator(...))]` and doc comments take only literals, so this test is what
+    /// keeps the document's bounds and the texts Swagger UI shows equal to the domain
+    /// types' constants, the one place of each rule.
+    #[tokio::test]
+    async fn the_documents_bounds_and_texts_are_the_domain_constants() {
+        use crate::docs_tests::spellings;
+        use product_service::{
+            Category, Description, PageQuery, PriceCents, ProductName, RepricePercent, Sku, Stock,
+        };
+        let doc = document_json().await;
+        let schemas = &doc["components"]["schemas"];
+        let as_u64 = |n: usize| n as u64;
+        let fields = [
+            ("sku", "minLength", "maxLength", 1, as_u64(Sku::MAX_LEN)),
+            (
+                "name",
+                "minLength",
+                "maxLength",
+                1,
+                as_u64(ProductName::MAX_LEN),
+            ),
+            (
+                "description",
+                "minLength",
+                "maxLength",
+                0,
+                as_u64(Description::MAX_LEN),
+            ),
+            (
+                "category",
+                "minLength",
+                "maxLength",
+                0,
+                as_u64(Category::MAX_LEN),
+            ),
+            (
+                "price_cents",
+                "minimum",
+                "maximum",
+                PriceCents::MIN as u64,
+                PriceCents::MAX as u64,
+            ),
+            (
+                "stock",
+                "minimum",
+                "maximum",
+                Stock::MIN as u64,
+                Stock::MAX as u64,
+            ),
+        ];
+        for (field, min_key, max_key, min, max) in fields {
+            for schema in ["ProductInput", "ProductPatch"] {
+                let property = &schemas[schema]["properties"][field];
+                assert_eq!(
+                    bound(property, min_key),
+                    Some(min as f64),
+                    "{schema}.{field}"
+                );
+                assert_eq!(
+                    bound(property, max_key),
+                    Some(max as f64),
+                    "{schema}.{field}"
+                );
+            }
+            for schema in ["Product", "ProductInput"] {
+                let description = schemas[schema]["properties"][field]["description"]
+                    .as_str()
+                    .unwrap_or_default();
+                assert!(
+                    spellings(max)
+                        .iter()
+                        .any(|n| description.contains(n.as_str())),
+                    "{schema}.{field}: {description:?} should state {max}"
+                );
+            }
+        }
+        let percent = &schemas["RepriceRequest"]["properties"]["percent"];
+        assert_eq!(bound(percent, "minimum"), Some(RepricePercent::MIN));
+        assert_eq!(bound(percent, "maximum"), Some(RepricePercent::MAX));
+        let description = percent["description"].as_str().unwrap_or_default();
+        for n in [RepricePercent::MIN, RepricePercent::MAX] {
+            assert!(
+                description.contains(&n.abs().to_string()),
+                "{description:?} should state {n}"
+            );
+        }
+
+        let list = &doc["paths"]["/api/products"]["get"]["parameters"];
+        let parameter = |name: &str| {
+            list.as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+                .cloned()
+                .unwrap_or_default()
+        };
+        // (parameter, bound, value, whether its description states it)
+        let limits = [
+            ("page", "maximum", u64::from(PageQuery::MAX_PAGE), false),
+            (
+                "per_page",
+                "maximum",
+                u64::from(PageQuery::MAX_PER_PAGE),
+                true,
+            ),
+            ("category", "maxLength", as_u64(Category::MAX_LEN), false),
+        ];
+        for (name, key, max, stated) in limits {
+            let parameter = parameter(name);
+            assert_eq!(bound(&parameter, key), Some(max as f64), "{name}");
+            let description = parameter["description"].as_str().unwrap_or_default();
+            assert!(
+                !stated
+                    || spellings(max)
+                        .iter()
+                        .any(|n| description.contains(n.as_str())),
+                "{name}: {description:?} should state {max}"
+            );
         }
     }
 }

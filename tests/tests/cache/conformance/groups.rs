@@ -1,0 +1,188 @@
+//! Group generations and the invalidation of a whole write.
+
+use super::*;
+
+on_both_backends!(paused:
+    a_missing_generation_is_seeded_from_the_clock_and_stable_on_read,
+    bumping_a_generation_moves_it_strictly_forward,
+    a_group_member_is_read_at_the_current_generation,
+    invalidating_a_write_moves_its_groups_and_applies_its_items,
+    invalidating_a_write_seeds_a_lost_generation_from_the_clock,
+);
+
+pub async fn a_missing_generation_is_seeded_from_the_clock_and_stable_on_read(env: &Env) {
+    const MICROS_IN_2001: u64 = 1_000_000_000_000_000;
+    let (read_first, bumped_first) = (env.generation_key("read"), env.generation_key("bumped"));
+
+    let generation = env
+        .backend
+        .generation(&read_first)
+        .await
+        .expect("generation");
+    assert!(
+        generation > MICROS_IN_2001,
+        "seeded from the clock: {generation}"
+    );
+    assert_eq!(
+        env.backend
+            .generation(&read_first)
+            .await
+            .expect("generation"),
+        generation,
+        "reading does not move the generation"
+    );
+
+    let bumped = env
+        .backend
+        .bump_generation(&bumped_first)
+        .await
+        .expect("bump");
+    assert!(bumped > MICROS_IN_2001, "seeded from the clock: {bumped}");
+    assert_eq!(
+        env.backend
+            .generation(&bumped_first)
+            .await
+            .expect("generation"),
+        bumped
+    );
+}
+
+pub async fn bumping_a_generation_moves_it_strictly_forward(env: &Env) {
+    let (key, other_key) = (env.generation_key("group"), env.generation_key("other"));
+    let first = env.backend.generation(&key).await.expect("generation");
+    let other = env
+        .backend
+        .generation(&other_key)
+        .await
+        .expect("generation");
+
+    let second = env.backend.bump_generation(&key).await.expect("bump");
+    let third = env.backend.bump_generation(&key).await.expect("bump");
+
+    assert!(second > first, "{second} > {first}");
+    assert!(third > second, "{third} > {second}");
+    assert_eq!(
+        env.backend.generation(&key).await.expect("generation"),
+        third
+    );
+    assert_eq!(
+        env.backend
+            .generation(&other_key)
+            .await
+            .expect("generation"),
+        other,
+        "another group's counter is its own"
+    );
+}
+
+pub async fn a_group_member_is_read_at_the_current_generation(env: &Env) {
+    const MICROS_IN_2001: u64 = 1_000_000_000_000_000;
+    let group = env.generation_key("pages");
+    let member = env.member_key("pages", "p1");
+
+    let (seeded, stored) = env
+        .backend
+        .get_member(&group, &member)
+        .await
+        .expect("get_member");
+    assert!(seeded > MICROS_IN_2001, "seeded from the clock: {seeded}");
+    assert_eq!(stored, None, "nothing stored yet");
+    assert_eq!(
+        env.backend.generation(&group).await.expect("generation"),
+        seeded,
+        "the seed was stored"
+    );
+
+    let key = member.at(seeded);
+    let page = entry(0, "page one");
+    assert_eq!(
+        env.backend
+            .get_or_lease(&key, A, LEASE)
+            .await
+            .expect("lease"),
+        Lookup::Leased
+    );
+    env.backend.fill(&key, A, &page, TTL).await.expect("fill");
+    let (generation, stored) = env
+        .backend
+        .get_member(&group, &member)
+        .await
+        .expect("get_member");
+    assert_eq!(generation, seeded);
+    assert_eq!(stored.as_deref(), Some(&page[..]), "the member's entry");
+
+    let bumped = env.backend.bump_generation(&group).await.expect("bump");
+    let (generation, stored) = env
+        .backend
+        .get_member(&group, &member)
+        .await
+        .expect("get_member");
+    assert_eq!(generation, bumped);
+    assert_eq!(stored, None, "the new generation has no entry yet");
+}
+
+pub async fn invalidating_a_write_moves_its_groups_and_applies_its_items(env: &Env) {
+    let (group, other_group) = (env.generation_key("list"), env.generation_key("other"));
+    let before = env.backend.generation(&group).await.expect("generation");
+    let other = env
+        .backend
+        .generation(&other_group)
+        .await
+        .expect("generation");
+    lease_and_fill(env, 1, A, &entry(1, "fenced")).await;
+    lease_and_fill(env, 2, A, &entry(1, "removed")).await;
+    lease_and_fill(env, 3, A, &entry(1, "untouched")).await;
+
+    env.backend
+        .invalidate_write(
+            &[
+                Invalidation::at_version(env.key(1), 2),
+                Invalidation::remove(env.key(2)),
+            ],
+            std::slice::from_ref(&group),
+            FENCE,
+        )
+        .await
+        .expect("invalidate_write");
+
+    let after = env.backend.generation(&group).await.expect("generation");
+    assert!(after > before, "the group moved on: {after} > {before}");
+    assert_eq!(
+        env.backend
+            .generation(&other_group)
+            .await
+            .expect("generation"),
+        other,
+        "a group the write does not name stays"
+    );
+    assert_eq!(get(env, 1).await, None, "the older value is removed");
+    assert_eq!(
+        env.backend.fence(&env.key(1)).await.expect("fence"),
+        Some(2),
+        "and fenced at the write's version"
+    );
+    assert_eq!(get(env, 2).await, None, "the unversioned item is removed");
+    assert_eq!(env.backend.fence(&env.key(2)).await.expect("fence"), None);
+    assert!(get(env, 3).await.is_some(), "an item not named stays");
+    assert_eq!(
+        lease_and_fill(env, 1, B, &entry(1, "stale")).await,
+        FillOutcome::Fenced,
+        "a fill of the old version is refused"
+    );
+}
+
+pub async fn invalidating_a_write_seeds_a_lost_generation_from_the_clock(env: &Env) {
+    const MICROS_IN_2001: u64 = 1_000_000_000_000_000;
+    let group = env.generation_key("never-read");
+
+    env.backend
+        .invalidate_write(&[], std::slice::from_ref(&group), FENCE)
+        .await
+        .expect("invalidate_write");
+
+    let generation = env.backend.generation(&group).await.expect("generation");
+    assert!(
+        generation > MICROS_IN_2001,
+        "seeded from the clock, never restarted at 1: {generation}"
+    );
+}
