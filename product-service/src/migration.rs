@@ -1,5 +1,6 @@
 //! Schema migrations, applied by [`migrate`](crate::migrate).
 
+use sea_orm::TransactionTrait;
 use sea_orm_migration::prelude::*;
 
 pub(crate) struct Migrator;
@@ -519,16 +520,17 @@ impl MigrationTrait for GenericOutbox {
     }
 }
 
-/// Runs `statements` in order, stopping at the first error.
+/// Runs `statements` in order in one transaction, stopping at the first error: on one
+/// connection, so a `DROP` and the `CREATE` after it cannot meet two pooled SQLite
+/// connections, one of which still has the old schema cached (its `CREATE` then fails
+/// with "already exists").
 async fn execute<S: AsRef<str>>(
     manager: &SchemaManager<'_>,
     statements: &[S],
 ) -> Result<(), DbErr> {
+    let txn = manager.get_connection().begin().await?;
     for statement in statements {
-        manager
-            .get_connection()
-            .execute_unprepared(statement.as_ref())
-            .await?;
+        txn.execute_unprepared(statement.as_ref()).await?;
     }
-    Ok(())
+    txn.commit().await
 }

@@ -520,3 +520,58 @@ async fn registrations_of_long_gone_processes_are_forgotten() {
     assert_eq!(left, Some(0), "the crashed process's registration is gone");
     relay.shutdown().await;
 }
+
+/// Reinstalling a table's triggers on a pooled SQLite file runs on one connection. Its
+/// `DROP` and the `CREATE` after it used to go to two pooled connections, one of which
+/// still had the old schema cached, and the `CREATE` failed with "trigger … already
+/// exists" (a migration that failed now and then under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinstalling_triggers_on_a_pooled_sqlite_file_never_meets_a_stale_schema() {
+    use cache_service::{Namespace, OutboxTable};
+    const ITEMS: OutboxTable = OutboxTable {
+        table: "items",
+        id_column: "id",
+        version_column: "version",
+        namespace: Namespace::new("item"),
+        groups: &[],
+    };
+    const POOL: u32 = 8;
+    for round in 0..20 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("items.db").display()
+        );
+        let mut options = sea_orm::ConnectOptions::new(url);
+        options.max_connections(POOL).min_connections(POOL);
+        let db = Database::connect(options).await.expect("connect");
+        db.execute_unprepared(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, version INTEGER NOT NULL DEFAULT 1)",
+        )
+        .await
+        .expect("table");
+        let manager = sea_orm_migration::SchemaManager::new(&db);
+        cache_service::coherence::tables_migration()
+            .up(&manager)
+            .await
+            .expect("coherence tables");
+        let install = ITEMS.migration("m_items_outbox");
+        install.up(&manager).await.expect("first install");
+        // Every pooled connection caches the schema with the triggers in it.
+        let held: Vec<_> = futures::future::join_all((0..POOL).map(|_| async {
+            let txn = db.begin().await.expect("begin");
+            txn.execute_unprepared("SELECT count(*) FROM sqlite_master")
+                .await
+                .expect("read the schema");
+            txn
+        }))
+        .await;
+        for txn in held {
+            txn.commit().await.expect("commit");
+        }
+        install
+            .up(&manager)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: reinstall: {e}"));
+    }
+}

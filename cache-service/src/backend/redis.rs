@@ -50,7 +50,8 @@ pub struct RedisBackend {
     scripts: Arc<Scripts>,
     /// New connections so far, over every pool.
     seen: Arc<AtomicU64>,
-    /// Woken on every reconnection (and on the first connection, when it came late).
+    /// Woken on every reconnection (and on the first connection, when it came late, or of
+    /// a cluster master that joined later).
     signal: Arc<Notify>,
 }
 
@@ -203,6 +204,7 @@ impl RedisBackend {
                 config.command_timeout,
                 seen.clone(),
                 signal.clone(),
+                false,
             )))
         };
         Ok(Self {
@@ -229,6 +231,7 @@ impl RedisBackend {
                 command_timeout,
                 seen.clone(),
                 signal.clone(),
+                false,
             ))),
             scripts: Arc::new(Scripts::new()),
             seen,

@@ -12,7 +12,7 @@
 //! [`OutboxTable`] writes the triggers for any table with an integer id and an integer
 //! version column; they run inside the writer's own transaction, whoever the writer is.
 
-use sea_orm::DbBackend;
+use sea_orm::{DbBackend, TransactionTrait};
 use sea_orm_migration::prelude::*;
 
 use crate::error::{CacheError, Result};
@@ -254,17 +254,18 @@ impl MigrationTrait for InstallTriggers {
     }
 }
 
+/// Runs `statements` in one transaction: on one connection, so a `DROP` and the `CREATE`
+/// after it cannot meet two pooled SQLite connections, one of which still has the old
+/// schema cached (its `CREATE` then fails with "already exists").
 pub(crate) async fn execute(
     manager: &SchemaManager<'_>,
     statements: &[String],
 ) -> Result<(), DbErr> {
+    let txn = manager.get_connection().begin().await?;
     for statement in statements {
-        manager
-            .get_connection()
-            .execute_unprepared(statement)
-            .await?;
+        txn.execute_unprepared(statement).await?;
     }
-    Ok(())
+    txn.commit().await
 }
 
 /// The migration that creates the coherence tables (idempotent: `IF NOT EXISTS`).

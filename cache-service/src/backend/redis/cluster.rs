@@ -124,6 +124,8 @@ impl Cluster {
     pub(super) async fn refresh(&self) -> Result<()> {
         let (routing, host) = self.cluster_slots().await?;
         let current = self.topology();
+        // Masters that join a running backend wake the relay when they connect.
+        let joining = current.routing.is_some();
         let mut nodes = HashMap::new();
         let mut opened = Vec::new();
         for server in routing.unique_primary_nodes() {
@@ -141,6 +143,7 @@ impl Cluster {
                         self.command_timeout,
                         self.seen.clone(),
                         self.signal.clone(),
+                        joining,
                     ));
                     opened.push(node.clone());
                     node
