@@ -17,7 +17,9 @@
 //!   [`MemberKey`].
 //! - [`codec`]: the entry format (a format byte, the source version, the payload).
 //! - [`backend`]: the [`CacheBackend`] trait and its two implementations,
-//!   [`RedisBackend`] and [`MemoryBackend`], which pass one conformance suite.
+//!   [`RedisBackend`] (one pool, or on a Redis Cluster a pool per master routed by hash
+//!   slot) and [`MemoryBackend`], which pass one conformance suite; and [`NearCache`], an
+//!   in-process copy in front of Redis kept coherent by Redis's client tracking.
 //! - [`config`]: [`CacheConfig`] (prefix, TTLs, jitter, lease and fence lifetimes).
 //! - [`coherence`]: [`Coherence`], the component that keeps the promises across processes
 //!   for any table: a transactional outbox filled by triggers ([`OutboxTable`]) and its
@@ -49,14 +51,24 @@
 //!    invalidation is applied, inline or by a relay, within a bound; no reply that came
 //!    over an unchecked connection is served; versions only grow, for every writer; an
 //!    in-process cache never shares its database with another process. The
-//!    [`coherence`] module states each with its reason.
+//!    [`coherence`] module states each with its reason. On a Redis Cluster the breaker
+//!    and the replay work per hash slot: a master that is down holds only its own keys
+//!    off the cache.
+//! 6. **A near cache waits for Redis's word.** A [`NearCache`] entry is served only after
+//!    a round trip on its tracking connection that began after the read did (so every
+//!    invalidation of a write that returned before the read has been applied); a fill is
+//!    dropped if an invalidation of its key arrived while it loaded; losing the tracking
+//!    connection empties it.
 //!
 //! # Metrics
 //!
 //! Emitted through the [`metrics`] facade, so the embedding application chooses the
 //! exporter: `cache_requests_total{namespace,result}`, `cache_loads_total{namespace}`,
 //! `cache_invalidations_total{namespace}`, `cache_fills_refused_total{namespace,reason}`,
-//! `cache_lease_waits_total{namespace}` and `cache_invalidation_errors_total{namespace}`.
+//! `cache_lease_waits_total{namespace}` and `cache_invalidation_errors_total{namespace}`;
+//! with a [`NearCache`], `cache_l1_requests_total{namespace,result}`, the histogram
+//! `cache_l1_barrier_reads` (reads that shared one barrier round) and the gauge
+//! `cache_l1_entries`.
 
 pub mod backend;
 pub mod codec;
