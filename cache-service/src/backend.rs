@@ -22,6 +22,7 @@ mod redis;
 pub use memory::MemoryBackend;
 pub use near::{NearCache, NearCacheStats};
 pub use redis::RedisBackend;
+pub(crate) use redis::tracking_client;
 
 /// Identifies one lease. Random, so a reader cannot store under another's lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,7 @@
 //! that is down takes only its own slots off the cache.
 
 mod cluster;
+mod connect;
 mod node;
 mod scripts;
 
@@ -24,7 +25,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fred::interfaces::ClusterInterface;
 use fred::prelude::*;
 use fred::types::InfoKind;
 use fred::types::cluster::ClusterRouting;
@@ -32,7 +32,9 @@ use fred::types::config::ServerConfig;
 use tokio::sync::Notify;
 
 use cluster::{Cluster, SLOTS};
-use node::{Node, info_field};
+pub(crate) use connect::tracking_client;
+use connect::{backend_error, new_pool, redact, tls_with_ca};
+use node::{Node, info_field, run_id};
 use scripts::Scripts;
 
 use super::{
@@ -254,34 +256,6 @@ impl RedisBackend {
         !self.spans_slots()
     }
 
-    /// A client of the same Redis for a near cache's tracking connection: RESP3 (pushes
-    /// on the same connection), not connected yet, with room for bursts of pushes.
-    pub(crate) fn tracking_client(config: &RedisConfig) -> Result<Client> {
-        let mut fred_config = Config::from_url(&config.url)
-            .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))?;
-        fred_config.version = fred::types::RespVersion::RESP3;
-        fred_config.fail_fast = true;
-        if let Some(ca_file) = &config.tls_ca_file {
-            fred_config.tls = Some(tls_with_ca(ca_file)?.into());
-        }
-        Builder::from_config(fred_config)
-            .with_performance_config(|p| {
-                p.default_command_timeout = config.command_timeout;
-                p.broadcast_channel_capacity = 1 << 16;
-            })
-            .with_connection_config(|c| {
-                c.connection_timeout = config.connect_timeout;
-                c.internal_command_timeout = config.command_timeout.max(Duration::from_secs(1));
-                c.max_command_attempts = 1;
-            })
-            .set_policy({
-                let max = (config.reconnect_max_delay.as_millis() as u32).max(1);
-                ReconnectPolicy::new_exponential(0, max.min(50), max, 2)
-            })
-            .build()
-            .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))
-    }
-
     /// The node that holds `key`.
     fn node(&self, key: &str) -> Result<NodeRef<'_>> {
         match &self.servers {
@@ -313,63 +287,6 @@ impl RedisBackend {
         let node = self.node(keys.first().map_or("", String::as_str))?;
         node.eval(script, keys, args).await
     }
-
-    /// The identity of an application's own cluster pool, routed by fred: every
-    /// master's address and `run_id`, each asked directly.
-    async fn fred_cluster_identity(&self, node: &Node) -> Result<String> {
-        let (_, client) = node.client();
-        // The routing table fred caches may still name a master that died and was
-        // replaced by its replica: refresh it first (one `CLUSTER SLOTS`).
-        let bound = Duration::from_secs(2);
-        match tokio::time::timeout(bound, client.sync_cluster()).await {
-            Ok(result) => result.map_err(|e| node.map_error(e))?,
-            Err(_) => return Err(CacheError::Backend("CLUSTER SLOTS: timed out".into())),
-        }
-        let mut masters = client
-            .cached_cluster_state()
-            .map(|state| state.unique_primary_nodes())
-            .unwrap_or_default();
-        if masters.is_empty() {
-            return Err(CacheError::Backend(
-                "the cluster's masters are not known yet".into(),
-            ));
-        }
-        masters.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
-        let mut parts = Vec::with_capacity(masters.len());
-        for master in masters {
-            let address = format!("{}:{}", master.host, master.port);
-            let reply = tokio::time::timeout(
-                bound,
-                client
-                    .with_cluster_node(master)
-                    .info::<String>(Some(InfoKind::Server)),
-            )
-            .await
-            .map_err(|_| CacheError::Backend(format!("INFO on {address}: timed out")))?;
-            let info = reply.map_err(|e| node.map_error(e))?;
-            parts.push(format!("{address}={}", run_id(&info)?));
-        }
-        node.poll_all();
-        Ok(parts.join(","))
-    }
-}
-
-/// A pool with this crate's settings: command and connect timeouts, one attempt per
-/// command, and the reconnect policy.
-fn new_pool(fred_config: Config, config: &RedisConfig) -> Result<Pool> {
-    Builder::from_config(fred_config)
-        .with_performance_config(|p| p.default_command_timeout = config.command_timeout)
-        .with_connection_config(|c| {
-            c.connection_timeout = config.connect_timeout;
-            c.internal_command_timeout = config.command_timeout.max(Duration::from_secs(1));
-            c.max_command_attempts = 1;
-        })
-        .set_policy({
-            let max = (config.reconnect_max_delay.as_millis() as u32).max(1);
-            ReconnectPolicy::new_exponential(0, max.min(50), max, 2)
-        })
-        .build_pool(config.pool_size.max(1))
-        .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))
 }
 
 /// The script argument of an invalidation's version ('' for an unconditional one).
@@ -378,54 +295,6 @@ fn version_arg(invalidation: &Invalidation) -> String {
         .version
         .map(|v| v.to_string())
         .unwrap_or_default()
-}
-
-fn backend_error(error: Error, config: &RedisConfig) -> CacheError {
-    CacheError::Backend(format!(
-        "cannot connect to Redis at {}: {error}",
-        redact(&config.url)
-    ))
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***{}", &url[..scheme], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// A TLS client that trusts the certificate authorities in the PEM file `ca_file`.
-fn tls_with_ca(ca_file: &std::path::Path) -> Result<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let bad =
-        |what: String| CacheError::Config(format!("tls_ca_file {}: {what}", ca_file.display()));
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| bad(e.to_string()))? {
-        roots
-            .add(cert.map_err(|e| bad(e.to_string()))?)
-            .map_err(|e| bad(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(bad("no certificate in it".into()));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-/// The `run_id` line of `INFO server`.
-fn run_id(info: &str) -> Result<String> {
-    info.lines()
-        .find_map(|line| line.trim().strip_prefix("run_id:"))
-        .map(str::to_owned)
-        .ok_or_else(|| CacheError::Protocol("INFO server has no run_id".into()))
 }
 
 fn unexpected(what: &str, value: &Value) -> CacheError {
@@ -621,11 +490,11 @@ impl CacheBackend for RedisBackend {
 
     /// Standalone (or behind Sentinel): the master's `run_id`, as every pooled
     /// connection sees it. Cluster: every master's address, `run_id` and replication id
-    /// (see [`cluster`]).
+    /// (asked of each master directly).
     async fn identity(&self) -> Result<Option<String>> {
         match &self.servers {
             Servers::One(node) if node.pool().is_clustered() => {
-                self.fred_cluster_identity(node).await.map(Some)
+                node.fred_cluster_identity().await.map(Some)
             }
             Servers::One(node) => {
                 let info = node.master_info().await?;

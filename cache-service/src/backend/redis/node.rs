@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fred::clients::WithOptions;
+use fred::interfaces::ClusterInterface;
 use fred::prelude::*;
+use fred::types::InfoKind;
 use fred::types::scripts::Script;
 use tokio::sync::Notify;
 
@@ -197,6 +199,45 @@ impl Node {
         first.ok_or_else(|| CacheError::Backend("the pool has no connection".into()))
     }
 
+    /// The identity of an application's own cluster pool, routed by fred: every
+    /// master's address and `run_id`, each asked directly.
+    pub(super) async fn fred_cluster_identity(&self) -> Result<String> {
+        let (_, client) = self.client();
+        // The routing table fred caches may still name a master that died and was
+        // replaced by its replica: refresh it first (one `CLUSTER SLOTS`).
+        let bound = Duration::from_secs(2);
+        match tokio::time::timeout(bound, client.sync_cluster()).await {
+            Ok(result) => result.map_err(|e| self.map_error(e))?,
+            Err(_) => return Err(CacheError::Backend("CLUSTER SLOTS: timed out".into())),
+        }
+        let mut masters = client
+            .cached_cluster_state()
+            .map(|state| state.unique_primary_nodes())
+            .unwrap_or_default();
+        if masters.is_empty() {
+            return Err(CacheError::Backend(
+                "the cluster's masters are not known yet".into(),
+            ));
+        }
+        masters.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+        let mut parts = Vec::with_capacity(masters.len());
+        for master in masters {
+            let address = format!("{}:{}", master.host, master.port);
+            let reply = tokio::time::timeout(
+                bound,
+                client
+                    .with_cluster_node(master)
+                    .info::<String>(Some(InfoKind::Server)),
+            )
+            .await
+            .map_err(|_| CacheError::Backend(format!("INFO on {address}: timed out")))?;
+            let info = reply.map_err(|e| self.map_error(e))?;
+            parts.push(format!("{address}={}", run_id(&info)?));
+        }
+        self.poll_all();
+        Ok(parts.join(","))
+    }
+
     /// Stops reconnecting and closes the connections.
     pub(super) fn close(&self) {
         let pool = self.pool.clone();
@@ -213,4 +254,12 @@ pub(super) fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
             .strip_prefix(field)
             .and_then(|rest| rest.strip_prefix(':'))
     })
+}
+
+/// The `run_id` line of `INFO server`.
+pub(super) fn run_id(info: &str) -> Result<String> {
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix("run_id:"))
+        .map(str::to_owned)
+        .ok_or_else(|| CacheError::Protocol("INFO server has no run_id".into()))
 }

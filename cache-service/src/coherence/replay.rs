@@ -1,0 +1,183 @@
+//! Replaying the outbox: what rows are owed, applying them in batches (row by row when a
+//! batch fails, so what healthy shards are owed is applied), and which shards the rest
+//! still holds.
+
+use std::collections::BTreeSet;
+
+use sea_orm::sea_query::LockType;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
+
+use super::Coherence;
+use super::schema::outbox;
+use crate::error::{CacheError, Result};
+
+impl Coherence {
+    /// [`drain`](Self::drain) after a successful [`join`](Self::join).
+    pub(super) async fn drain_joined(&self) -> Result<usize> {
+        let mut total = 0;
+        let mut after = 0;
+        let mut first_error = None;
+        loop {
+            let batch = self.apply_batch(after).await?;
+            total += batch.applied;
+            if let Some(error) = batch.error {
+                first_error.get_or_insert(error);
+            }
+            match batch.last_id {
+                Some(last) if batch.rows >= self.inner.config.batch_size as usize => after = last,
+                _ => break,
+            }
+        }
+        first_error.map_or(Ok(total), Err)
+    }
+
+    /// The highest outbox row id of this component's tables (0 when empty).
+    pub(super) async fn high_water(&self) -> Result<i64> {
+        let row = outbox::Entity::find()
+            .select_only()
+            .column_as(outbox::Column::Id.max(), "high")
+            .filter(outbox::Column::Namespace.is_in(self.namespaces()))
+            .into_tuple::<Option<i64>>()
+            .one(&self.inner.db)
+            .await?;
+        Ok(row.flatten().unwrap_or(0))
+    }
+
+    /// Whether a row with an id up to `high` is still owed (rows other relays hold
+    /// locked count too).
+    pub(super) async fn owed_through(&self, high: i64) -> Result<bool> {
+        Ok(outbox::Entity::find()
+            .filter(outbox::Column::Namespace.is_in(self.namespaces()))
+            .filter(outbox::Column::Id.lte(high))
+            .limit(1)
+            .one(&self.inner.db)
+            .await?
+            .is_some())
+    }
+
+    /// The cache shards that rows with an id up to `high` still owe invalidations to
+    /// (rows other relays hold locked count too); `None` when there are too many rows to
+    /// look at: then every shard counts as owed.
+    pub(super) async fn owed_shards_through(&self, high: i64) -> Result<Option<BTreeSet<usize>>> {
+        const LOOK_AT: u64 = 10_000;
+        let rows = outbox::Entity::find()
+            .filter(outbox::Column::Namespace.is_in(self.namespaces()))
+            .filter(outbox::Column::Id.lte(high))
+            .limit(LOOK_AT)
+            .all(&self.inner.db)
+            .await?;
+        if rows.len() as u64 >= LOOK_AT {
+            return Ok(None);
+        }
+        let (items, groups) = self.invalidations(owed(&rows));
+        Ok(Some(self.inner.cache.shards_of(&items, &groups)))
+    }
+
+    /// Applies one batch of the rows after id `after`. The caller has checked the epoch.
+    async fn apply_batch(&self, after: i64) -> Result<Batch> {
+        let db = &self.inner.db;
+        let select = outbox::Entity::find()
+            .filter(outbox::Column::Namespace.is_in(self.namespaces()))
+            .filter(outbox::Column::Id.gt(after))
+            .order_by_asc(outbox::Column::Id)
+            .limit(self.inner.config.batch_size);
+        if db.get_database_backend() == DbBackend::Postgres {
+            // Row locks held while the cache is updated: other relays skip these rows.
+            let txn = db.begin().await?;
+            let rows = select
+                .lock_with_behavior(
+                    LockType::Update,
+                    sea_orm::sea_query::LockBehavior::SkipLocked,
+                )
+                .all(&txn)
+                .await?;
+            let (applied, error) = self.apply(&rows).await;
+            delete(&txn, &applied).await?;
+            txn.commit().await?;
+            Ok(Batch::of(&rows, applied.len(), error))
+        } else {
+            // SQLite has one writer; holding its lock across Redis calls would stall
+            // every write. Two relays on one file may apply a row twice: harmless.
+            let rows = select.all(db).await?;
+            let (applied, error) = self.apply(&rows).await;
+            delete(db, &applied).await?;
+            Ok(Batch::of(&rows, applied.len(), error))
+        }
+    }
+
+    /// Replays what `rows` owe; returns the rows applied, and the error that left the
+    /// others owed. A "created" row removes whatever is cached under its id (it may come
+    /// from an earlier incarnation of the id); a creator that applied that removal
+    /// itself deleted the row already ([`after_commit`](Self::after_commit)).
+    ///
+    /// All rows in one step; if that fails (a cluster master is down, say), row by row,
+    /// so that what the healthy shards are owed is applied and only the rest waits.
+    async fn apply<'r>(
+        &self,
+        rows: &'r [outbox::Model],
+    ) -> (Vec<&'r outbox::Model>, Option<CacheError>) {
+        let cache = &self.inner.cache;
+        if rows.is_empty() {
+            return (Vec::new(), None);
+        }
+        let (items, groups) = self.invalidations(owed(rows));
+        let Err(error) = cache.replay_write(&items, &groups).await else {
+            return (rows.iter().collect(), None);
+        };
+        let mut applied = Vec::new();
+        for row in rows {
+            let (items, groups) = self.invalidations(owed(std::slice::from_ref(row)));
+            if cache.replay_write(&items, &groups).await.is_ok() {
+                applied.push(row);
+            }
+        }
+        (applied, Some(error))
+    }
+}
+
+/// What one batch of outbox rows came to.
+struct Batch {
+    rows: usize,
+    last_id: Option<i64>,
+    applied: usize,
+    /// Why some rows are still owed.
+    error: Option<CacheError>,
+}
+
+impl Batch {
+    fn of(rows: &[outbox::Model], applied: usize, error: Option<CacheError>) -> Self {
+        Self {
+            rows: rows.len(),
+            last_id: rows.last().map(|row| row.id),
+            applied,
+            error,
+        }
+    }
+}
+
+/// What outbox rows owe, as [`Coherence::invalidations`] takes it: a "created" row
+/// (stored as `-version`) owes an unconditional removal (version 0).
+fn owed(rows: &[outbox::Model]) -> impl Iterator<Item = (&str, i64, u64)> {
+    rows.iter().map(|row| {
+        let version = if row.version < 0 {
+            0
+        } else {
+            row.version.unsigned_abs()
+        };
+        (row.namespace.as_str(), row.entity_id, version)
+    })
+}
+
+async fn delete(db: &impl ConnectionTrait, rows: &[&outbox::Model]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    outbox::Entity::delete_many()
+        .filter(outbox::Column::Id.is_in(rows.iter().map(|r| r.id)))
+        .exec(db)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,451 @@
+//! The read path: a hit, or a miss that loads once per key (single-flight), under a
+//! lease, and fills unless the value may predate a write.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use serde::de::DeserializeOwned;
+
+use super::{CacheService, Cacheable};
+use crate::backend::{FillOutcome, LeaseToken, Lookup};
+use crate::codec::{self, Entry};
+use crate::error::{CacheError, Result};
+use crate::flight::{self, Role};
+use crate::key::{CacheKey, Group, Invalidation, MemberKey, generation_key};
+
+/// How many times a reader joins another's load before loading on its own.
+const MAX_JOINS: usize = 3;
+
+impl CacheService {
+    /// Returns the cached value of `key`, or runs `loader` on a miss and caches what it
+    /// returns (`None`, "no such row", is cached briefly too).
+    ///
+    /// Never fails because of the cache: a backend error is counted and logged and the
+    /// loader's value is returned. Errors are the loader's own.
+    pub async fn get_or_load<T, E, F, Fut>(&self, key: &CacheKey, loader: F) -> Result<Option<T>, E>
+    where
+        T: Cacheable,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        self.read::<T, E, Decoded, _, _>(key, loader).await
+    }
+
+    /// Like [`get_or_load`](Self::get_or_load), but hands back the value's JSON as it is
+    /// stored, for a server that sends it on as a response body: a hit decodes nothing
+    /// and copies nothing (the bytes are a slice of the backend's reply). On a miss the
+    /// loaded value is serialized once, for the cache and for the caller.
+    ///
+    /// The JSON is what `T`'s `Serialize` wrote when the entry was filled. A release
+    /// that changes that shape must also change the key prefix (or the epoch): entries
+    /// are not decoded on a hit, so nothing else would notice the old shape before they
+    /// expire.
+    pub async fn get_or_load_json<T, E, F, Fut>(
+        &self,
+        key: &CacheKey,
+        loader: F,
+    ) -> Result<Option<CachedJson>, E>
+    where
+        T: Cacheable,
+        E: From<CacheError>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        self.read::<T, E, AsJson, _, _>(key, loader).await
+    }
+
+    /// Like [`get_or_load`](Self::get_or_load) for a member of `group`: the group's
+    /// generation is read first and is part of the key, so a value loaded before the
+    /// group was invalidated is never served after it.
+    pub async fn get_or_load_in<T, E, F, Fut>(
+        &self,
+        group: Group,
+        member: impl fmt::Display,
+        loader: F,
+    ) -> Result<Option<T>, E>
+    where
+        T: Cacheable,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        self.read_in::<T, E, Decoded, _, _>(group, member, loader)
+            .await
+    }
+
+    /// [`get_or_load_json`](Self::get_or_load_json) for a member of `group` (see
+    /// [`get_or_load_in`](Self::get_or_load_in)).
+    pub async fn get_or_load_json_in<T, E, F, Fut>(
+        &self,
+        group: Group,
+        member: impl fmt::Display,
+        loader: F,
+    ) -> Result<Option<CachedJson>, E>
+    where
+        T: Cacheable,
+        E: From<CacheError>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        self.read_in::<T, E, AsJson, _, _>(group, member, loader)
+            .await
+    }
+
+    async fn read<T, E, Fm, F, Fut>(
+        &self,
+        key: &CacheKey,
+        loader: F,
+    ) -> Result<Option<Fm::Output>, E>
+    where
+        T: Cacheable,
+        Fm: Form<T, E>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        let namespace = key.namespace().name();
+        if !self.inner.breaker.allows_reads(self.shard_of(key.as_str())) {
+            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
+        }
+        let read = self.inner.backend.get(key).await;
+        if !self.connection_checked() {
+            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
+        }
+        self.serve::<T, E, Fm, _, _>(key, read, loader).await
+    }
+
+    /// What follows a read of `key`'s entry: a hit, or the miss path.
+    async fn serve<T, E, Fm, F, Fut>(
+        &self,
+        key: &CacheKey,
+        read: Result<Option<Bytes>>,
+        loader: F,
+    ) -> Result<Option<Fm::Output>, E>
+    where
+        T: Cacheable,
+        Fm: Form<T, E>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        let namespace = key.namespace().name();
+        match read {
+            Ok(Some(bytes)) => match Fm::from_entry(bytes) {
+                Some(value) => {
+                    count_request(namespace, "hit");
+                    return Ok(value);
+                }
+                None => {
+                    count_request(namespace, "miss");
+                    // Written by another release or schema: replace it.
+                    let _ = self
+                        .inner
+                        .backend
+                        .invalidate(
+                            &Invalidation::remove(key.clone()),
+                            self.inner.config.fence_ttl,
+                        )
+                        .await;
+                }
+            },
+            Ok(None) => count_request(namespace, "miss"),
+            Err(error) => {
+                self.trip(key.as_str());
+                tracing::warn!(%key, %error, "cache read failed; loading from the source");
+                return bypass::<T, E, Fm, _, _>(namespace, loader).await;
+            }
+        }
+        // Boxed, as is the loader in `bypass`: the miss path holds the loader's future
+        // (a database query), which can be large, and every read's future would carry
+        // its size, hits included.
+        Box::pin(self.load_once::<T, E, Fm, _, _>(key, loader)).await
+    }
+
+    async fn read_in<T, E, Fm, F, Fut>(
+        &self,
+        group: Group,
+        member: impl fmt::Display,
+        loader: F,
+    ) -> Result<Option<Fm::Output>, E>
+    where
+        T: Cacheable,
+        Fm: Form<T, E>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        let namespace = group.namespace().name();
+        let prefix = self.prefix();
+        // Members are invalidated only by moving the generation: they are as fresh as
+        // the generation's shard.
+        let generation_key = generation_key(&prefix, group);
+        if !self
+            .inner
+            .breaker
+            .allows_reads(self.shard_of(&generation_key))
+        {
+            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
+        }
+        let member = MemberKey::new(&prefix, group, &member);
+        let read = self
+            .inner
+            .backend
+            .get_member(&generation_key, &member)
+            .await;
+        if !self.connection_checked() {
+            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
+        }
+        match read {
+            Ok((generation, entry)) => {
+                let key = member.at(generation);
+                self.serve::<T, E, Fm, _, _>(&key, Ok(entry), loader).await
+            }
+            Err(error) => {
+                self.trip(&generation_key);
+                tracing::warn!(group = namespace, %error, "cache read of a group member failed; loading from the source");
+                bypass::<T, E, Fm, _, _>(namespace, loader).await
+            }
+        }
+    }
+
+    /// The miss path: share one load per key in this process.
+    async fn load_once<T, E, Fm, F, Fut>(
+        &self,
+        key: &CacheKey,
+        loader: F,
+    ) -> Result<Option<Fm::Output>, E>
+    where
+        T: Cacheable,
+        Fm: Form<T, E>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        for _ in 0..MAX_JOINS {
+            match self.inner.flights.join(key.as_str()) {
+                Role::Leader(leader) => {
+                    let (result, shared) = self.lead::<T, E, Fm, _, _>(key, loader).await;
+                    leader.finish(shared);
+                    return result;
+                }
+                Role::Follower(rx) => {
+                    if let Some(value) = flight::follow(rx).await.and_then(Fm::from_entry) {
+                        return Ok(value);
+                    }
+                }
+            }
+        }
+        self.lead::<T, E, Fm, _, _>(key, loader).await.0
+    }
+
+    /// Takes the lease (or waits for another's fill), loads, fills. Returns the value and
+    /// what followers may use.
+    async fn lead<T, E, Fm, F, Fut>(
+        &self,
+        key: &CacheKey,
+        loader: F,
+    ) -> (Result<Option<Fm::Output>, E>, flight::Shared)
+    where
+        T: Cacheable,
+        Fm: Form<T, E>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        let config = &self.inner.config;
+        let backend = &self.inner.backend;
+        let namespace = key.namespace().name();
+        let token = LeaseToken::random();
+        let mut waited = Duration::ZERO;
+        let mut pause = Duration::from_millis(5);
+        let leased = loop {
+            let lookup = backend.get_or_lease(key, token, config.lease_ttl).await;
+            if !self.connection_checked() {
+                break false;
+            }
+            match lookup {
+                Ok(Lookup::Hit(bytes)) => {
+                    if let Some(value) = Fm::from_entry(bytes) {
+                        return (Ok(value), None);
+                    }
+                    break false;
+                }
+                Ok(Lookup::Leased) => break true,
+                Ok(Lookup::Busy) if waited < config.lease_wait => {
+                    metrics::counter!("cache_lease_waits_total", "namespace" => namespace)
+                        .increment(1);
+                    tokio::time::sleep(pause).await;
+                    waited += pause;
+                    pause = (pause * 2).min(
+                        config
+                            .lease_wait
+                            .saturating_sub(waited)
+                            .max(Duration::from_millis(1)),
+                    );
+                }
+                Ok(Lookup::Busy) => break false,
+                // The request was counted (a miss) before the lease: counted once.
+                Err(error) => {
+                    self.trip(key.as_str());
+                    tracing::warn!(%key, %error, "cache lease failed; loading without caching");
+                    break false;
+                }
+            }
+        };
+        count_load(namespace);
+        let value = match loader().await {
+            Ok(value) => value,
+            Err(error) => return (Err(error), None),
+        };
+        if !leased {
+            return (Fm::from_loaded(value, None), None);
+        }
+        let (entry, ttl) = match &value {
+            Some(v) => match codec::encode(v.version(), v) {
+                Ok(entry) => (Bytes::from(entry), jittered(config.ttl, config.ttl_jitter)),
+                Err(error) => {
+                    tracing::error!(%key, %error, "value cannot be serialized; not cached");
+                    return (Fm::from_loaded(value, None), None);
+                }
+            },
+            None => (
+                Bytes::from(codec::encode_absent()),
+                jittered(config.negative_ttl, config.ttl_jitter),
+            ),
+        };
+        let shared = match backend.fill(key, token, &entry, ttl).await {
+            Ok(FillOutcome::Stored) => Some(entry.clone()),
+            Ok(refused) => {
+                let reason = if refused == FillOutcome::Fenced {
+                    "fence"
+                } else {
+                    "lease"
+                };
+                metrics::counter!("cache_fills_refused_total", "namespace" => namespace, "reason" => reason).increment(1);
+                tracing::debug!(%key, reason, "fill refused: the value may predate a write");
+                None
+            }
+            Err(error) => {
+                self.trip(key.as_str());
+                tracing::warn!(%key, %error, "cache fill failed");
+                None
+            }
+        };
+        (Fm::from_loaded(value, Some(&entry)), shared)
+    }
+}
+
+/// A cached value as the JSON it is stored as (see
+/// [`CacheService::get_or_load_json`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedJson {
+    /// The value's [`Cacheable::version`].
+    pub version: u64,
+    /// The value as its `Serialize` implementation writes it with `serde_json`.
+    pub json: Bytes,
+}
+
+/// How a read hands back what it found: decoded ([`Decoded`]) or as stored JSON
+/// ([`AsJson`]). Both share one read path, so they cannot drift apart on the rules
+/// (leases, fences, single-flight, fail-open).
+trait Form<T, E> {
+    type Output;
+
+    /// From a stored entry; `None` when it cannot be read (another format or schema).
+    fn from_entry(entry: Bytes) -> Option<Option<Self::Output>>;
+
+    /// From a freshly loaded value; `entry` is its encoding, when one was made.
+    fn from_loaded(value: Option<T>, entry: Option<&Bytes>) -> Result<Option<Self::Output>, E>;
+}
+
+/// Reads decode into `T`.
+struct Decoded;
+
+impl<T: Cacheable, E> Form<T, E> for Decoded {
+    type Output = T;
+
+    fn from_entry(entry: Bytes) -> Option<Option<T>> {
+        decode(&entry)
+    }
+
+    fn from_loaded(value: Option<T>, _entry: Option<&Bytes>) -> Result<Option<T>, E> {
+        Ok(value)
+    }
+}
+
+/// Reads hand back the stored JSON.
+struct AsJson;
+
+impl<T: Cacheable, E: From<CacheError>> Form<T, E> for AsJson {
+    type Output = CachedJson;
+
+    fn from_entry(entry: Bytes) -> Option<Option<CachedJson>> {
+        json_of(entry)
+    }
+
+    fn from_loaded(value: Option<T>, entry: Option<&Bytes>) -> Result<Option<CachedJson>, E> {
+        if let Some(found) = entry.cloned().and_then(json_of) {
+            return Ok(found);
+        }
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let json = serde_json::to_vec(&value)
+            .map_err(|error| E::from(CacheError::Serialize(error.to_string())))?;
+        Ok(Some(CachedJson {
+            version: value.version(),
+            json: Bytes::from(json),
+        }))
+    }
+}
+
+/// The JSON payload of an entry: the same buffer with the header skipped (no copy, no
+/// new reference).
+fn json_of(mut entry: Bytes) -> Option<Option<CachedJson>> {
+    let (version, header) = match codec::decode(&entry)? {
+        Entry::Present { version, payload } => (version, entry.len() - payload.len()),
+        Entry::Absent => return Some(None),
+    };
+    entry.advance(header);
+    Some(Some(CachedJson {
+        version,
+        json: entry,
+    }))
+}
+
+/// A read that skips the cache (breaker open, or the backend failed): counted as an
+/// error and a load.
+async fn bypass<T, E, Fm, F, Fut>(
+    namespace: &'static str,
+    loader: F,
+) -> Result<Option<Fm::Output>, E>
+where
+    T: Cacheable,
+    Fm: Form<T, E>,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Option<T>, E>>,
+{
+    count_request(namespace, "error");
+    count_load(namespace);
+    Fm::from_loaded(Box::pin(loader()).await?, None)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<Option<T>> {
+    match codec::decode(bytes)? {
+        Entry::Present { payload, .. } => serde_json::from_slice(payload).ok().map(Some),
+        Entry::Absent => Some(None),
+    }
+}
+
+pub(super) fn jittered(ttl: Duration, jitter: f64) -> Duration {
+    if jitter <= 0.0 {
+        return ttl;
+    }
+    let factor = 1.0 + jitter * (2.0 * rand::random::<f64>() - 1.0);
+    ttl.mul_f64(factor).max(Duration::from_millis(1))
+}
+
+fn count_request(namespace: &'static str, result: &'static str) {
+    metrics::counter!("cache_requests_total", "namespace" => namespace, "result" => result)
+        .increment(1);
+}
+
+fn count_load(namespace: &'static str) {
+    metrics::counter!("cache_loads_total", "namespace" => namespace).increment(1);
+}
