@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 
 use cluster::{Cluster, SLOTS};
 pub(crate) use connect::tracking_client;
-use connect::{backend_error, new_pool, redact, tls_with_ca};
+use connect::{backend_error, fred_config, new_pool, redact};
 use node::{Node, info_field, run_id};
 use scripts::Scripts;
 
@@ -172,12 +172,8 @@ impl RedisBackend {
     /// The backend, not connected yet. With `fail_fast`, a first connection that fails is
     /// an error; without, it is retried like any later one.
     fn build(config: &RedisConfig, fail_fast: bool) -> Result<Self> {
-        let mut fred_config = Config::from_url(&config.url)
-            .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))?;
+        let mut fred_config = fred_config(config)?;
         fred_config.fail_fast = fail_fast;
-        if let Some(ca_file) = &config.tls_ca_file {
-            fred_config.tls = Some(tls_with_ca(ca_file)?.into());
-        }
         let seen = Arc::new(AtomicU64::new(0));
         let signal = Arc::new(Notify::new());
         let servers = if matches!(fred_config.server, ServerConfig::Clustered { .. }) {

@@ -9,10 +9,20 @@ use fred::prelude::*;
 use crate::config::RedisConfig;
 use crate::error::{CacheError, Result};
 
-/// A pool with this crate's settings: command and connect timeouts, one attempt per
-/// command, and the reconnect policy.
-pub(super) fn new_pool(fred_config: Config, config: &RedisConfig) -> Result<Pool> {
-    Builder::from_config(fred_config)
+/// The URL's configuration, with the private CA when one is given.
+pub(super) fn fred_config(config: &RedisConfig) -> Result<Config> {
+    let mut fred_config = Config::from_url(&config.url).map_err(config_error)?;
+    if let Some(ca_file) = &config.tls_ca_file {
+        fred_config.tls = Some(tls_with_ca(ca_file)?.into());
+    }
+    Ok(fred_config)
+}
+
+/// A builder with this crate's settings: command and connect timeouts, one attempt per
+/// command, and the reconnect policy (50 ms doubling up to the configured maximum).
+fn builder(fred_config: Config, config: &RedisConfig) -> Builder {
+    let mut builder = Builder::from_config(fred_config);
+    builder
         .with_performance_config(|p| p.default_command_timeout = config.command_timeout)
         .with_connection_config(|c| {
             c.connection_timeout = config.connect_timeout;
@@ -22,9 +32,19 @@ pub(super) fn new_pool(fred_config: Config, config: &RedisConfig) -> Result<Pool
         .set_policy({
             let max = (config.reconnect_max_delay.as_millis() as u32).max(1);
             ReconnectPolicy::new_exponential(0, max.min(50), max, 2)
-        })
+        });
+    builder
+}
+
+/// A pool of `fred_config`'s server with this crate's settings.
+pub(super) fn new_pool(fred_config: Config, config: &RedisConfig) -> Result<Pool> {
+    builder(fred_config, config)
         .build_pool(config.pool_size.max(1))
-        .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))
+        .map_err(config_error)
+}
+
+fn config_error(error: Error) -> CacheError {
+    CacheError::Config(format!("REDIS_URL: {}", error.details()))
 }
 
 pub(super) fn backend_error(error: Error, config: &RedisConfig) -> CacheError {
@@ -70,27 +90,10 @@ pub(super) fn tls_with_ca(ca_file: &std::path::Path) -> Result<rustls::ClientCon
 /// A client of the same Redis for a near cache's tracking connection: RESP3 (pushes
 /// on the same connection), not connected yet, with room for bursts of pushes.
 pub(crate) fn tracking_client(config: &RedisConfig) -> Result<Client> {
-    let mut fred_config = Config::from_url(&config.url)
-        .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))?;
+    let mut fred_config = fred_config(config)?;
     fred_config.version = fred::types::RespVersion::RESP3;
     fred_config.fail_fast = true;
-    if let Some(ca_file) = &config.tls_ca_file {
-        fred_config.tls = Some(tls_with_ca(ca_file)?.into());
-    }
-    Builder::from_config(fred_config)
-        .with_performance_config(|p| {
-            p.default_command_timeout = config.command_timeout;
-            p.broadcast_channel_capacity = 1 << 16;
-        })
-        .with_connection_config(|c| {
-            c.connection_timeout = config.connect_timeout;
-            c.internal_command_timeout = config.command_timeout.max(Duration::from_secs(1));
-            c.max_command_attempts = 1;
-        })
-        .set_policy({
-            let max = (config.reconnect_max_delay.as_millis() as u32).max(1);
-            ReconnectPolicy::new_exponential(0, max.min(50), max, 2)
-        })
-        .build()
-        .map_err(|e| CacheError::Config(format!("REDIS_URL: {}", e.details())))
+    let mut builder = builder(fred_config, config);
+    builder.with_performance_config(|p| p.broadcast_channel_capacity = 1 << 16);
+    builder.build().map_err(config_error)
 }
