@@ -159,6 +159,8 @@ if [[ "$SKIP_LOAD" != 1 ]]; then
   # CPU time (user + system) a process has used, in clock ticks.
   cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
   ticks_per_s="$(getconf CLK_TCK)"
+  # Commands Redis has processed so far (every client's).
+  redis_commands() { redis-cli -p "$redis_port" info stats | awk -F: '/^total_commands_processed/ {print $2 + 0}'; }
   for round in $(seq "$ROUNDS"); do
     for route in product list; do
       path=$product_path; [[ $route == list ]] && path=$list_path
@@ -166,17 +168,20 @@ if [[ "$SKIP_LOAD" != 1 ]]; then
       for k in $(seq 0 $((n - 1))); do
         target=${targets[$(((round + k) % n))]}
         server_before="$(cpu_ticks "${pid_of[$target]}")"; redis_before="$(cpu_ticks "$redis_pid")"
+        commands_before="$(redis_commands)"
         out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:${port_of[$target]}$path")"
         server_ticks=$(($(cpu_ticks "${pid_of[$target]}") - server_before)); redis_ticks=$(($(cpu_ticks "$redis_pid") - redis_before))
+        commands=$(($(redis_commands) - commands_before))
         requests="$(awk '/requests in/ {print $1}' <<<"$out")"
         server_us="$(python3 -c "print(f'{$server_ticks / $ticks_per_s * 1e6 / max($requests, 1):.1f}')")"
         redis_us="$(python3 -c "print(f'{$redis_ticks / $ticks_per_s * 1e6 / max($requests, 1):.1f}')")"
+        per_request="$(python3 -c "print(f'{$commands / max($requests, 1):.3f}')")"
         rps="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
         p99="$(awk '$1 == "99%" {print $2}' <<<"$out")"
         errors="$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")"
         [[ -z "$errors" ]] || { echo "loadtest: errors from $target: $errors" >&2; exit 1; }
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$route" "$target" "$rps" "$p99" "$server_us" "$redis_us" >>"$results"
-        printf '  round %s %-7s %-8s %10s req/s  p99 %-8s CPU/request: server %s µs, redis %s µs\n' "$round" "$route" "$target" "$rps" "$p99" "$server_us" "$redis_us"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$route" "$target" "$rps" "$p99" "$server_us" "$redis_us" "$per_request" >>"$results"
+        printf '  round %s %-7s %-8s %10s req/s  p99 %-8s CPU/request: server %s µs, redis %s µs; Redis commands/request %s\n' "$round" "$route" "$target" "$rps" "$p99" "$server_us" "$redis_us" "$per_request"
       done
     done
   done
@@ -188,7 +193,8 @@ if [[ "$SKIP_LOAD" != 1 ]]; then
   grep -E '^cache_l1_(requests_total|barrier_reads)' <<<"$l1_metrics" || true
   l1_reads="$(awk '/^cache_l1_requests_total/ {s += $2} END {print s + 0}' <<<"$l1_metrics")"
   l1_barriers="$(awk '/^cache_l1_barrier_reads_count/ {s += $2} END {print s + 0}' <<<"$l1_metrics")"
-  echo "near cache: $l1_reads reads, $l1_barriers barriers"
+  l1_waiting="$(awk '/^cache_l1_barrier_reads_sum/ {s += $2} END {print s + 0}' <<<"$l1_metrics")"
+  echo "near cache: $l1_reads reads, $l1_barriers barrier rounds, $(python3 -c "print(f'{$l1_waiting / max($l1_barriers, 1):.1f}')") reads per barrier round"
 else
   results="$work/results.tsv"; : >"$results"; loads=0
 fi
@@ -246,8 +252,8 @@ def ms(p99):
     return float(p99)
 rows = [line.split("\t") for line in open(path).read().splitlines()]
 data = {}
-for rnd, route, target, rps, p99, server_us, redis_us in rows:
-    data.setdefault((route, target), {})[rnd] = (float(rps), ms(p99), float(server_us), float(redis_us))
+for rnd, route, target, rps, p99, server_us, redis_us, commands in rows:
+    data.setdefault((route, target), {})[rnd] = (float(rps), ms(p99), float(server_us), float(redis_us), float(commands))
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 import os
 print(f"\n## loadtest {'SMOKE' if smoke == '1' else 'run'} ({profile} build; machine: {os.cpu_count()} cores, {cpu}; "
@@ -257,8 +263,9 @@ names = {"ceiling": "HTTP ceiling (fixed bytes, same stack)", "redis": "api-serv
 paths = {"product": "GET /api/products/1", "list": "GET /api/products?page=1&per_page=20"}
 if data:
     print("| route | server | req/s (median) | p99 ms (median) | req/s vs ceiling (median of per-round ratios) "
-          "| server CPU µs/request (median) | ceiling's CPU / server's CPU per request (median of per-round ratios) | Redis CPU µs/request (median) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| server CPU µs/request (median) | ceiling's CPU / server's CPU per request (median of per-round ratios) | Redis CPU µs/request (median) "
+          "| Redis commands/request (median) |")
+    print("|---|---|---|---|---|---|---|---|---|")
 for route in ("product", "list") if data else ():
     base = data[(route, "ceiling")]
     for target in ("ceiling", "redis", "l1", "memory"):
@@ -268,7 +275,7 @@ for route in ("product", "list") if data else ():
         print(f"| `{paths[route]}` | {names[target]} | {statistics.median(v[0] for v in d.values()):.0f} | "
               f"{statistics.median(v[1] for v in d.values()):.2f} | {ratio:.3f} | "
               f"{statistics.median(v[2] for v in d.values()):.1f} | {cpu_ratio:.3f} | "
-              f"{statistics.median(v[3] for v in d.values()):.1f} |")
+              f"{statistics.median(v[3] for v in d.values()):.1f} | {statistics.median(v[4] for v in d.values()):.3f} |")
 print(f"\ndatabase reads by the Redis server during the load (cache_loads_total): {loads}")
 verdict = "(smoke: no verdict)" if smoke == "1" else ("PASS" if int(rss_end) < 64 * 1024 else "MISS")
 print(f"\nmemory ({'/metrics scraped every ' + scrape + ' s' if scrape != '0' else '/metrics never scraped'}): {sent} GETs of random ids among {count} products on a fresh api-server with Redis (CACHE_L1={mem_l1}): "
