@@ -180,7 +180,9 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<ProductService> {
         ack_timeout: Duration::from_millis(settings.cache_ack_timeout_ms),
         ..CoherenceConfig::default()
     };
-    let products = ProductService::with_config(db, cache, coherence);
+    let products = ProductService::with_config(db, cache, coherence)
+        .await
+        .context("the database connection cannot serve the products")?;
     // Test-only (the `fault-injection` feature): see
     // `ProductService::pause_after_commit_for_tests`.
     #[cfg(feature = "fault-injection")]

@@ -37,6 +37,7 @@
 
 mod relay;
 mod schema;
+mod session;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -56,6 +57,7 @@ use crate::service::CacheService;
 
 pub use relay::RelayHandle;
 pub use schema::{NOTIFY_SETTING, OutboxTable, tables_migration};
+pub use session::{SessionSetting, check_session, missing_settings};
 
 use schema::{CHANNEL, epoch, outbox};
 
@@ -158,12 +160,19 @@ impl Coherence {
     /// The component over a database migrated with [`tables_migration`] and the
     /// tables' [`OutboxTable::migration`]s. Until [`spawn_relay`](Self::spawn_relay),
     /// reads are not gated (a process that only writes needs no relay).
-    pub fn new(
+    ///
+    /// `db` is the caller's pool, so its session settings are checked here, not
+    /// assumed ([`check_session`]): without them it fails with
+    /// [`CacheError::MissingSessionSettings`] naming each one missing. They cannot be
+    /// applied from here: a session setting must hold on every connection the pool
+    /// will ever open, and only the pool's connect options reach those.
+    pub async fn new(
         db: DatabaseConnection,
         cache: CacheService,
         tables: &[OutboxTable],
         config: CoherenceConfig,
-    ) -> Self {
+    ) -> Result<Self> {
+        check_session(&db).await?;
         let inner = Inner {
             db,
             cache,
@@ -173,7 +182,7 @@ impl Coherence {
             wake: Arc::default(),
             relay_id: Arc::default(),
         };
-        Self::with_inner(inner, config)
+        Ok(Self::with_inner(inner, config))
     }
 
     /// The same component (same cache, tables, epoch check and relay wake-ups) with

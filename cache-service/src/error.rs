@@ -29,6 +29,12 @@ pub enum CacheError {
     /// in-process cache cannot see another process's invalidations.
     #[error("{0}")]
     Incoherent(String),
+    /// The database connection handed to [`Coherence::new`](crate::Coherence::new) lacks
+    /// session settings the component relies on (see
+    /// [`SessionSetting`](crate::coherence::SessionSetting)): set them in the pool's
+    /// connect options.
+    #[error("the database connection lacks session settings: {}", crate::coherence::SessionSetting::list(.0))]
+    MissingSessionSettings(Vec<crate::coherence::SessionSetting>),
 }
 
 impl From<sea_orm::DbErr> for CacheError {

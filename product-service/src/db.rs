@@ -5,7 +5,7 @@ use std::time::Duration;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use sea_orm_migration::MigratorTrait;
 
-use crate::migration::{Migrator, NOTIFY_SETTING};
+use crate::migration::{Migrator, NOTIFY_SETTING, adopt_legacy_rows};
 
 /// Connects to `url` (`sqlite://…` or `postgres://…`).
 ///
@@ -49,6 +49,13 @@ pub async fn connect_with_pool_size(
 }
 
 /// Applies the migrations that have not been applied yet.
+///
+/// They are recorded in product-service's own table (`product_service_migrations`), so
+/// a host application's sea-orm migrator can keep its own in `seaql_migrations` on the
+/// same database. A database migrated before that table existed has its
+/// product-service rows carried over from `seaql_migrations` first (once; rows of other
+/// applications stay), so nothing is applied twice.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    adopt_legacy_rows(db).await?;
     Migrator::up(db, None).await
 }

@@ -31,6 +31,12 @@ pub enum Error {
     /// serializing a value for a JSON read).
     #[error("cache error")]
     Cache(#[source] cache_service::CacheError),
+    /// The database connection handed to
+    /// [`ProductService::new`](crate::ProductService::new) lacks session settings that
+    /// [`connect`](crate::connect) applies; build the pool with them (or with
+    /// `connect`).
+    #[error("the database connection lacks session settings: {}", cache_service::coherence::SessionSetting::list(.0))]
+    MissingSessionSettings(Vec<cache_service::coherence::SessionSetting>),
     /// The database failed.
     #[error("database error")]
     Database(#[source] sea_orm::DbErr),

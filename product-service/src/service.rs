@@ -133,24 +133,40 @@ pub struct ProductService {
 }
 
 impl ProductService {
-    /// A service over a migrated database and a cache.
-    pub fn new(db: DatabaseConnection, cache: CacheService) -> Self {
-        Self::with_config(db, cache, CoherenceConfig::default())
+    /// A service over a database migrated by [`migrate`](crate::migrate) and a cache.
+    ///
+    /// `db` may be [`connect`](crate::connect)'s or the caller's own pool; either way its
+    /// sessions must have the settings `connect` gives them (SQLite: WAL for a file, a
+    /// busy timeout; PostgreSQL: the outbox trigger's `NOTIFY` off). They are checked
+    /// here, and a pool without them is refused with [`Error::MissingSessionSettings`]
+    /// naming each one: they would have to hold on every connection the pool opens,
+    /// which only the pool's connect options can promise, so they are not applied from
+    /// here. Fails with [`Error::Database`] if the database does not answer.
+    pub async fn new(db: DatabaseConnection, cache: CacheService) -> Result<Self> {
+        Self::with_config(db, cache, CoherenceConfig::default()).await
     }
 
     /// [`new`](Self::new) with the coherence component's settings (relay pace, the
     /// bound on a write's wait for a relay).
-    pub fn with_config(
+    pub async fn with_config(
         db: DatabaseConnection,
         cache: CacheService,
         config: CoherenceConfig,
-    ) -> Self {
-        Self {
-            coherence: Coherence::new(db.clone(), cache, &[PRODUCT_TABLE], config),
+    ) -> Result<Self> {
+        let coherence = Coherence::new(db.clone(), cache, &[PRODUCT_TABLE], config)
+            .await
+            .map_err(|error| match error {
+                CacheError::MissingSessionSettings(missing) => {
+                    Error::MissingSessionSettings(missing)
+                }
+                other => Error::from(other),
+            })?;
+        Ok(Self {
+            coherence,
             db,
             #[cfg(feature = "fault-injection")]
             pause_after_commit: false,
-        }
+        })
     }
 
     /// **Test-only fault injection.** Every write then hangs forever between its commit

@@ -159,6 +159,8 @@ async fn another_process(f: &Fixture) -> ProductService {
     .await
     .expect("redis connects");
     ProductService::new(database(f).await, cache)
+        .await
+        .expect("service")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -673,7 +675,9 @@ async fn an_import_succeeds_when_redis_dies_and_the_outbox_keeps_the_invalidatio
     )
     .await
     .expect("redis connects");
-    let service = ProductService::new(db.clone(), cache);
+    let service = ProductService::new(db.clone(), cache)
+        .await
+        .expect("service");
     let files = Files::new();
     let mut csv = format!("{HEADER}\n");
     for n in 1..=1_200 {
