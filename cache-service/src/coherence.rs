@@ -12,6 +12,9 @@
 //!   `FOR UPDATE SKIP LOCKED`; on SQLite by polling.
 //! - **One after-commit routine** ([`Coherence::after_commit`]) for every writer.
 //! - **An epoch per Redis identity**, shared through the database (`cache_epoch`).
+//! - **An auditor** ([`Coherence::spawn_auditor`], module [`audit`]) that samples rows
+//!   and reports cached entries older than their row that nothing will remove; it only
+//!   reads.
 //!
 //! # Invariants
 //!
@@ -35,6 +38,7 @@
 //!    in-process cache refuses to start while another relay runs on the same database,
 //!    and the reverse: the in-process cache cannot see other processes' invalidations.
 
+pub mod audit;
 mod relay;
 mod schema;
 mod session;
@@ -55,6 +59,7 @@ use crate::error::{CacheError, Result};
 use crate::key::{Group, Invalidation, Namespace};
 use crate::service::CacheService;
 
+pub use audit::{AuditConfig, AuditReport, AuditTotals, AuditorHandle};
 pub use relay::RelayHandle;
 pub use schema::{NOTIFY_SETTING, OutboxTable, tables_migration};
 pub use session::{SessionSetting, check_session, missing_settings};

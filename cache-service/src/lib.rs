@@ -56,7 +56,9 @@
 //! Emitted through the [`metrics`] facade, so the embedding application chooses the
 //! exporter: `cache_requests_total{namespace,result}`, `cache_loads_total{namespace}`,
 //! `cache_invalidations_total{namespace}`, `cache_fills_refused_total{namespace,reason}`,
-//! `cache_lease_waits_total{namespace}` and `cache_invalidation_errors_total{namespace}`.
+//! `cache_lease_waits_total{namespace}`, `cache_invalidation_errors_total{namespace}`,
+//! and, from the [`coherence::audit`] auditor, `cache_audit_checks_total{namespace}` and
+//! `cache_audit_mismatches_total{namespace}`.
 
 pub mod backend;
 pub mod codec;
@@ -70,7 +72,10 @@ mod error;
 mod flight;
 
 pub use backend::{CacheBackend, FillOutcome, LeaseToken, Lookup, MemoryBackend, RedisBackend};
-pub use coherence::{Applied, Change, Coherence, CoherenceConfig, OutboxTable, RelayHandle};
+pub use coherence::{
+    Applied, AuditConfig, AuditReport, AuditorHandle, Change, Coherence, CoherenceConfig,
+    OutboxTable, RelayHandle,
+};
 pub use config::{CacheConfig, RedisConfig};
 pub use error::{CacheError, Result};
 /// The Redis client this crate uses, for [`RedisBackend::from_pool`].

@@ -48,7 +48,9 @@ pub struct OutboxTable {
 }
 
 impl OutboxTable {
-    fn check(&self) -> Result<()> {
+    /// Fails unless every name is a plain SQL identifier, so it can be spelled into SQL
+    /// as it is.
+    pub(crate) fn check(&self) -> Result<()> {
         for name in [self.table, self.id_column, self.version_column] {
             let ok = !name.is_empty()
                 && name
