@@ -9,6 +9,61 @@
 //! write commits, the caller invalidates what the write made stale with
 //! [`CacheService::invalidate_write`] (or [`CacheService::invalidate`]).
 //!
+//! # Example
+//!
+//! Cache-aside with the in-process store (a [`RedisConfig`] and
+//! [`CacheService::connect_redis`] select Redis):
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//!
+//! use cache_service::{CacheConfig, CacheService, Cacheable, Group, Invalidation, Namespace};
+//!
+//! #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+//! struct Note {
+//!     id: i64,
+//!     body: String,
+//!     version: u64,
+//! }
+//!
+//! impl Cacheable for Note {
+//!     fn version(&self) -> u64 {
+//!         self.version
+//!     }
+//! }
+//!
+//! const NOTE: Namespace = Namespace::new("note");
+//! const NOTE_LIST: Group = Group::new("note_list");
+//!
+//! let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+//! let loads = AtomicU32::new(0);
+//! let load = |version| {
+//!     let loads = &loads;
+//!     async move {
+//!         loads.fetch_add(1, Ordering::Relaxed);
+//!         Ok::<_, std::io::Error>(Some(Note { id: 1, body: "hello".into(), version }))
+//!     }
+//! };
+//! let key = cache.key(NOTE, 1);
+//!
+//! let first = cache.get_or_load(&key, || load(1)).await?; // a miss: the loader runs
+//! let again = cache.get_or_load(&key, || load(1)).await?; // a hit
+//! assert_eq!(first, again);
+//! assert_eq!(loads.load(Ordering::Relaxed), 1);
+//!
+//! // A write moved note 1 to version 2 and committed: invalidate what it made stale.
+//! cache
+//!     .invalidate_write(&[Invalidation::at_version(key.clone(), 2)], &[NOTE_LIST])
+//!     .await?;
+//! let fresh = cache.get_or_load(&key, || load(2)).await?;
+//! assert_eq!(fresh.map(|note| note.version), Some(2));
+//! assert_eq!(loads.load(Ordering::Relaxed), 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Layout
 //!
 //! - [`service`]: [`CacheService`], the cheap-to-clone handle: typed reads, single-flight,

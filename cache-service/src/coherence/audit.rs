@@ -38,6 +38,19 @@ use crate::codec;
 use crate::error::Result;
 
 /// How the auditor runs.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use cache_service::AuditConfig;
+///
+/// let hourly = AuditConfig { every: Duration::from_secs(3600), ..AuditConfig::default() };
+/// assert_eq!(hourly.sample, 100);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditConfig {
     /// Time between passes (the first pass runs at once).
@@ -117,6 +130,41 @@ impl Coherence {
     /// per table. It counts `cache_audit_checks_total{namespace}` and
     /// `cache_audit_mismatches_total{namespace}`, and logs a warning naming each stale
     /// key. It never modifies the database or the cache.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::*;
+    /// # use sea_orm::{ConnectionTrait, Database};
+    /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
+    /// # const NOTE: Namespace = Namespace::new("note");
+    /// # const NOTES: OutboxTable = OutboxTable {
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// # };
+    /// # let db = Database::connect("sqlite::memory:").await?;
+    /// # db.execute_unprepared(
+    /// #     "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
+    /// # ).await?;
+    /// # let manager = SchemaManager::new(&db);
+    /// # coherence::tables_migration().up(&manager).await?;
+    /// # NOTES.migration("m_notes_outbox").up(&manager).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let coherence = Coherence::new(db.clone(), cache, &[NOTES], CoherenceConfig::default()).await?;
+    /// use std::time::Duration;
+    /// use cache_service::AuditConfig;
+    ///
+    /// let auditor = coherence.spawn_auditor(AuditConfig {
+    ///     every: Duration::from_millis(10),
+    ///     sample: 100,
+    /// });
+    /// let totals = auditor.passes(2).await;
+    /// assert_eq!(totals.mismatches, 0);
+    /// auditor.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn spawn_auditor(&self, config: AuditConfig) -> AuditorHandle {
         let (stop, stopped) = watch::channel(false);
         let (report, totals) = watch::channel(AuditTotals::default());
@@ -126,6 +174,52 @@ impl Coherence {
 
     /// One audit pass: `sample` rows of each table, each compared with its cached entry.
     /// Fails on a database error; a cache error skips the row it happened on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::*;
+    /// # use sea_orm::{ConnectionTrait, Database};
+    /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
+    /// # const NOTE: Namespace = Namespace::new("note");
+    /// # const NOTES: OutboxTable = OutboxTable {
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// # };
+    /// # let db = Database::connect("sqlite::memory:").await?;
+    /// # db.execute_unprepared(
+    /// #     "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
+    /// # ).await?;
+    /// # let manager = SchemaManager::new(&db);
+    /// # coherence::tables_migration().up(&manager).await?;
+    /// # NOTES.migration("m_notes_outbox").up(&manager).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let coherence = Coherence::new(db.clone(), cache, &[NOTES], CoherenceConfig::default()).await?;
+    /// db.execute_unprepared("INSERT INTO notes (id, body) VALUES (1, 'a')").await?;
+    /// coherence.drain().await?;
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Note {
+    ///     body: String,
+    ///     version: u64,
+    /// }
+    /// impl Cacheable for Note {
+    ///     fn version(&self) -> u64 {
+    ///         self.version
+    ///     }
+    /// }
+    /// // A read caches the row at version 1, as it is in the database.
+    /// let key = coherence.cache().key(NOTE, 1);
+    /// let note = Note { body: "a".into(), version: 1 };
+    /// coherence
+    ///     .cache()
+    ///     .get_or_load(&key, || async { Ok::<_, CacheError>(Some(note)) })
+    ///     .await?;
+    /// let report = coherence.audit(10).await?;
+    /// assert_eq!((report.checks, report.mismatches), (1, 0));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn audit(&self, sample: u32) -> Result<AuditReport> {
         let mut report = AuditReport::default();
         for table in &self.inner.tables {

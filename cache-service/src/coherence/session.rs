@@ -57,6 +57,31 @@ impl fmt::Display for SessionSetting {
 /// backend the component does not support: it fails later, naming the backend).
 ///
 /// An in-memory SQLite database cannot use WAL, and needs none (one connection).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use cache_service::coherence::{SessionSetting, missing_settings};
+/// use sea_orm::{ConnectOptions, Database};
+///
+/// let dir = std::env::temp_dir().join(format!("session-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let url = format!("sqlite://{}?mode=rwc", dir.join("plain.db").display());
+/// // A plain pool: SQLite's default journal, no busy timeout.
+/// let mut options = ConnectOptions::new(url);
+/// options.map_sqlx_sqlite_opts(|o| o.busy_timeout(std::time::Duration::ZERO));
+/// let db = Database::connect(options).await?;
+/// assert_eq!(
+///     missing_settings(&db).await?,
+///     vec![SessionSetting::SqliteBusyTimeout, SessionSetting::SqliteWal]
+/// );
+/// # db.close().await?;
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(())
+/// # }
+/// ```
 pub async fn missing_settings(db: &DatabaseConnection) -> Result<Vec<SessionSetting>> {
     let backend = db.get_database_backend();
     let mut missing = Vec::new();
@@ -94,6 +119,20 @@ pub async fn missing_settings(db: &DatabaseConnection) -> Result<Vec<SessionSett
 
 /// Fails with [`CacheError::MissingSessionSettings`] when a session of `db` lacks any
 /// of the settings the coherence component needs (see [`missing_settings`]).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use cache_service::coherence::check_session;
+///
+/// // `sqlite::memory:` needs no WAL, and sqlx gives every pool a busy timeout.
+/// let db = sea_orm::Database::connect("sqlite::memory:").await?;
+/// check_session(&db).await?;
+/// # Ok(())
+/// # }
+/// ```
 pub async fn check_session(db: &DatabaseConnection) -> Result<()> {
     let missing = missing_settings(db).await?;
     if missing.is_empty() {
