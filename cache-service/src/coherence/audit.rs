@@ -53,7 +53,8 @@ use crate::error::Result;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditConfig {
-    /// Time between passes (the first pass runs at once).
+    /// Time between passes; the first one runs after one interval too (at start-up the
+    /// cache is cold, and the process has better things to do).
     pub every: Duration,
     /// Rows sampled per table and pass.
     pub sample: u32,
@@ -320,7 +321,8 @@ async fn run(
     mut stopped: watch::Receiver<bool>,
     report: watch::Sender<AuditTotals>,
 ) {
-    let mut ticks = tokio::time::interval(config.every.max(Duration::from_millis(1)));
+    let every = config.every.max(Duration::from_millis(1));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
