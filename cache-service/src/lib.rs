@@ -128,8 +128,8 @@ mod flight;
 
 pub use backend::{CacheBackend, FillOutcome, LeaseToken, Lookup, MemoryBackend, RedisBackend};
 pub use coherence::{
-    Applied, AuditConfig, AuditReport, AuditorHandle, Change, Coherence, CoherenceConfig,
-    OutboxTable, RelayHandle,
+    Applied, AuditConfig, AuditReport, AuditTotals, AuditorHandle, Change, Coherence,
+    CoherenceConfig, OutboxTable, RelayHandle,
 };
 pub use config::{CacheConfig, RedisConfig};
 pub use error::{CacheError, Result};
