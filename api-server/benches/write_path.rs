@@ -141,7 +141,9 @@ impl Fixture {
         )
         .await
         .expect("bench: Redis");
-        let service = ProductService::new(db.clone(), cache);
+        let service = ProductService::new(db.clone(), cache)
+            .await
+            .expect("service");
         let mut ids = Vec::with_capacity(products);
         for i in 0..products {
             let product = service

@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("failed to migrate")?;
     let cache = CacheService::in_memory(CacheConfig::with_prefix("seed"), 1)?;
-    let service = ProductService::new(db, cache);
+    let service = ProductService::new(db, cache).await?;
     let mut importer = service.importer(false);
     let started = std::time::Instant::now();
     for start in (0..count).step_by(BATCH) {

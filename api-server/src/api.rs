@@ -109,7 +109,7 @@ mod tests {
             .await
             .expect("in-memory SQLite");
         let cache = CacheService::in_memory(CacheConfig::with_prefix("t"), 10).expect("cache");
-        let api = service(ProductService::new(db, cache));
+        let api = service(ProductService::new(db, cache).await.expect("service"));
         serde_json::from_str(&document(&api)).expect("the document is JSON")
     }
 

@@ -202,6 +202,18 @@ pub struct Settings {
     )]
     pub cache_ack_timeout_ms: u64,
 
+    /// Milliseconds between passes of the invalidation auditor, which samples 100 rows
+    /// per pass, compares each with its cached entry, and counts (and logs) entries
+    /// older than their row that nothing will remove. It only reads. 0 turns it off.
+    #[arg(
+        long,
+        env = "CACHE_AUDIT_INTERVAL_MS",
+        default_value_t = DEFAULT_CACHE_AUDIT_INTERVAL_MS,
+        value_parser = clap::value_parser!(u64).range(0..=86_400_000),
+        global = true
+    )]
+    pub cache_audit_interval_ms: u64,
+
     /// Seconds in-flight requests get to finish after SIGINT or SIGTERM.
     #[arg(
         long,
@@ -222,6 +234,9 @@ const DEFAULT_REDIS_POOL_SIZE: u16 = 4;
 const DEFAULT_REDIS_COMMAND_TIMEOUT_MS: u64 = 250;
 const DEFAULT_REDIS_RECONNECT_MAX_MS: u64 = 200;
 const DEFAULT_CACHE_ACK_TIMEOUT_MS: u64 = 1_000;
+/// A pass a minute: 100 indexed `SELECT`s and 100 `GET`s, nothing a server notices, and
+/// a stale entry is reported within minutes of its appearance.
+const DEFAULT_CACHE_AUDIT_INTERVAL_MS: u64 = 60_000;
 const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 const DEFAULT_CACHE_L1_MAX_MB: u64 = 64;
 
@@ -265,6 +280,7 @@ impl Default for Settings {
             cache_l1_max_mb: DEFAULT_CACHE_L1_MAX_MB,
             database_pool_size: None,
             cache_ack_timeout_ms: DEFAULT_CACHE_ACK_TIMEOUT_MS,
+            cache_audit_interval_ms: DEFAULT_CACHE_AUDIT_INTERVAL_MS,
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
         }
     }
@@ -307,6 +323,7 @@ impl fmt::Debug for Settings {
             .field("cache_l1_max_mb", &self.cache_l1_max_mb)
             .field("database_pool_size", &self.database_pool_size)
             .field("cache_ack_timeout_ms", &self.cache_ack_timeout_ms)
+            .field("cache_audit_interval_ms", &self.cache_audit_interval_ms)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .finish()
     }
@@ -375,6 +392,8 @@ mod tests {
             "32",
             "--cache-ack-timeout-ms",
             "0",
+            "--cache-audit-interval-ms",
+            "0",
             "--shutdown-grace-secs",
             "30",
         ]);
@@ -389,6 +408,7 @@ mod tests {
             (8, 500, Some(32))
         );
         assert_eq!((s.cache_ack_timeout_ms, s.shutdown_grace_secs), (0, 30));
+        assert_eq!(s.cache_audit_interval_ms, 0, "0 turns the auditor off");
         for bad in [
             ["--redis-pool-size", "0"],
             ["--redis-command-timeout-ms", "0"],

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use cache_service::{CacheConfig, CacheService, CoherenceConfig, NearCacheConfig, RedisConfig};
+use cache_service::{
+    AuditConfig, CacheConfig, CacheService, CoherenceConfig, NearCacheConfig, RedisConfig,
+};
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::Tracing;
 use poem::{EndpointExt, Route, Server};
@@ -23,6 +25,8 @@ pub struct Application {
     token: String,
     /// How long in-flight requests may run after a shutdown signal.
     grace: Duration,
+    /// Time between passes of the invalidation auditor; `None`: off.
+    audit_every: Option<Duration>,
 }
 
 impl std::fmt::Debug for Application {
@@ -61,6 +65,8 @@ impl Application {
             products,
             token,
             grace: Duration::from_secs(settings.shutdown_grace_secs),
+            audit_every: (settings.cache_audit_interval_ms > 0)
+                .then(|| Duration::from_millis(settings.cache_audit_interval_ms)),
         })
     }
 
@@ -100,12 +106,21 @@ impl Application {
         // Serve with the cache open when it is healthy; a dead Redis must not delay start.
         let _ = tokio::time::timeout(Duration::from_secs(2), relay.first_pass()).await;
         let jobs = self.products.spawn_job_worker(JobConfig::default());
+        let auditor = self.audit_every.map(|every| {
+            self.products.coherence().spawn_auditor(AuditConfig {
+                every,
+                ..AuditConfig::default()
+            })
+        });
         tracing::info!(address = %self.local_addr, "serving; Swagger UI at http://{}/docs", self.local_addr);
         Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(self.grace))
             .await
             .context("HTTP server failed")?;
         upkeep.abort();
+        if let Some(auditor) = auditor {
+            auditor.shutdown().await;
+        }
         jobs.shutdown().await;
         relay.shutdown().await;
         tracing::info!("shut down");
@@ -187,7 +202,9 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<ProductService> {
         ack_timeout: Duration::from_millis(settings.cache_ack_timeout_ms),
         ..CoherenceConfig::default()
     };
-    let products = ProductService::with_config(db, cache, coherence);
+    let products = ProductService::with_config(db, cache, coherence)
+        .await
+        .context("the database connection cannot serve the products")?;
     // Test-only (the `fault-injection` feature): see
     // `ProductService::pause_after_commit_for_tests`.
     #[cfg(feature = "fault-injection")]

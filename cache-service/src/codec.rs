@@ -33,6 +33,24 @@ pub enum Entry<'a> {
 }
 
 /// Encodes a present value.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use cache_service::codec::{self, Entry};
+///
+/// let bytes = codec::encode(3, &serde_json::json!({"name": "keyboard"}))?;
+/// assert_eq!(codec::version_of(&bytes), Some(3));
+/// assert_eq!(
+///     codec::decode(&bytes),
+///     Some(Entry::Present { version: 3, payload: br#"{"name":"keyboard"}"# })
+/// );
+/// assert_eq!(codec::decode(&codec::encode_absent()), Some(Entry::Absent));
+/// # Ok(())
+/// # }
+/// ```
 pub fn encode<T: Serialize + ?Sized>(version: u64, value: &T) -> serde_json::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(128);
     bytes.push(FORMAT);

@@ -12,6 +12,9 @@
 //!   `FOR UPDATE SKIP LOCKED`; on SQLite by polling.
 //! - **One after-commit routine** ([`Coherence::after_commit`]) for every writer.
 //! - **An epoch per Redis identity**, shared through the database (`cache_epoch`).
+//! - **An auditor** ([`Coherence::spawn_auditor`], module [`audit`]) that samples rows
+//!   and reports cached entries older than their row that nothing will remove; it only
+//!   reads.
 //!
 //! # Invariants
 //!
@@ -35,9 +38,11 @@
 //!    in-process cache refuses to start while another relay runs on the same database,
 //!    and the reverse: the in-process cache cannot see other processes' invalidations.
 
+pub mod audit;
 mod relay;
 mod replay;
 mod schema;
+mod session;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -55,12 +60,31 @@ use crate::error::{CacheError, Result};
 use crate::key::{Group, Invalidation, Namespace};
 use crate::service::CacheService;
 
+pub use audit::{AuditConfig, AuditReport, AuditTotals, AuditorHandle};
 pub use relay::RelayHandle;
 pub use schema::{NOTIFY_SETTING, OutboxTable, tables_migration};
+pub use session::{SessionSetting, check_session, missing_settings};
 
 use schema::{CHANNEL, epoch, outbox};
 
 /// How the coherence component runs.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use cache_service::CoherenceConfig;
+///
+/// let config = CoherenceConfig {
+///     poll_interval: Duration::from_millis(50),
+///     ..CoherenceConfig::default()
+/// };
+/// assert_eq!(config.batch_size, 500);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct CoherenceConfig {
     /// How often a relay looks for owed invalidations without being woken.
@@ -97,6 +121,22 @@ pub struct Change {
 
 impl Change {
     /// The row of `id` is at `version` now (a deleted row: its last version + 1).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use cache_service::{Change, Namespace};
+    /// const NOTE: Namespace = Namespace::new("note");
+    ///
+    /// // A row updated to version 3, and a row deleted at version 4 (it owes 5).
+    /// assert_eq!(Change::at_version(NOTE, 1, 3).version, 3);
+    /// assert_eq!(Change::at_version(NOTE, 2, 4 + 1).version, 5);
+    /// assert_eq!(Change::created(NOTE, 3).version, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn at_version(namespace: Namespace, id: i64, version: i64) -> Self {
         Self {
             namespace,
@@ -116,6 +156,38 @@ impl Change {
 }
 
 /// How a write's invalidation was applied (see [`Coherence::after_commit`]).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use cache_service::{Applied, CacheConfig, CacheService, Change, Coherence, CoherenceConfig};
+/// use cache_service::{Namespace, OutboxTable, coherence};
+/// use sea_orm::{ConnectionTrait, Database};
+/// use sea_orm_migration::{MigrationTrait, SchemaManager};
+///
+/// const NOTE: Namespace = Namespace::new("note");
+/// const NOTES: OutboxTable = OutboxTable {
+///     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+/// };
+/// let db = Database::connect("sqlite::memory:").await?;
+/// db.execute_unprepared("CREATE TABLE notes (id INTEGER PRIMARY KEY, version INTEGER NOT NULL DEFAULT 1)")
+///     .await?;
+/// let manager = SchemaManager::new(&db);
+/// coherence::tables_migration().up(&manager).await?;
+/// NOTES.migration("m_notes_outbox").up(&manager).await?;
+/// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 10)?;
+/// let coherence = Coherence::new(db.clone(), cache, &[NOTES], CoherenceConfig::default()).await?;
+///
+/// db.execute_unprepared("INSERT INTO notes (id) VALUES (1)").await?;
+/// match coherence.after_commit(&[Change::created(NOTE, 1)]).await {
+///     Applied::Inline | Applied::ByRelay => {} // a read that starts now sees the write
+///     Applied::Owed => eprintln!("the invalidation waits in the outbox"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
     /// By this process, right after the commit.
@@ -127,6 +199,48 @@ pub enum Applied {
 }
 
 /// The coherence component. Cloning is shallow.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use cache_service::{coherence, CacheConfig, CacheService, Change, Coherence, CoherenceConfig};
+/// use cache_service::{Namespace, OutboxTable};
+/// use sea_orm::{ConnectionTrait, Database};
+/// use sea_orm_migration::{MigrationTrait, SchemaManager};
+///
+/// const NOTE: Namespace = Namespace::new("note");
+/// const NOTES: OutboxTable = OutboxTable {
+///     table: "notes",
+///     id_column: "id",
+///     version_column: "version",
+///     namespace: NOTE,
+///     groups: &[],
+/// };
+///
+/// // The table, the coherence tables, and the table's outbox triggers.
+/// let db = Database::connect("sqlite::memory:").await?;
+/// db.execute_unprepared(
+///     "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
+/// )
+/// .await?;
+/// let manager = SchemaManager::new(&db);
+/// coherence::tables_migration().up(&manager).await?;
+/// NOTES.migration("m20260101_000001_notes_outbox").up(&manager).await?;
+///
+/// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+/// let coherence = Coherence::new(db.clone(), cache, &[NOTES], CoherenceConfig::default()).await?;
+///
+/// // Every write, whoever makes it, owes an invalidation in the same transaction...
+/// db.execute_unprepared("INSERT INTO notes (id, body) VALUES (1, 'hello')").await?;
+/// assert_eq!(coherence.backlog().await?, 1);
+/// // ...which the writer applies after its commit (or a relay does).
+/// coherence.after_commit(&[Change::created(NOTE, 1)]).await;
+/// assert_eq!(coherence.backlog().await?, 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Coherence {
     inner: Arc<Inner>,
@@ -159,12 +273,19 @@ impl Coherence {
     /// The component over a database migrated with [`tables_migration`] and the
     /// tables' [`OutboxTable::migration`]s. Until [`spawn_relay`](Self::spawn_relay),
     /// reads are not gated (a process that only writes needs no relay).
-    pub fn new(
+    ///
+    /// `db` is the caller's pool, so its session settings are checked here, not
+    /// assumed ([`check_session`]): without them it fails with
+    /// [`CacheError::MissingSessionSettings`] naming each one missing. They cannot be
+    /// applied from here: a session setting must hold on every connection the pool
+    /// will ever open, and only the pool's connect options reach those.
+    pub async fn new(
         db: DatabaseConnection,
         cache: CacheService,
         tables: &[OutboxTable],
         config: CoherenceConfig,
-    ) -> Self {
+    ) -> Result<Self> {
+        check_session(&db).await?;
         let inner = Inner {
             db,
             cache,
@@ -174,7 +295,7 @@ impl Coherence {
             wake: Arc::default(),
             relay_id: Arc::default(),
         };
-        Self::with_inner(inner, config)
+        Ok(Self::with_inner(inner, config))
     }
 
     /// The same component (same cache, tables, epoch check and relay wake-ups) with
@@ -206,6 +327,33 @@ impl Coherence {
     /// Checks which Redis the cache talks to and moves this process to the epoch every
     /// process uses for it (a Redis not seen before starts a new epoch for all). Writers
     /// need not call it: the first write does, and relays do on every pass.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::*;
+    /// # use sea_orm::{ConnectionTrait, Database};
+    /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
+    /// # const NOTE: Namespace = Namespace::new("note");
+    /// # const NOTES: OutboxTable = OutboxTable {
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// # };
+    /// # let db = Database::connect("sqlite::memory:").await?;
+    /// # db.execute_unprepared(
+    /// #     "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
+    /// # ).await?;
+    /// # let manager = SchemaManager::new(&db);
+    /// # coherence::tables_migration().up(&manager).await?;
+    /// # NOTES.migration("m_notes_outbox").up(&manager).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let coherence = Coherence::new(db.clone(), cache, &[NOTES], CoherenceConfig::default()).await?;
+    /// coherence.join().await?; // the memory store has no identity to check: nothing moves
+    /// assert_eq!(coherence.cache().epoch(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn join(&self) -> Result<()> {
         let cache = &self.inner.cache;
         let before = cache.backend().refresh_reconnects();
@@ -243,6 +391,35 @@ impl Coherence {
     /// [`CoherenceConfig::ack_timeout`]) until one has applied it. Call it after the
     /// write's transaction committed, never before. Never fails: what is not applied
     /// stays in the outbox.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::*;
+    /// # use sea_orm::{ConnectionTrait, Database};
+    /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
+    /// # const NOTE: Namespace = Namespace::new("note");
+    /// # const NOTES: OutboxTable = OutboxTable {
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// # };
+    /// # let db = Database::connect("sqlite::memory:").await?;
+    /// # db.execute_unprepared(
+    /// #     "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
+    /// # ).await?;
+    /// # let manager = SchemaManager::new(&db);
+    /// # coherence::tables_migration().up(&manager).await?;
+    /// # NOTES.migration("m_notes_outbox").up(&manager).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let coherence = Coherence::new(db.clone(), cache, &[NOTES], CoherenceConfig::default()).await?;
+    /// db.execute_unprepared("INSERT INTO notes (id, body) VALUES (2, 'hi')").await?;
+    /// // The transaction committed: now invalidate what it made stale.
+    /// let applied = coherence.after_commit(&[Change::created(NOTE, 2)]).await;
+    /// assert_eq!(applied, Applied::Inline);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn after_commit(&self, changes: &[Change]) -> Applied {
         if changes.is_empty() {
             return Applied::Inline;
@@ -266,6 +443,35 @@ impl Coherence {
     ///
     /// An in-process cache is never applied to here: in a process that is not the
     /// server (an import), it is private, and the rows are for the server's relay.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::*;
+    /// # use sea_orm::{ConnectionTrait, Database};
+    /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
+    /// # const NOTE: Namespace = Namespace::new("note");
+    /// # const NOTES: OutboxTable = OutboxTable {
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// # };
+    /// # let db = Database::connect("sqlite::memory:").await?;
+    /// # db.execute_unprepared(
+    /// #     "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
+    /// # ).await?;
+    /// # let manager = SchemaManager::new(&db);
+    /// # coherence::tables_migration().up(&manager).await?;
+    /// # NOTES.migration("m_notes_outbox").up(&manager).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let coherence = Coherence::new(db.clone(), cache, &[NOTES], CoherenceConfig::default()).await?;
+    /// db.execute_unprepared("INSERT INTO notes (id, body) VALUES (1, 'a')").await?;
+    /// // A bulk writer invalidates as it goes, then waits once at its end.
+    /// coherence.after_commit_deferred(&[Change::created(NOTE, 1)]).await;
+    /// assert!(coherence.flush(std::time::Duration::from_secs(1)).await);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn flush(&self, timeout: Duration) -> bool {
         let Ok(high) = self.high_water().await else {
             return false;
@@ -288,12 +494,69 @@ impl Coherence {
 
     /// Applies owed invalidations until none is left; returns how many rows it
     /// resolved. Checks the epoch first: nothing is applied at an unchecked one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::*;
+    /// # use sea_orm::{ConnectionTrait, Database};
+    /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
+    /// # const NOTE: Namespace = Namespace::new("note");
+    /// # const NOTES: OutboxTable = OutboxTable {
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// # };
+    /// # let db = Database::connect("sqlite::memory:").await?;
+    /// # db.execute_unprepared(
+    /// #     "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
+    /// # ).await?;
+    /// # let manager = SchemaManager::new(&db);
+    /// # coherence::tables_migration().up(&manager).await?;
+    /// # NOTES.migration("m_notes_outbox").up(&manager).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let coherence = Coherence::new(db.clone(), cache, &[NOTES], CoherenceConfig::default()).await?;
+    /// // Raw SQL writers do not call `after_commit`: what they owe waits in the outbox.
+    /// db.execute_unprepared("INSERT INTO notes (id, body) VALUES (1, 'a'), (2, 'b')").await?;
+    /// assert_eq!(coherence.drain().await?, 2);
+    /// assert_eq!(coherence.backlog().await?, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn drain(&self) -> Result<usize> {
         self.join().await?;
         self.drain_joined().await
     }
 
     /// Number of invalidations owed (outbox rows of this component's tables).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::*;
+    /// # use sea_orm::{ConnectionTrait, Database};
+    /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
+    /// # const NOTE: Namespace = Namespace::new("note");
+    /// # const NOTES: OutboxTable = OutboxTable {
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// # };
+    /// # let db = Database::connect("sqlite::memory:").await?;
+    /// # db.execute_unprepared(
+    /// #     "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
+    /// # ).await?;
+    /// # let manager = SchemaManager::new(&db);
+    /// # coherence::tables_migration().up(&manager).await?;
+    /// # NOTES.migration("m_notes_outbox").up(&manager).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let coherence = Coherence::new(db.clone(), cache, &[NOTES], CoherenceConfig::default()).await?;
+    /// assert_eq!(coherence.backlog().await?, 0);
+    /// db.execute_unprepared("INSERT INTO notes (id, body) VALUES (1, 'a')").await?;
+    /// assert_eq!(coherence.backlog().await?, 1, "the trigger recorded what the insert owes");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn backlog(&self) -> Result<u64> {
         Ok(outbox::Entity::find()
             .filter(outbox::Column::Namespace.is_in(self.namespaces()))
@@ -304,6 +567,36 @@ impl Coherence {
     /// Starts the relay in the background: from now on reads are gated (see the
     /// module's invariant 3), and held until its first pass. Every process that serves
     /// reads runs one; [`RelayHandle::shutdown`] drains it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::*;
+    /// # use sea_orm::{ConnectionTrait, Database};
+    /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
+    /// # const NOTE: Namespace = Namespace::new("note");
+    /// # const NOTES: OutboxTable = OutboxTable {
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// # };
+    /// # let db = Database::connect("sqlite::memory:").await?;
+    /// # db.execute_unprepared(
+    /// #     "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
+    /// # ).await?;
+    /// # let manager = SchemaManager::new(&db);
+    /// # coherence::tables_migration().up(&manager).await?;
+    /// # NOTES.migration("m_notes_outbox").up(&manager).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let coherence = Coherence::new(db.clone(), cache, &[NOTES], CoherenceConfig::default()).await?;
+    /// let relay = coherence.spawn_relay();
+    /// relay.first_pass().await;
+    /// db.execute_unprepared("INSERT INTO notes (id, body) VALUES (1, 'a')").await?;
+    /// relay.shutdown().await; // a last drain, then it stops
+    /// assert_eq!(coherence.backlog().await?, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn spawn_relay(&self) -> RelayHandle {
         relay::spawn(self.clone())
     }
@@ -313,6 +606,42 @@ impl Coherence {
     /// incoherent: an in-process cache with any other relay on the database, or any
     /// cache with another relay's in-process cache. A registration left by a crashed
     /// process blocks for at most a few seconds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::*;
+    /// # use sea_orm::{ConnectionTrait, Database};
+    /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
+    /// # const NOTE: Namespace = Namespace::new("note");
+    /// # const NOTES: OutboxTable = OutboxTable {
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// # };
+    /// # let db = Database::connect("sqlite::memory:").await?;
+    /// # db.execute_unprepared(
+    /// #     "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
+    /// # ).await?;
+    /// # let manager = SchemaManager::new(&db);
+    /// # coherence::tables_migration().up(&manager).await?;
+    /// # NOTES.migration("m_notes_outbox").up(&manager).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let coherence = Coherence::new(db.clone(), cache, &[NOTES], CoherenceConfig::default()).await?;
+    /// let relay = coherence.start_relay().await?;
+    /// // An in-process cache cannot share its database with another process's relay.
+    /// let other = Coherence::new(
+    ///     db.clone(),
+    ///     CacheService::in_memory(CacheConfig::with_prefix("other"), 10)?,
+    ///     &[NOTES],
+    ///     CoherenceConfig::default(),
+    /// )
+    /// .await?;
+    /// assert!(matches!(other.start_relay().await, Err(CacheError::Incoherent(_))));
+    /// relay.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn start_relay(&self) -> Result<RelayHandle> {
         let instance = relay::Instance::register(&self.inner.db, self.is_in_process()).await?;
         Ok(relay::spawn_registered(self.clone(), Some(instance)))

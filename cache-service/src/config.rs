@@ -9,6 +9,25 @@ use crate::error::{CacheError, Result};
 /// Invariant (checked by [`CacheConfig::validate`]): `fence_ttl > lease_ttl`, so a fence
 /// outlives every lease that was outstanding when it was set; a loader slower than its
 /// lease loses the lease and cannot store.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use cache_service::CacheConfig;
+///
+/// let config = CacheConfig {
+///     ttl: Duration::from_secs(60),
+///     ..CacheConfig::with_prefix("shop")
+/// };
+/// config.validate()?;
+/// let broken = CacheConfig { fence_ttl: Duration::from_millis(1), ..config };
+/// assert!(broken.validate().is_err(), "a fence must outlive every lease");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
     /// Every key starts with `{prefix}:`.
@@ -75,6 +94,24 @@ impl CacheConfig {
 }
 
 /// Connection settings of [`RedisBackend`](crate::RedisBackend).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use cache_service::RedisConfig;
+///
+/// let redis = RedisConfig {
+///     command_timeout: Duration::from_millis(100),
+///     ..RedisConfig::new("redis://127.0.0.1:6379")
+/// };
+/// assert_eq!(redis.url, "redis://127.0.0.1:6379");
+/// // `CacheService::connect_redis(&redis, config)` connects (with a server running).
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     /// `redis://`, `rediss://` (TLS), `redis-cluster://` or `redis-sentinel://`.

@@ -2,6 +2,20 @@ use std::time::Duration;
 
 /// Errors from a cache backend. Reads never return them to callers (they fail open to the
 /// loader); invalidation and set-up do.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use cache_service::{CacheConfig, CacheError, CacheService};
+/// use std::time::Duration;
+///
+/// let config = CacheConfig { fence_ttl: Duration::from_millis(1), ..CacheConfig::with_prefix("x") };
+/// assert!(matches!(CacheService::in_memory(config, 10), Err(CacheError::Config(_))));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// The backend did not answer within the command timeout.
@@ -29,6 +43,12 @@ pub enum CacheError {
     /// in-process cache cannot see another process's invalidations.
     #[error("{0}")]
     Incoherent(String),
+    /// The database connection handed to [`Coherence::new`](crate::Coherence::new) lacks
+    /// session settings the component relies on (see
+    /// [`SessionSetting`](crate::coherence::SessionSetting)): set them in the pool's
+    /// connect options.
+    #[error("the database connection lacks session settings: {}", crate::coherence::SessionSetting::list(.0))]
+    MissingSessionSettings(Vec<crate::coherence::SessionSetting>),
 }
 
 impl From<sea_orm::DbErr> for CacheError {

@@ -10,6 +10,21 @@ use std::fmt::{self, Write};
 
 /// A family of entries keyed by one id each (for example `product` → one product).
 /// The name is also the `namespace` label of the metrics.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use cache_service::{CacheConfig, CacheService, Namespace};
+///
+/// const PRODUCT: Namespace = Namespace::new("product");
+/// let cache = CacheService::in_memory(CacheConfig::with_prefix("shop"), 10)?;
+/// assert_eq!(cache.key(PRODUCT, 42).as_str(), "shop:product:{42}");
+/// assert_eq!(PRODUCT.name(), "product");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Namespace(&'static str);
 
@@ -39,6 +54,22 @@ impl Namespace {
 
 /// Derived entries that are all invalidated together (for example every list page),
 /// in O(1), by bumping the group's generation.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use cache_service::{CacheConfig, CacheService, Group};
+///
+/// const PRODUCT_LIST: Group = Group::new("product_list");
+/// let cache = CacheService::in_memory(CacheConfig::with_prefix("shop"), 10)?;
+/// // One step, however many pages are cached.
+/// cache.invalidate_group(PRODUCT_LIST).await?;
+/// assert_eq!(PRODUCT_LIST.namespace().name(), "product_list");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Group(Namespace);
 
@@ -56,6 +87,21 @@ impl Group {
 
 /// A fully spelled entry key. Built only by [`CacheService::key`](crate::CacheService::key)
 /// and [`CacheService::get_or_load_in`](crate::CacheService::get_or_load_in).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use cache_service::{CacheConfig, CacheService, Namespace};
+///
+/// let cache = CacheService::in_memory(CacheConfig::with_prefix("shop"), 10)?;
+/// // Braces in an id cannot end the Redis Cluster hash tag early.
+/// let key = cache.key(Namespace::new("tag"), "a}b");
+/// assert_eq!(key.as_str(), "shop:tag:{a%7Db}");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     namespace: Namespace,
@@ -117,6 +163,20 @@ impl fmt::Display for CacheKey {
 /// The key of a group member, for any generation of the group: `head`, the generation,
 /// `tail` (`{prefix}:{group}:{g` + `42` + `:{member}}`). Lets a backend read the
 /// generation and the member's entry in one step.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use cache_service::{CacheConfig, CacheService, Group};
+///
+/// let cache = CacheService::in_memory(CacheConfig::with_prefix("shop"), 10)?;
+/// let member = cache.member_key(Group::new("product_list"), "p1:n20");
+/// assert_eq!(member.at(7).as_str(), "shop:product_list:{g7:p1:n20}");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberKey {
     namespace: Namespace,
@@ -162,6 +222,24 @@ impl MemberKey {
 }
 
 /// One key to invalidate after a write.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use cache_service::{CacheConfig, CacheService, Invalidation, Namespace};
+///
+/// const PRODUCT: Namespace = Namespace::new("product");
+/// let cache = CacheService::in_memory(CacheConfig::with_prefix("shop"), 10)?;
+/// // Product 42 is at version 3 now: older entries go, and no older fill is stored later.
+/// let changed = Invalidation::at_version(cache.key(PRODUCT, 42), 3);
+/// // Product 43 was created: whatever is cached under its id goes, whatever its version.
+/// let created = Invalidation::remove(cache.key(PRODUCT, 43));
+/// cache.invalidate(&[changed, created]).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalidation {
     pub(crate) key: CacheKey,

@@ -9,6 +9,61 @@
 //! write commits, the caller invalidates what the write made stale with
 //! [`CacheService::invalidate_write`] (or [`CacheService::invalidate`]).
 //!
+//! # Example
+//!
+//! Cache-aside with the in-process store (a [`RedisConfig`] and
+//! [`CacheService::connect_redis`] select Redis):
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//!
+//! use cache_service::{CacheConfig, CacheService, Cacheable, Group, Invalidation, Namespace};
+//!
+//! #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+//! struct Note {
+//!     id: i64,
+//!     body: String,
+//!     version: u64,
+//! }
+//!
+//! impl Cacheable for Note {
+//!     fn version(&self) -> u64 {
+//!         self.version
+//!     }
+//! }
+//!
+//! const NOTE: Namespace = Namespace::new("note");
+//! const NOTE_LIST: Group = Group::new("note_list");
+//!
+//! let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+//! let loads = AtomicU32::new(0);
+//! let load = |version| {
+//!     let loads = &loads;
+//!     async move {
+//!         loads.fetch_add(1, Ordering::Relaxed);
+//!         Ok::<_, std::io::Error>(Some(Note { id: 1, body: "hello".into(), version }))
+//!     }
+//! };
+//! let key = cache.key(NOTE, 1);
+//!
+//! let first = cache.get_or_load(&key, || load(1)).await?; // a miss: the loader runs
+//! let again = cache.get_or_load(&key, || load(1)).await?; // a hit
+//! assert_eq!(first, again);
+//! assert_eq!(loads.load(Ordering::Relaxed), 1);
+//!
+//! // A write moved note 1 to version 2 and committed: invalidate what it made stale.
+//! cache
+//!     .invalidate_write(&[Invalidation::at_version(key.clone(), 2)], &[NOTE_LIST])
+//!     .await?;
+//! let fresh = cache.get_or_load(&key, || load(2)).await?;
+//! assert_eq!(fresh.map(|note| note.version), Some(2));
+//! assert_eq!(loads.load(Ordering::Relaxed), 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Layout
 //!
 //! - [`service`]: [`CacheService`], the cheap-to-clone handle: typed reads, single-flight,
@@ -65,10 +120,11 @@
 //! Emitted through the [`metrics`] facade, so the embedding application chooses the
 //! exporter: `cache_requests_total{namespace,result}`, `cache_loads_total{namespace}`,
 //! `cache_invalidations_total{namespace}`, `cache_fills_refused_total{namespace,reason}`,
-//! `cache_lease_waits_total{namespace}` and `cache_invalidation_errors_total{namespace}`;
-//! with a [`NearCache`], `cache_l1_requests_total{namespace,result}`, the histogram
-//! `cache_l1_barrier_reads` (reads that shared one barrier round) and the gauge
-//! `cache_l1_entries`.
+//! `cache_lease_waits_total{namespace}`, `cache_invalidation_errors_total{namespace}`;
+//! from the [`coherence::audit`] auditor, `cache_audit_checks_total{namespace}` and
+//! `cache_audit_mismatches_total{namespace}`; with a [`NearCache`],
+//! `cache_l1_requests_total{namespace,result}`, the histogram `cache_l1_barrier_reads`
+//! (reads that shared one barrier round) and the gauge `cache_l1_entries`.
 
 pub mod backend;
 pub mod codec;
@@ -85,7 +141,10 @@ pub use backend::{
     CacheBackend, FillOutcome, LeaseToken, Lookup, MemoryBackend, NearCache, NearCacheStats,
     RedisBackend,
 };
-pub use coherence::{Applied, Change, Coherence, CoherenceConfig, OutboxTable, RelayHandle};
+pub use coherence::{
+    Applied, AuditConfig, AuditReport, AuditTotals, AuditorHandle, Change, Coherence,
+    CoherenceConfig, OutboxTable, RelayHandle,
+};
 pub use config::{CacheConfig, NearCacheConfig, RedisConfig};
 pub use error::{CacheError, Result};
 /// The Redis client this crate uses, for [`RedisBackend::from_pool`].

@@ -70,7 +70,9 @@ async fn run(settings: &Settings) -> Result<()> {
         ),
         None => (CacheService::in_memory(config, 10_000)?, "in-process"),
     };
-    let service = OrderService::new(db.clone(), cache);
+    let service = OrderService::new(db.clone(), cache)
+        .await
+        .context("the database connection cannot serve the orders")?;
     let relay = service
         .start_relay()
         .await

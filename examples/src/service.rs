@@ -112,21 +112,24 @@ pub struct OrderService {
 
 impl OrderService {
     /// A service over a database migrated by [`migrate`](crate::migrate) and a cache.
-    pub fn new(db: DatabaseConnection, cache: CacheService) -> Self {
-        Self::with_config(db, cache, CoherenceConfig::default())
+    /// Fails ([`cache_service::CacheError::MissingSessionSettings`], as
+    /// [`Error::Cache`]) when `db`'s sessions lack the settings
+    /// [`connect`](crate::connect) gives them.
+    pub async fn new(db: DatabaseConnection, cache: CacheService) -> Result<Self> {
+        Self::with_config(db, cache, CoherenceConfig::default()).await
     }
 
     /// [`new`](Self::new) with the coherence settings (relay pace, how long a write waits
     /// for a relay when it cannot invalidate itself).
-    pub fn with_config(
+    pub async fn with_config(
         db: DatabaseConnection,
         cache: CacheService,
         config: CoherenceConfig,
-    ) -> Self {
-        Self {
-            coherence: Coherence::new(db.clone(), cache, &[ORDERS_TABLE], config),
+    ) -> Result<Self> {
+        Ok(Self {
+            coherence: Coherence::new(db.clone(), cache, &[ORDERS_TABLE], config).await?,
             db,
-        }
+        })
     }
 
     /// Starts this process's relay, which applies what the outbox owes (writes by other

@@ -38,6 +38,19 @@ use crate::service::{PRODUCT, ProductService, now};
 pub const STALE_AFTER: Duration = Duration::from_secs(30);
 
 /// A price change in percent, [`MIN`](Self::MIN) to [`MAX`](Self::MAX) (a finite number).
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use product_service::RepricePercent;
+///
+/// let discount = RepricePercent::parse(-10.0)?;
+/// assert_eq!(discount.apply(8_999), 8_099); // to the nearest cent
+/// assert!(RepricePercent::parse(-95.0).is_err(), "at most -90 %");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RepricePercent(f64);
 
@@ -134,6 +147,24 @@ impl From<reprice_job::Model> for RepriceJob {
 }
 
 /// How a worker runs.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use product_service::JobConfig;
+///
+/// // Small batches with a pause between them: a job that never crowds out requests.
+/// let gentle = JobConfig {
+///     batch_size: 100,
+///     batch_pause: Duration::from_millis(50),
+///     ..JobConfig::default()
+/// };
+/// assert_eq!(gentle.poll_interval, JobConfig::default().poll_interval);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct JobConfig {
     /// Products per batch (one transaction each).
@@ -181,6 +212,35 @@ impl JobClaim {
 impl ProductService {
     /// Queues a job that changes the price of every product of `category` (every
     /// product, with `None`) by `percent`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// # let keyboard = NewProduct {
+    /// #     sku: Sku::parse("KB-001")?,
+    /// #     name: ProductName::parse("Mechanical keyboard")?,
+    /// #     description: Description::default(),
+    /// #     price_cents: PriceCents::parse(8_999)?,
+    /// #     stock: Stock::parse(12)?,
+    /// #     category: Category::parse("keyboards")?,
+    /// # };
+    /// service.create(keyboard).await?;
+    /// let job = service
+    ///     .enqueue_reprice(Some(Category::parse("keyboards")?), RepricePercent::parse(-10.0)?)
+    ///     .await?;
+    /// assert_eq!(job.status, JobStatus::Queued);
+    /// assert_eq!(service.find_job(&job.id).await?.map(|j| j.id), Some(job.id));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn enqueue_reprice(
         &self,
         category: Option<Category>,
@@ -217,6 +277,38 @@ impl ProductService {
 
     /// Starts a worker that runs queued jobs one at a time. [`JobWorker::shutdown`] stops
     /// it between batches and queues its job again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// # let keyboard = NewProduct {
+    /// #     sku: Sku::parse("KB-001")?,
+    /// #     name: ProductName::parse("Mechanical keyboard")?,
+    /// #     description: Description::default(),
+    /// #     price_cents: PriceCents::parse(8_999)?,
+    /// #     stock: Stock::parse(12)?,
+    /// #     category: Category::parse("keyboards")?,
+    /// # };
+    /// let created = service.create(keyboard).await?;
+    /// let job = service.enqueue_reprice(None, RepricePercent::parse(-10.0)?).await?;
+    /// let worker = service.spawn_job_worker(JobConfig::default());
+    /// while service.find_job(&job.id).await?.map(|j| j.status) != Some(JobStatus::Succeeded) {
+    ///     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    /// }
+    /// worker.shutdown().await;
+    /// let repriced = service.find_by_id(ProductId::parse(created.id)?).await?;
+    /// assert_eq!(repriced.price_cents, 8_099); // 8 999 - 10 %, to the nearest cent
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn spawn_job_worker(&self, config: JobConfig) -> JobWorker {
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(work(self.clone(), config, stopped));

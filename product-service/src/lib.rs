@@ -19,6 +19,42 @@
 //! - [`db`]: connecting (SQLite or PostgreSQL) and [`migrate`].
 //! - `entity` (private): the sea-orm entity. Its write side never leaves this crate.
 //!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+//! use cache_service::{CacheConfig, CacheService};
+//! use product_service::{
+//!     Category, Description, NewProduct, PriceCents, ProductId, ProductName, ProductPatch,
+//!     ProductService, Sku, Stock,
+//! };
+//!
+//! let db = product_service::connect("sqlite::memory:").await?;
+//! product_service::migrate(&db).await?;
+//! let cache = CacheService::in_memory(CacheConfig::with_prefix("shop"), 10_000)?;
+//! let service = ProductService::new(db, cache).await?;
+//!
+//! let created = service
+//!     .create(NewProduct {
+//!         sku: Sku::parse("KB-001")?,
+//!         name: ProductName::parse("Mechanical keyboard")?,
+//!         description: Description::default(),
+//!         price_cents: PriceCents::parse(8_999)?,
+//!         stock: Stock::parse(12)?,
+//!         category: Category::parse("keyboards")?,
+//!     })
+//!     .await?;
+//! let id = ProductId::parse(created.id)?;
+//! assert_eq!(service.find_by_id(id).await?, created); // now cached
+//!
+//! let patch = ProductPatch { price_cents: Some(PriceCents::parse(7_999)?), ..Default::default() };
+//! service.patch(id, patch, None).await?; // commit, then invalidate
+//! assert_eq!(service.find_by_id(id).await?.price_cents, 7_999);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Invariants
 //!
 //! 1. **Single write path.** Outside this crate no code can insert, update or delete a

@@ -1,12 +1,36 @@
 //! Schema migrations, applied by [`migrate`](crate::migrate).
+//!
+//! The database may be shared with another embedder of `cache-service` (an application
+//! with its own tables and its own sea-orm migrator): product-service records its
+//! migrations in a table of its own ([`MIGRATION_TABLE`]), and every migration that
+//! touches the shared coherence tables looks at what is there first, so it works
+//! whether the other application migrated before or after it.
 
 use sea_orm::TransactionTrait;
+use sea_orm::sea_query::{Alias, IntoIden};
 use sea_orm_migration::prelude::*;
+
+/// Where product-service records its applied migrations. Not sea-orm's default
+/// (`seaql_migrations`): a host application's own migrator keeps its rows there and
+/// refuses to run beside rows of migrations it does not know.
+pub(crate) const MIGRATION_TABLE: &str = "product_service_migrations";
+
+/// sea-orm's default migration table, where product-service recorded its migrations
+/// before it had [`MIGRATION_TABLE`].
+pub(crate) const LEGACY_MIGRATION_TABLE: &str = "seaql_migrations";
+
+/// The first migration product-service ever applies: finding it in
+/// [`LEGACY_MIGRATION_TABLE`] is what marks a database migrated the old way.
+const FIRST_MIGRATION: &str = "m20261126_000001_create_product";
 
 pub(crate) struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
+    fn migration_table_name() -> DynIden {
+        Alias::new(MIGRATION_TABLE).into_iden()
+    }
+
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(CreateProduct),
@@ -40,7 +64,7 @@ struct CreateProduct;
 
 impl MigrationName for CreateProduct {
     fn name(&self) -> &str {
-        "m20261126_000001_create_product"
+        FIRST_MIGRATION
     }
 }
 
@@ -198,6 +222,11 @@ const SQLITE_OUTBOX: &[&str] = &[
 #[async_trait::async_trait]
 impl MigrationTrait for CreateOutbox {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if has_generic_outbox(manager).await? {
+            // Another embedder created the generic outbox first: these triggers would
+            // write columns it does not have. The generic ones come with migration 7.
+            return Ok(());
+        }
         let statements = match manager.get_database_backend() {
             sea_orm::DbBackend::Postgres => POSTGRES_OUTBOX,
             sea_orm::DbBackend::Sqlite => SQLITE_OUTBOX,
@@ -413,7 +442,11 @@ const POSTGRES_OWE_INVALIDATION: &str =
 #[async_trait::async_trait]
 impl MigrationTrait for QuietServiceWrites {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == sea_orm::DbBackend::Postgres {
+        // On a generic outbox (created by another embedder) the product-only function
+        // has no place: migration 7 installs the generic one, which is quiet already.
+        if manager.get_database_backend() == sea_orm::DbBackend::Postgres
+            && !has_generic_outbox(manager).await?
+        {
             manager
                 .get_connection()
                 .execute_unprepared(POSTGRES_OWE_INVALIDATION)
@@ -478,6 +511,11 @@ impl MigrationTrait for RepriceJobOwner {
 /// `namespace` and `entity_id`, and the product triggers are the ones
 /// [`OutboxTable`](cache_service::OutboxTable) writes (versions never go back, a created
 /// row owes an unconditional removal, a changed id owes both ids).
+///
+/// The columns change only where they are still the product-only ones: another embedder
+/// of `cache-service` may have created the generic outbox
+/// ([`tables_migration`](cache_service::coherence::tables_migration)) before
+/// product-service first migrated this database.
 struct GenericOutbox;
 
 impl MigrationName for GenericOutbox {
@@ -494,17 +532,21 @@ impl MigrationTrait for GenericOutbox {
         let to_db = |e: cache_service::CacheError| DbErr::Migration(e.to_string());
         // The old triggers write the old columns: gone before the columns change.
         let mut statements = table.uninstall_statements(backend).map_err(to_db)?;
-        let namespace_type = match backend {
-            sea_orm::DbBackend::Postgres => "VARCHAR(64)",
-            _ => "TEXT",
-        };
-        statements.extend([
-            "ALTER TABLE cache_outbox RENAME COLUMN product_id TO entity_id".to_owned(),
-            format!(
-                "ALTER TABLE cache_outbox ADD COLUMN namespace {namespace_type} NOT NULL DEFAULT '{}'",
+        if manager.has_column(OUTBOX, "product_id").await? {
+            statements.push(format!(
+                "ALTER TABLE {OUTBOX} RENAME COLUMN product_id TO entity_id"
+            ));
+        }
+        if !manager.has_column(OUTBOX, "namespace").await? {
+            let namespace_type = match backend {
+                sea_orm::DbBackend::Postgres => "VARCHAR(64)",
+                _ => "TEXT",
+            };
+            statements.push(format!(
+                "ALTER TABLE {OUTBOX} ADD COLUMN namespace {namespace_type} NOT NULL DEFAULT '{}'",
                 table.namespace.name()
-            ),
-        ]);
+            ));
+        }
         statements.extend(table.install_statements(backend).map_err(to_db)?);
         if backend == sea_orm::DbBackend::Postgres {
             // A cluster's identity names every master: longer than one run_id.
@@ -518,6 +560,70 @@ impl MigrationTrait for GenericOutbox {
             "the generic outbox cannot be turned back into the product-only one".into(),
         ))
     }
+}
+
+/// The outbox table, product-only (migrations 2–6) or generic (migration 7 on, or
+/// another embedder's [`tables_migration`](cache_service::coherence::tables_migration)).
+const OUTBOX: &str = "cache_outbox";
+
+/// Whether `cache_outbox` exists in its generic form already.
+async fn has_generic_outbox(manager: &SchemaManager<'_>) -> Result<bool, DbErr> {
+    manager.has_column(OUTBOX, "entity_id").await
+}
+
+/// Moves product-service's rows from [`LEGACY_MIGRATION_TABLE`] into
+/// [`MIGRATION_TABLE`], so a database migrated before product-service had its own table
+/// is not migrated again, and the default table is left to the host application.
+///
+/// Only when the legacy table holds product-service's first migration: sea-orm refuses
+/// to run a migrator beside applied migrations it does not know, so a database that
+/// product-service migrated the old way had no other migrator's rows in that table,
+/// and every row there named like one of product-service's migrations is its own.
+/// Rows of other names are never touched. Idempotent: a row already carried over is
+/// not inserted twice, and once moved there is nothing left to move.
+pub(crate) async fn adopt_legacy_rows(db: &sea_orm::DatabaseConnection) -> Result<(), DbErr> {
+    use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
+
+    Migrator::install(db).await?;
+    let manager = SchemaManager::new(db);
+    if !manager.has_table(LEGACY_MIGRATION_TABLE).await? {
+        return Ok(());
+    }
+    let backend = db.get_database_backend();
+    let ours = Migrator::migrations()
+        .iter()
+        .map(|migration| format!("'{}'", migration.name()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let legacy = db
+        .query_one_raw(Statement::from_string(
+            backend,
+            format!(
+                "SELECT version FROM {LEGACY_MIGRATION_TABLE} WHERE version = '{FIRST_MIGRATION}'"
+            ),
+        ))
+        .await?;
+    if legacy.is_none() {
+        return Ok(());
+    }
+    let txn = db.begin().await?;
+    txn.execute_unprepared(&format!(
+        "INSERT INTO {MIGRATION_TABLE} (version, applied_at) \
+         SELECT version, applied_at FROM {LEGACY_MIGRATION_TABLE} WHERE version IN ({ours}) \
+         ON CONFLICT (version) DO NOTHING"
+    ))
+    .await?;
+    txn.execute_unprepared(&format!(
+        "DELETE FROM {LEGACY_MIGRATION_TABLE} WHERE version IN ({ours})"
+    ))
+    .await?;
+    txn.commit().await?;
+    tracing::info!(
+        from = LEGACY_MIGRATION_TABLE,
+        to = MIGRATION_TABLE,
+        "product-service's applied migrations carried over to its own table"
+    );
+    Ok(())
 }
 
 /// Runs `statements` in order in one transaction, stopping at the first error: on one

@@ -32,6 +32,18 @@ pub const PRODUCT_LIST: Group = Group::new("product_list");
 
 /// The `product` table as the coherence component knows it: its triggers record every
 /// change of a product in the outbox, whoever makes it.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use product_service::{PRODUCT, PRODUCT_LIST, PRODUCT_TABLE};
+///
+/// assert_eq!((PRODUCT_TABLE.table, PRODUCT_TABLE.namespace), ("product", PRODUCT));
+/// assert_eq!(PRODUCT_TABLE.groups, &[PRODUCT_LIST]);
+/// # Ok(())
+/// # }
+/// ```
 pub const PRODUCT_TABLE: OutboxTable = OutboxTable {
     table: "product",
     id_column: "id",
@@ -133,24 +145,79 @@ pub struct ProductService {
 }
 
 impl ProductService {
-    /// A service over a migrated database and a cache.
-    pub fn new(db: DatabaseConnection, cache: CacheService) -> Self {
-        Self::with_config(db, cache, CoherenceConfig::default())
+    /// A service over a database migrated by [`migrate`](crate::migrate) and a cache.
+    ///
+    /// `db` may be [`connect`](crate::connect)'s or the caller's own pool; either way its
+    /// sessions must have the settings `connect` gives them (SQLite: WAL for a file, a
+    /// busy timeout; PostgreSQL: the outbox trigger's `NOTIFY` off). They are checked
+    /// here, and a pool without them is refused with [`Error::MissingSessionSettings`]
+    /// naming each one: they would have to hold on every connection the pool opens,
+    /// which only the pool's connect options can promise, so they are not applied from
+    /// here. Fails with [`Error::Database`] if the database does not answer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use cache_service::{CacheConfig, CacheService};
+    /// use product_service::ProductService;
+    ///
+    /// let db = product_service::connect("sqlite::memory:").await?;
+    /// product_service::migrate(&db).await?;
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("shop"), 10_000)?;
+    /// let service = ProductService::new(db, cache).await?;
+    /// # drop(service);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn new(db: DatabaseConnection, cache: CacheService) -> Result<Self> {
+        Self::with_config(db, cache, CoherenceConfig::default()).await
     }
 
     /// [`new`](Self::new) with the coherence component's settings (relay pace, the
     /// bound on a write's wait for a relay).
-    pub fn with_config(
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use cache_service::{CacheConfig, CacheService, CoherenceConfig};
+    /// use product_service::ProductService;
+    ///
+    /// let db = product_service::connect("sqlite::memory:").await?;
+    /// product_service::migrate(&db).await?;
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("shop"), 10_000)?;
+    /// let coherence = CoherenceConfig {
+    ///     ack_timeout: Duration::from_millis(200),
+    ///     ..CoherenceConfig::default()
+    /// };
+    /// let service = ProductService::with_config(db, cache, coherence).await?;
+    /// assert_eq!(service.coherence().config().ack_timeout, Duration::from_millis(200));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn with_config(
         db: DatabaseConnection,
         cache: CacheService,
         config: CoherenceConfig,
-    ) -> Self {
-        Self {
-            coherence: Coherence::new(db.clone(), cache, &[PRODUCT_TABLE], config),
+    ) -> Result<Self> {
+        let coherence = Coherence::new(db.clone(), cache, &[PRODUCT_TABLE], config)
+            .await
+            .map_err(|error| match error {
+                CacheError::MissingSessionSettings(missing) => {
+                    Error::MissingSessionSettings(missing)
+                }
+                other => Error::from(other),
+            })?;
+        Ok(Self {
+            coherence,
             db,
             #[cfg(feature = "fault-injection")]
             pause_after_commit: false,
-        }
+        })
     }
 
     /// **Test-only fault injection.** Every write then hangs forever between its commit
@@ -181,6 +248,23 @@ impl ProductService {
     }
 
     /// Checks that the database answers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// service.ping_database().await?;
+    /// service.close().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn ping_database(&self) -> Result<()> {
         self.db.ping().await.map_err(Error::from)
     }
@@ -191,6 +275,37 @@ impl ProductService {
     }
 
     /// The product with `id`, from the cache when possible.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// # let keyboard = NewProduct {
+    /// #     sku: Sku::parse("KB-001")?,
+    /// #     name: ProductName::parse("Mechanical keyboard")?,
+    /// #     description: Description::default(),
+    /// #     price_cents: PriceCents::parse(8_999)?,
+    /// #     stock: Stock::parse(12)?,
+    /// #     category: Category::parse("keyboards")?,
+    /// # };
+    /// let created = service.create(keyboard).await?;
+    /// let id = ProductId::parse(created.id)?;
+    /// assert_eq!(service.find_by_id(id).await?, created); // a miss: loaded and cached
+    /// assert_eq!(service.find_by_id(id).await?, created); // a hit
+    /// assert!(matches!(
+    ///     service.find_by_id(ProductId::parse(999)?).await,
+    ///     Err(Error::NotFound { .. })
+    /// ));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn find_by_id(&self, id: ProductId) -> Result<Product> {
         let key = self.cache().key(PRODUCT, id);
         let found = self
@@ -202,6 +317,33 @@ impl ProductService {
 
     /// [`find_by_id`](Self::find_by_id) as the JSON of a [`Product`], for a server that
     /// sends it on: a cache hit is not decoded. `version` is the product's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// # let keyboard = NewProduct {
+    /// #     sku: Sku::parse("KB-001")?,
+    /// #     name: ProductName::parse("Mechanical keyboard")?,
+    /// #     description: Description::default(),
+    /// #     price_cents: PriceCents::parse(8_999)?,
+    /// #     stock: Stock::parse(12)?,
+    /// #     category: Category::parse("keyboards")?,
+    /// # };
+    /// let created = service.create(keyboard).await?;
+    /// let json = service.find_by_id_json(ProductId::parse(created.id)?).await?;
+    /// let read: Product = serde_json::from_slice(&json.json)?;
+    /// assert_eq!(read, created);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn find_by_id_json(&self, id: ProductId) -> Result<CachedJson> {
         let key = self.cache().key(PRODUCT, id);
         let found = self
@@ -212,6 +354,32 @@ impl ProductService {
     }
 
     /// One page of products ordered by id, from the cache when possible.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// # let keyboard = NewProduct {
+    /// #     sku: Sku::parse("KB-001")?,
+    /// #     name: ProductName::parse("Mechanical keyboard")?,
+    /// #     description: Description::default(),
+    /// #     price_cents: PriceCents::parse(8_999)?,
+    /// #     stock: Stock::parse(12)?,
+    /// #     category: Category::parse("keyboards")?,
+    /// # };
+    /// service.create(keyboard).await?;
+    /// let page = service.find_in_page(&PageQuery::parse(1, 20, None)?).await?;
+    /// assert_eq!((page.total, page.items.len()), (1, 1));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn find_in_page(&self, query: &PageQuery) -> Result<ProductPage> {
         let page = self
             .cache()
@@ -223,6 +391,33 @@ impl ProductService {
 
     /// [`find_in_page`](Self::find_in_page) as the JSON of a [`ProductPage`], for a
     /// server that sends it on: a cache hit is not decoded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// # let keyboard = NewProduct {
+    /// #     sku: Sku::parse("KB-001")?,
+    /// #     name: ProductName::parse("Mechanical keyboard")?,
+    /// #     description: Description::default(),
+    /// #     price_cents: PriceCents::parse(8_999)?,
+    /// #     stock: Stock::parse(12)?,
+    /// #     category: Category::parse("keyboards")?,
+    /// # };
+    /// service.create(keyboard).await?;
+    /// let json = service.find_in_page_json(&PageQuery::parse(1, 20, None)?).await?;
+    /// let page: ProductPage = serde_json::from_slice(&json.json)?;
+    /// assert_eq!(page.total, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn find_in_page_json(&self, query: &PageQuery) -> Result<CachedJson> {
         let page = self
             .cache()
@@ -267,6 +462,32 @@ impl ProductService {
     }
 
     /// Creates a product at version 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// # let keyboard = NewProduct {
+    /// #     sku: Sku::parse("KB-001")?,
+    /// #     name: ProductName::parse("Mechanical keyboard")?,
+    /// #     description: Description::default(),
+    /// #     price_cents: PriceCents::parse(8_999)?,
+    /// #     stock: Stock::parse(12)?,
+    /// #     category: Category::parse("keyboards")?,
+    /// # };
+    /// let created = service.create(keyboard.clone()).await?;
+    /// assert_eq!((created.sku.as_str(), created.version), ("KB-001", 1));
+    /// assert!(matches!(service.create(keyboard).await, Err(Error::DuplicateSku(_))));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn create(&self, input: NewProduct) -> Result<Product> {
         let now = now();
         let row = product::ActiveModel {
@@ -292,6 +513,39 @@ impl ProductService {
 
     /// Replaces every writable field (PUT). With `expected`, fails with
     /// [`Error::VersionMismatch`] unless the row is at that version.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// # let keyboard = NewProduct {
+    /// #     sku: Sku::parse("KB-001")?,
+    /// #     name: ProductName::parse("Mechanical keyboard")?,
+    /// #     description: Description::default(),
+    /// #     price_cents: PriceCents::parse(8_999)?,
+    /// #     stock: Stock::parse(12)?,
+    /// #     category: Category::parse("keyboards")?,
+    /// # };
+    /// let created = service.create(keyboard.clone()).await?;
+    /// let id = ProductId::parse(created.id)?;
+    /// let cheaper = NewProduct { price_cents: PriceCents::parse(7_999)?, ..keyboard };
+    /// let replaced = service.replace(id, cheaper.clone(), Some(Version::parse(1)?)).await?;
+    /// assert_eq!((replaced.price_cents, replaced.version), (7_999, 2));
+    /// // A stale version changes nothing.
+    /// assert!(matches!(
+    ///     service.replace(id, cheaper, Some(Version::parse(1)?)).await,
+    ///     Err(Error::VersionMismatch { .. })
+    /// ));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn replace(
         &self,
         id: ProductId,
@@ -303,6 +557,35 @@ impl ProductService {
 
     /// Changes the given fields (PATCH). An empty patch changes nothing and returns the
     /// product as it is (still checking `expected`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// # let keyboard = NewProduct {
+    /// #     sku: Sku::parse("KB-001")?,
+    /// #     name: ProductName::parse("Mechanical keyboard")?,
+    /// #     description: Description::default(),
+    /// #     price_cents: PriceCents::parse(8_999)?,
+    /// #     stock: Stock::parse(12)?,
+    /// #     category: Category::parse("keyboards")?,
+    /// # };
+    /// let created = service.create(keyboard).await?;
+    /// let id = ProductId::parse(created.id)?;
+    /// let patch = ProductPatch { stock: Some(Stock::parse(3)?), ..ProductPatch::default() };
+    /// let patched = service.patch(id, patch, None).await?;
+    /// assert_eq!((patched.stock, patched.version), (3, 2));
+    /// assert_eq!(service.find_by_id(id).await?, patched, "the read after the write sees it");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn patch(
         &self,
         id: ProductId,
@@ -321,6 +604,34 @@ impl ProductService {
     }
 
     /// Deletes the product. With `expected`, only if the row is at that version.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// # let keyboard = NewProduct {
+    /// #     sku: Sku::parse("KB-001")?,
+    /// #     name: ProductName::parse("Mechanical keyboard")?,
+    /// #     description: Description::default(),
+    /// #     price_cents: PriceCents::parse(8_999)?,
+    /// #     stock: Stock::parse(12)?,
+    /// #     category: Category::parse("keyboards")?,
+    /// # };
+    /// let created = service.create(keyboard).await?;
+    /// let id = ProductId::parse(created.id)?;
+    /// service.delete(id, Some(Version::parse(1)?)).await?;
+    /// assert!(matches!(service.find_by_id(id).await, Err(Error::NotFound { .. })));
+    /// assert!(matches!(service.delete(id, None).await, Err(Error::NotFound { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn delete(&self, id: ProductId, expected: Option<Version>) -> Result<()> {
         let mut delete = product::Entity::delete_many().filter(product::Column::Id.eq(id.get()));
         if let Some(expected) = expected {
@@ -395,6 +706,33 @@ impl ProductService {
 
     /// The coherence component with `batch_size` rows per batch, to drain or count the
     /// outbox (see [`Coherence::drain`], [`Coherence::backlog`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// # let keyboard = NewProduct {
+    /// #     sku: Sku::parse("KB-001")?,
+    /// #     name: ProductName::parse("Mechanical keyboard")?,
+    /// #     description: Description::default(),
+    /// #     price_cents: PriceCents::parse(8_999)?,
+    /// #     stock: Stock::parse(12)?,
+    /// #     category: Category::parse("keyboards")?,
+    /// # };
+    /// service.create(keyboard).await?;
+    /// let coherence = service.relay(100);
+    /// coherence.drain().await?;
+    /// assert_eq!(coherence.backlog().await?, 0, "nothing is owed after a drain");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn relay(&self, batch_size: u64) -> Coherence {
         self.coherence.with_config(CoherenceConfig {
             batch_size,
@@ -406,6 +744,34 @@ impl ProductService {
     /// Every process that serves reads should run one; [`RelayHandle::shutdown`] drains
     /// it. A server uses [`Coherence::start_relay`], which also refuses incoherent
     /// set-ups.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// # let keyboard = NewProduct {
+    /// #     sku: Sku::parse("KB-001")?,
+    /// #     name: ProductName::parse("Mechanical keyboard")?,
+    /// #     description: Description::default(),
+    /// #     price_cents: PriceCents::parse(8_999)?,
+    /// #     stock: Stock::parse(12)?,
+    /// #     category: Category::parse("keyboards")?,
+    /// # };
+    /// let relay = service.spawn_relay(CoherenceConfig::default());
+    /// relay.first_pass().await;
+    /// service.create(keyboard).await?;
+    /// relay.shutdown().await; // applies what is still owed, then stops
+    /// assert_eq!(service.coherence().backlog().await?, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn spawn_relay(&self, config: CoherenceConfig) -> RelayHandle {
         self.coherence.with_config(config).spawn_relay()
     }

@@ -67,7 +67,7 @@ impl Fixture {
         .expect("redis connects");
         let redis = crate::redis_client(&redis_url).await.expect("client");
         Some(Self {
-            service: ProductService::new(db, cache),
+            service: ProductService::new(db, cache).await.expect("service"),
             database_url: db_url.to_owned(),
             redis_url: redis_url.clone(),
             redis,
@@ -96,6 +96,8 @@ impl Fixture {
         .await
         .expect("redis connects");
         ProductService::with_config(db, cache, config)
+            .await
+            .expect("service")
     }
 
     /// Whether this fixture has a private Redis, which tests that stop or restart their
@@ -239,7 +241,7 @@ pub async fn service_over(
     )
     .await
     .expect("Redis connects");
-    let service = ProductService::new(db, cache);
+    let service = ProductService::new(db, cache).await.expect("service");
     let relay = service.spawn_relay(CoherenceConfig {
         poll_interval: std::time::Duration::from_millis(50),
         ..CoherenceConfig::default()

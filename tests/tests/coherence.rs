@@ -381,21 +381,21 @@ async fn an_in_process_cache_refuses_to_share_its_database() {
         "sqlite://{}?mode=rwc",
         dir.path().join("products.db").display()
     );
-    let service = |db| {
+    let service = async |db| {
         let cache =
             CacheService::in_memory(CacheConfig::with_prefix("shared"), 1000).expect("cache");
-        ProductService::new(db, cache)
+        ProductService::new(db, cache).await.expect("service")
     };
     let db = product_service::connect(&url).await.expect("connect");
     product_service::migrate(&db).await.expect("migrate");
-    let first = service(db);
+    let first = service(db).await;
     let running = first
         .coherence()
         .start_relay()
         .await
         .expect("the first one starts");
 
-    let second = service(product_service::connect(&url).await.expect("connect"));
+    let second = service(product_service::connect(&url).await.expect("connect")).await;
     let refused = second.coherence().start_relay().await;
     assert!(
         matches!(&refused, Err(CacheError::Incoherent(message)) if message.contains("Redis")),
@@ -426,7 +426,9 @@ async fn any_table_gets_the_outbox_triggers() {
         namespace: ORDER,
         groups: &[ORDER_LIST],
     };
-    let db = Database::connect("sqlite::memory:").await.expect("connect");
+    let db = product_service::connect("sqlite::memory:")
+        .await
+        .expect("connect");
     db.execute_unprepared(
         "CREATE TABLE orders (id INTEGER PRIMARY KEY, total INTEGER NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
     )
@@ -478,7 +480,9 @@ async fn any_table_gets_the_outbox_triggers() {
         "created at v1, changed to v2 (raised by the trigger), deleted after v2"
     );
     let cache = CacheService::in_memory(CacheConfig::with_prefix("orders"), 100).expect("cache");
-    let coherence = Coherence::new(db, cache, &[ORDERS], CoherenceConfig::default());
+    let coherence = Coherence::new(db, cache, &[ORDERS], CoherenceConfig::default())
+        .await
+        .expect("coherence");
     assert_eq!(coherence.drain().await.expect("drain"), 3);
     assert_eq!(coherence.backlog().await.expect("backlog"), 0);
 }
@@ -503,7 +507,9 @@ async fn registrations_of_long_gone_processes_are_forgotten() {
     .await
     .expect("a crashed process's registration");
     let cache = CacheService::in_memory(CacheConfig::with_prefix("forget"), 100).expect("cache");
-    let service = ProductService::new(db.clone(), cache);
+    let service = ProductService::new(db.clone(), cache)
+        .await
+        .expect("service");
     let relay = service
         .coherence()
         .start_relay()

@@ -440,7 +440,9 @@ async fn two_instances_share_the_outbox_and_lose_nothing() {
         )
         .await
         .expect("second cache handle"),
-    );
+    )
+    .await
+    .expect("service");
     let fast = CoherenceConfig {
         poll_interval: Duration::from_millis(50),
         batch_size: 25,

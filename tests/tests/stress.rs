@@ -96,7 +96,9 @@ async fn readers_never_go_back_in_time(f: Fixture) {
             .await
             .expect("second connection"),
         CacheService::in_memory(CacheConfig::with_prefix("truth"), 100).expect("memory cache"),
-    );
+    )
+    .await
+    .expect("service");
     for product in ids.iter() {
         let cached = f.service.find_by_id(id(*product)).await.expect("read");
         let again = f.service.find_by_id(id(*product)).await.expect("read");

@@ -101,7 +101,7 @@ impl From<product_service::Error> for ApiError {
                 Self::PreconditionFailed(problem(StatusCode::PRECONDITION_FAILED))
             }
             E::Invalid(_) => Self::BadRequest(problem(StatusCode::BAD_REQUEST)),
-            E::Database(_) | E::Cache(_) | E::JobLost => {
+            E::Database(_) | E::Cache(_) | E::JobLost | E::MissingSessionSettings(_) => {
                 tracing::error!(error = %error_chain(&error), "request failed");
                 Self::internal()
             }

@@ -22,6 +22,34 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
 /// The running relay. [`shutdown`](Self::shutdown) stops it after one last drain and
 /// waits; dropping the handle stops it the same way without waiting.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// # use cache_service::*;
+/// # use sea_orm::{ConnectionTrait, Database};
+/// # use sea_orm_migration::{MigrationTrait, SchemaManager};
+/// # const NOTE: Namespace = Namespace::new("note");
+/// # const NOTES: OutboxTable = OutboxTable {
+/// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+/// # };
+/// # let db = Database::connect("sqlite::memory:").await?;
+/// # db.execute_unprepared(
+/// #     "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
+/// # ).await?;
+/// # let manager = SchemaManager::new(&db);
+/// # coherence::tables_migration().up(&manager).await?;
+/// # NOTES.migration("m_notes_outbox").up(&manager).await?;
+/// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+/// # let coherence = Coherence::new(db.clone(), cache, &[NOTES], CoherenceConfig::default()).await?;
+/// let relay = coherence.spawn_relay();
+/// relay.first_pass().await; // the cache is open to reads from here on
+/// relay.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct RelayHandle {
     stop: watch::Sender<bool>,

@@ -33,6 +33,32 @@ pub(crate) const CHANNEL: &str = "cache_outbox";
 /// values such as list pages). Its triggers record every change in the outbox.
 ///
 /// Names are SQL identifiers: lower-case ASCII letters, digits and `_`.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use cache_service::{Group, Namespace, OutboxTable};
+/// use sea_orm::DbBackend;
+///
+/// const ORDER: Namespace = Namespace::new("order");
+/// const ORDER_PAGE: Group = Group::new("order_page");
+/// const ORDERS: OutboxTable = OutboxTable {
+///     table: "orders",
+///     id_column: "id",
+///     version_column: "version",
+///     namespace: ORDER,
+///     groups: &[ORDER_PAGE],
+/// };
+/// let sql = ORDERS.install_statements(DbBackend::Postgres)?;
+/// assert!(sql.iter().any(|s| s.contains("CREATE TRIGGER orders_owe_invalidation")));
+/// // Names are spelled into SQL as they are, so only plain identifiers are accepted.
+/// let bad = OutboxTable { table: "orders; DROP TABLE x", ..ORDERS };
+/// assert!(bad.install_statements(DbBackend::Sqlite).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxTable {
     /// The table's name.
@@ -48,7 +74,9 @@ pub struct OutboxTable {
 }
 
 impl OutboxTable {
-    fn check(&self) -> Result<()> {
+    /// Fails unless every name is a plain SQL identifier, so it can be spelled into SQL
+    /// as it is.
+    pub(crate) fn check(&self) -> Result<()> {
         for name in [self.table, self.id_column, self.version_column] {
             let ok = !name.is_empty()
                 && name
@@ -201,6 +229,38 @@ impl OutboxTable {
 
     /// A migration that installs this table's triggers (after the coherence tables and
     /// the table itself exist), named `name`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::*;
+    /// # use sea_orm::{ConnectionTrait, Database};
+    /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
+    /// # const NOTE: Namespace = Namespace::new("note");
+    /// # const NOTES: OutboxTable = OutboxTable {
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// # };
+    /// # let db = Database::connect("sqlite::memory:").await?;
+    /// # db.execute_unprepared(
+    /// #     "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
+    /// # ).await?;
+    /// # let manager = SchemaManager::new(&db);
+    /// # coherence::tables_migration().up(&manager).await?;
+    /// # NOTES.migration("m_notes_outbox").up(&manager).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let coherence = Coherence::new(db.clone(), cache, &[NOTES], CoherenceConfig::default()).await?;
+    /// // In a sea-orm migrator: the coherence tables first, then the table, then its triggers.
+    /// let migrations = vec![
+    ///     cache_service::coherence::tables_migration(),
+    ///     // Box::new(CreateNotes),
+    ///     NOTES.migration("m20260101_000002_notes_outbox"),
+    /// ];
+    /// # drop(migrations);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn migration(&self, name: &'static str) -> Box<dyn MigrationTrait> {
         Box::new(InstallTriggers { table: *self, name })
     }
@@ -270,6 +330,34 @@ pub(crate) async fn execute(
 
 /// The migration that creates the coherence tables (idempotent: `IF NOT EXISTS`).
 /// Run it before any [`OutboxTable::migration`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// # use cache_service::*;
+/// # use sea_orm::{ConnectionTrait, Database};
+/// # use sea_orm_migration::{MigrationTrait, SchemaManager};
+/// # const NOTE: Namespace = Namespace::new("note");
+/// # const NOTES: OutboxTable = OutboxTable {
+/// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+/// # };
+/// # let db = Database::connect("sqlite::memory:").await?;
+/// # db.execute_unprepared(
+/// #     "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
+/// # ).await?;
+/// # let manager = SchemaManager::new(&db);
+/// # coherence::tables_migration().up(&manager).await?;
+/// # NOTES.migration("m_notes_outbox").up(&manager).await?;
+/// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+/// # let coherence = Coherence::new(db.clone(), cache, &[NOTES], CoherenceConfig::default()).await?;
+/// // Idempotent: a second embedder of the same database may run it again.
+/// coherence::tables_migration().up(&manager).await?;
+/// assert_eq!(coherence.backlog().await?, 0);
+/// # Ok(())
+/// # }
+/// ```
 pub fn tables_migration() -> Box<dyn MigrationTrait> {
     Box::new(CreateTables)
 }

@@ -5,6 +5,7 @@
 #[macro_use]
 mod support;
 
+mod coexist;
 mod demo;
 mod failed_writes;
 mod outage;

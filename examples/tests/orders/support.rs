@@ -101,7 +101,9 @@ impl Env {
         )
         .await
         .expect("Redis connects");
-        let service = OrderService::with_config(db, cache, relay);
+        let service = OrderService::with_config(db, cache, relay)
+            .await
+            .expect("the service accepts the connection");
         let relay = service.start_relay().await.expect("the relay starts");
         relay.first_pass().await;
         Self {

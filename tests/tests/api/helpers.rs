@@ -59,8 +59,16 @@ pub fn test_name() -> String {
 
 /// A server on a fresh SQLite file with the in-process memory cache.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_adjusted(|_| {}).await
+}
+
+/// [`spawn_app`] with some settings changed by `adjust`.
+pub async fn spawn_app_adjusted(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let (dir, url) = sqlite_database();
-    build(url, None, None, Some(dir), None).await
+    let mut app = start_adjusted(url, None, unique_prefix(&test_name()), adjust).await;
+    app._sqlite_dir = Some(dir);
+    app.wait_until_the_cache_is_ready().await;
+    app
 }
 
 /// A server on a fresh SQLite file with Redis (`TEST_REDIS_URL` under a unique prefix, or
@@ -119,8 +127,18 @@ async fn build(
 /// A server on `database_url` with cache prefix `prefix` (and Redis at `redis_url`, if
 /// any), serving; it does not wait for its cache to be ready.
 pub async fn start(database_url: String, redis_url: Option<String>, prefix: String) -> TestApp {
+    start_adjusted(database_url, redis_url, prefix, |_| {}).await
+}
+
+/// [`start`] with some settings changed by `adjust`.
+pub async fn start_adjusted(
+    database_url: String,
+    redis_url: Option<String>,
+    prefix: String,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
     let token = format!("test-token-{:032x}", rand::random::<u128>());
-    let settings = Settings {
+    let mut settings = Settings {
         bind: "127.0.0.1:0".parse().expect("a socket address"),
         database_url: database_url.clone(),
         redis_url: redis_url.clone(),
@@ -130,6 +148,7 @@ pub async fn start(database_url: String, redis_url: Option<String>, prefix: Stri
         api_token: Some(token.clone()),
         ..api_server::Settings::default()
     };
+    adjust(&mut settings);
     let application = Application::build(&settings)
         .await
         .expect("the application builds");

@@ -7,7 +7,8 @@ use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    header, header_or_empty, id_of, metric, new_product, spawn_app, spawn_app_with_redis,
+    header, header_or_empty, id_of, metric, new_product, spawn_app, spawn_app_adjusted,
+    spawn_app_with_redis,
 };
 
 #[tokio::test]
@@ -131,6 +132,36 @@ async fn metrics_show_the_invalidation_backlog_gauge() {
             "no cache_invalidation_backlog gauge in:\n{text}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The server runs the invalidation auditor (`CACHE_AUDIT_INTERVAL_MS`): it compares the
+/// cached product with its row, and its counters are served; nothing is stale.
+#[tokio::test]
+async fn the_auditor_runs_in_the_server_and_its_counters_are_served() {
+    let app = spawn_app_adjusted(|settings| settings.cache_audit_interval_ms = 10).await;
+    let id = id_of(&app.create(&new_product("AUDIT-1")).await);
+    for _ in 0..2 {
+        assert_eq!(app.get_product(id).await.status(), StatusCode::OK);
+    }
+
+    let product = [("namespace", "product")];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = app.metrics().await;
+        if metric(&text, "cache_audit_checks_total", &product) >= 1.0 {
+            assert_eq!(
+                metric(&text, "cache_audit_mismatches_total", &product),
+                0.0,
+                "no stale entry:\n{text}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the auditor compared the cached product:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

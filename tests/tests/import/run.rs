@@ -115,7 +115,9 @@ async fn an_import_succeeds_when_redis_dies_and_the_outbox_keeps_the_invalidatio
     )
     .await
     .expect("redis connects");
-    let service = ProductService::new(db.clone(), cache);
+    let service = ProductService::new(db.clone(), cache)
+        .await
+        .expect("service");
     let files = Files::new();
     let mut csv = format!("{HEADER}\n");
     for n in 1..=1_200 {
