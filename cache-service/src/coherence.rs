@@ -38,7 +38,10 @@
 //!    in-process cache refuses to start while another relay runs on the same database,
 //!    and the reverse: the in-process cache cannot see other processes' invalidations.
 
+mod after_commit;
 pub mod audit;
+mod cache_epoch;
+mod change;
 mod relay;
 mod replay;
 mod schema;
@@ -48,155 +51,20 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sea_orm::sea_query::LockType;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
-    PaginatorTrait, QueryFilter, QuerySelect, SqliteTransactionMode, TransactionOptions,
-    TransactionTrait,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
 use tokio::sync::Notify;
 
-use crate::error::{CacheError, Result};
+use crate::error::Result;
 use crate::key::{Group, Invalidation, Namespace};
 use crate::service::CacheService;
 
 pub use audit::{AuditConfig, AuditReport, AuditTotals, AuditorHandle};
+pub use change::{Applied, Change, CoherenceConfig};
 pub use relay::RelayHandle;
 pub use schema::{NOTIFY_SETTING, OutboxTable, tables_migration};
 pub use session::{SessionSetting, check_session, missing_settings};
 
-use schema::{CHANNEL, epoch, outbox};
-
-/// How the coherence component runs.
-///
-/// # Examples
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
-/// use std::time::Duration;
-/// use cache_service::CoherenceConfig;
-///
-/// let config = CoherenceConfig {
-///     poll_interval: Duration::from_millis(50),
-///     ..CoherenceConfig::default()
-/// };
-/// assert_eq!(config.batch_size, 500);
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Clone)]
-pub struct CoherenceConfig {
-    /// How often a relay looks for owed invalidations without being woken.
-    pub poll_interval: Duration,
-    /// Rows applied per batch.
-    pub batch_size: u64,
-    /// How long a write whose invalidation could not be applied inline waits for a
-    /// relay to apply it before it returns anyway.
-    pub ack_timeout: Duration,
-}
-
-impl Default for CoherenceConfig {
-    fn default() -> Self {
-        Self {
-            poll_interval: Duration::from_millis(250),
-            batch_size: 500,
-            ack_timeout: Duration::from_secs(1),
-        }
-    }
-}
-
-/// One committed change of a row of an [`OutboxTable`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Change {
-    /// The table's namespace.
-    pub namespace: Namespace,
-    /// The row's id.
-    pub id: i64,
-    /// The row's version after the change (its last version + 1 for a delete); 0 for a
-    /// created row: whatever is cached under the id is removed, whatever its version
-    /// (an earlier incarnation of the id may have been cached at a higher one).
-    pub version: u64,
-}
-
-impl Change {
-    /// The row of `id` is at `version` now (a deleted row: its last version + 1).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
-    /// use cache_service::{Change, Namespace};
-    /// const NOTE: Namespace = Namespace::new("note");
-    ///
-    /// // A row updated to version 3, and a row deleted at version 4 (it owes 5).
-    /// assert_eq!(Change::at_version(NOTE, 1, 3).version, 3);
-    /// assert_eq!(Change::at_version(NOTE, 2, 4 + 1).version, 5);
-    /// assert_eq!(Change::created(NOTE, 3).version, 0);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn at_version(namespace: Namespace, id: i64, version: i64) -> Self {
-        Self {
-            namespace,
-            id,
-            version: version.unsigned_abs(),
-        }
-    }
-
-    /// The row of `id` was created.
-    pub fn created(namespace: Namespace, id: i64) -> Self {
-        Self {
-            namespace,
-            id,
-            version: 0,
-        }
-    }
-}
-
-/// How a write's invalidation was applied (see [`Coherence::after_commit`]).
-///
-/// # Examples
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
-/// use cache_service::{Applied, CacheConfig, CacheService, Change, Coherence, CoherenceConfig};
-/// use cache_service::{Namespace, OutboxTable, coherence};
-/// use sea_orm::{ConnectionTrait, Database};
-/// use sea_orm_migration::{MigrationTrait, SchemaManager};
-///
-/// const NOTE: Namespace = Namespace::new("note");
-/// const NOTES: OutboxTable = OutboxTable {
-///     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
-/// };
-/// let db = Database::connect("sqlite::memory:").await?;
-/// db.execute_unprepared("CREATE TABLE notes (id INTEGER PRIMARY KEY, version INTEGER NOT NULL DEFAULT 1)")
-///     .await?;
-/// let manager = SchemaManager::new(&db);
-/// coherence::tables_migration().up(&manager).await?;
-/// NOTES.migration("m_notes_outbox").up(&manager).await?;
-/// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 10)?;
-/// let coherence = Coherence::new(db.clone(), cache, &[NOTES], CoherenceConfig::default()).await?;
-///
-/// db.execute_unprepared("INSERT INTO notes (id) VALUES (1)").await?;
-/// match coherence.after_commit(&[Change::created(NOTE, 1)]).await {
-///     Applied::Inline | Applied::ByRelay => {} // a read that starts now sees the write
-///     Applied::Owed => eprintln!("the invalidation waits in the outbox"),
-/// }
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// By this process, right after the commit.
-    Inline,
-    /// By a relay (this process's or another's) while the write waited.
-    ByRelay,
-    /// Not yet: no relay applied it within the acknowledgement bound; it stays owed.
-    Owed,
-}
+use schema::{CHANNEL, outbox};
 
 /// The coherence component. Cloning is shallow.
 ///
@@ -276,7 +144,7 @@ impl Coherence {
     ///
     /// `db` is the caller's pool, so its session settings are checked here, not
     /// assumed ([`check_session`]): without them it fails with
-    /// [`CacheError::MissingSessionSettings`] naming each one missing. They cannot be
+    /// [`CacheError::MissingSessionSettings`](crate::CacheError::MissingSessionSettings) naming each one missing. They cannot be
     /// applied from here: a session setting must hold on every connection the pool
     /// will ever open, and only the pool's connect options reach those.
     pub async fn new(
@@ -322,67 +190,6 @@ impl Coherence {
     /// The configuration in use.
     pub fn config(&self) -> &CoherenceConfig {
         &self.inner.config
-    }
-
-    /// Checks which Redis the cache talks to and moves this process to the epoch every
-    /// process uses for it (a Redis not seen before starts a new epoch for all). Writers
-    /// need not call it: the first write does, and relays do on every pass.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
-    /// # use cache_service::*;
-    /// # use sea_orm::{ConnectionTrait, Database};
-    /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
-    /// # const NOTE: Namespace = Namespace::new("note");
-    /// # const NOTES: OutboxTable = OutboxTable {
-    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
-    /// # };
-    /// # let db = Database::connect("sqlite::memory:").await?;
-    /// # db.execute_unprepared(
-    /// #     "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
-    /// # ).await?;
-    /// # let manager = SchemaManager::new(&db);
-    /// # coherence::tables_migration().up(&manager).await?;
-    /// # NOTES.migration("m_notes_outbox").up(&manager).await?;
-    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
-    /// # let coherence = Coherence::new(db.clone(), cache, &[NOTES], CoherenceConfig::default()).await?;
-    /// coherence.join().await?; // the memory store has no identity to check: nothing moves
-    /// assert_eq!(coherence.cache().epoch(), 0);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn join(&self) -> Result<()> {
-        let cache = &self.inner.cache;
-        let before = cache.backend().refresh_reconnects();
-        let identity = match cache.backend().identity().await {
-            Ok(identity) => identity,
-            Err(error) => {
-                cache.hold_reads_until_resync();
-                return Err(error);
-            }
-        };
-        if let Some(identity) = identity {
-            let checked = lock(&self.inner.checked_identity).clone();
-            if checked.as_deref() != Some(identity.as_str()) {
-                let epoch = self.epoch_for(&identity).await?;
-                if epoch != cache.epoch() {
-                    tracing::info!(epoch, redis = %identity, "cache epoch changed: entries from before are ignored");
-                    cache.set_epoch(epoch);
-                }
-                *lock(&self.inner.checked_identity) = Some(identity);
-            }
-        }
-        let after = cache.backend().refresh_reconnects();
-        if before != after {
-            return Err(CacheError::Backend(
-                "the cache reconnected while its identity was checked".into(),
-            ));
-        }
-        cache.set_verified(after);
-        Ok(())
     }
 
     /// The one after-commit routine: applies what `changes` made stale (each change's
@@ -602,7 +409,7 @@ impl Coherence {
     }
 
     /// Like [`spawn_relay`](Self::spawn_relay), after registering this process on the
-    /// database, which fails ([`CacheError::Incoherent`]) when the set-up would be
+    /// database, which fails ([`CacheError::Incoherent`](crate::CacheError::Incoherent)) when the set-up would be
     /// incoherent: an in-process cache with any other relay on the database, or any
     /// cache with another relay's in-process cache. A registration left by a crashed
     /// process blocks for at most a few seconds.
@@ -688,49 +495,6 @@ impl Coherence {
             .find(|table| table.namespace.name() == namespace)
     }
 
-    /// Inline invalidation, only at a checked epoch and with no outage unresolved.
-    async fn invalidate_inline(&self, changes: &[Change]) -> bool {
-        let cache = &self.inner.cache;
-        let (items, groups) = self.invalidations(
-            changes
-                .iter()
-                .map(|c| (c.namespace.name(), c.id, c.version)),
-        );
-        if cache.needs_resync_for(&items, &groups) {
-            return false;
-        }
-        if !cache.is_verified()
-            && let Err(error) = self.join().await
-        {
-            tracing::debug!(%error, "cache: cannot check which Redis this is; the relays invalidate");
-            return false;
-        }
-        if let Err(error) = cache.invalidate_write(&items, &groups).await {
-            tracing::warn!(%error, "invalidation after commit failed; waiting for a relay");
-            return false;
-        }
-        self.settle_created(changes).await;
-        true
-    }
-
-    /// Deletes the "created" rows of `changes`, whose removal was just applied at a
-    /// checked epoch: a relay cannot tell an applied creation from one that was not
-    /// (nothing in Redis records it), and would remove the entry again, costing a load.
-    async fn settle_created(&self, changes: &[Change]) {
-        let created = changes.iter().filter(|c| c.version == 0);
-        for (namespace, ids) in ids_by_namespace(created) {
-            let deleted = outbox::Entity::delete_many()
-                .filter(outbox::Column::Namespace.eq(namespace))
-                .filter(outbox::Column::EntityId.is_in(ids))
-                .filter(outbox::Column::Version.lt(0))
-                .exec(&self.inner.db)
-                .await;
-            if let Err(error) = deleted {
-                tracing::debug!(%error, "created rows left for the relay");
-            }
-        }
-    }
-
     /// The invalidations that rows owe: per entity, an unconditional removal if one is
     /// owed, and a fence at the highest version owed; and their tables' groups, once
     /// each. Rows of tables this component does not know are skipped.
@@ -767,126 +531,6 @@ impl Coherence {
         }
         (items, groups)
     }
-
-    /// Wakes every relay (this process's at once, others by `NOTIFY` on PostgreSQL; on
-    /// SQLite they poll) and waits until none of `changes`' rows is owed any more.
-    ///
-    /// When nobody can apply it (this process's Redis does not answer, and no relay of
-    /// another process is registered), it returns at once: waiting would only slow every
-    /// write of an outage down.
-    async fn wait_for_relays(&self, changes: &[Change]) -> Applied {
-        let deadline = Instant::now() + self.inner.config.ack_timeout;
-        if self.inner.cache.ping().await.is_err() && !self.other_relays_alive().await {
-            tracing::debug!("no relay can apply the write's invalidation now; it stays owed");
-            return Applied::Owed;
-        }
-        self.wake_relays().await;
-        loop {
-            match self.owes(changes).await {
-                Ok(false) => return Applied::ByRelay,
-                Ok(true) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "cannot tell whether a relay applied a write's invalidation");
-                    return Applied::Owed;
-                }
-            }
-            if Instant::now() >= deadline {
-                tracing::warn!(
-                    timeout = ?self.inner.config.ack_timeout,
-                    "no relay applied a write's invalidation in time; it stays owed"
-                );
-                return Applied::Owed;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    async fn wake_relays(&self) {
-        self.inner.wake.notify_one();
-        if self.inner.db.get_database_backend() == DbBackend::Postgres
-            && let Err(error) = self
-                .inner
-                .db
-                .execute_unprepared(&format!("SELECT pg_notify('{CHANNEL}', '')"))
-                .await
-        {
-            tracing::warn!(%error, "cannot wake the other relays");
-        }
-    }
-
-    /// Whether any outbox row of these entities is still owed.
-    async fn owes(&self, changes: &[Change]) -> Result<bool> {
-        for (namespace, ids) in ids_by_namespace(changes.iter()) {
-            for ids in ids.chunks(500) {
-                let found = outbox::Entity::find()
-                    .filter(outbox::Column::Namespace.eq(namespace))
-                    .filter(outbox::Column::EntityId.is_in(ids.iter().copied()))
-                    .limit(1)
-                    .one(&self.inner.db)
-                    .await?;
-                if found.is_some() {
-                    return Ok(true);
-                }
-            }
-        }
-        Ok(false)
-    }
-
-    /// The epoch for the Redis with this identity, moving every process to a new one if
-    /// the identity is new. One transaction with the row locked, so processes agree.
-    async fn epoch_for(&self, identity: &str) -> Result<u64> {
-        let db = &self.inner.db;
-        let txn = db
-            .begin_with_options(TransactionOptions {
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                ..TransactionOptions::default()
-            })
-            .await?;
-        let mut select = epoch::Entity::find_by_id(1);
-        if db.get_database_backend() == DbBackend::Postgres {
-            select = select.lock(LockType::Update);
-        }
-        let epoch = match select.one(&txn).await? {
-            Some(row) if row.redis_id == identity => row.epoch,
-            Some(row) => {
-                let next = row.epoch + 1;
-                epoch::Entity::update(epoch::ActiveModel {
-                    id: Set(1),
-                    epoch: Set(next),
-                    redis_id: Set(identity.to_owned()),
-                })
-                .exec(&txn)
-                .await?;
-                next
-            }
-            None => {
-                epoch::Entity::insert(epoch::ActiveModel {
-                    id: Set(1),
-                    epoch: Set(0),
-                    redis_id: Set(identity.to_owned()),
-                })
-                .exec(&txn)
-                .await?;
-                0
-            }
-        };
-        txn.commit().await?;
-        Ok(epoch.unsigned_abs())
-    }
-}
-
-/// The ids of `changes`, by namespace name.
-fn ids_by_namespace<'a>(
-    changes: impl Iterator<Item = &'a Change>,
-) -> BTreeMap<&'static str, Vec<i64>> {
-    let mut by_namespace: BTreeMap<&'static str, Vec<i64>> = BTreeMap::new();
-    for change in changes {
-        by_namespace
-            .entry(change.namespace.name())
-            .or_default()
-            .push(change.id);
-    }
-    by_namespace
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -34,117 +34,14 @@ use crate::entity::{product, reprice_job};
 use crate::error::{Error, Result};
 use crate::service::{PRODUCT, ProductService, now};
 
+mod percent;
+mod status;
+
+pub use percent::RepricePercent;
+pub use status::{JobStatus, RepriceJob};
+
 /// A running job whose heartbeat is older than this is considered abandoned.
 pub const STALE_AFTER: Duration = Duration::from_secs(30);
-
-/// A price change in percent, [`MIN`](Self::MIN) to [`MAX`](Self::MAX) (a finite number).
-///
-/// # Examples
-///
-/// ```
-/// # fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
-/// use product_service::RepricePercent;
-///
-/// let discount = RepricePercent::parse(-10.0)?;
-/// assert_eq!(discount.apply(8_999), 8_099); // to the nearest cent
-/// assert!(RepricePercent::parse(-95.0).is_err(), "at most -90 %");
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RepricePercent(f64);
-
-impl RepricePercent {
-    /// The field's name as clients spell it.
-    pub const FIELD: &'static str = "percent";
-    /// The largest cut, in percent.
-    pub const MIN: f64 = -90.0;
-    /// The largest rise, in percent.
-    pub const MAX: f64 = 1000.0;
-
-    /// Parses a percentage.
-    pub fn parse(value: f64) -> Result<Self, ValidationError> {
-        if !value.is_finite() || !(Self::MIN..=Self::MAX).contains(&value) {
-            return Err(ValidationError::new(
-                Self::FIELD,
-                format!("must be between {} and {}", Self::MIN, Self::MAX),
-            ));
-        }
-        Ok(Self(value))
-    }
-
-    /// The percentage.
-    pub fn get(self) -> f64 {
-        self.0
-    }
-
-    /// `price` changed by this percentage, rounded to the nearest cent (halves away from
-    /// zero).
-    pub fn apply(self, price: i64) -> i64 {
-        (price as f64 * (100.0 + self.0) / 100.0).round() as i64
-    }
-}
-
-/// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobStatus {
-    /// Waiting for a worker.
-    Queued,
-    /// A worker is repricing.
-    Running,
-    /// Every matching product was repriced.
-    Succeeded,
-    /// Stopped on an error; batches committed before it stay applied.
-    Failed,
-}
-
-impl JobStatus {
-    /// The status as stored and as clients see it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-        }
-    }
-
-    fn parse(text: &str) -> Self {
-        match text {
-            "running" => Self::Running,
-            "succeeded" => Self::Succeeded,
-            "failed" => Self::Failed,
-            _ => Self::Queued,
-        }
-    }
-}
-
-/// A reprice job as clients see it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RepriceJob {
-    /// Job id (a UUID).
-    pub id: String,
-    /// Where the job is.
-    pub status: JobStatus,
-    /// Products of the category looked at so far.
-    pub matched: u64,
-    /// Products whose price changed so far.
-    pub updated: u64,
-    /// Why the job failed.
-    pub error: Option<String>,
-}
-
-impl From<reprice_job::Model> for RepriceJob {
-    fn from(m: reprice_job::Model) -> Self {
-        Self {
-            id: m.id,
-            status: JobStatus::parse(&m.status),
-            matched: m.matched.unsigned_abs(),
-            updated: m.updated.unsigned_abs(),
-            error: m.error,
-        }
-    }
-}
 
 /// How a worker runs.
 ///

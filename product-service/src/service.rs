@@ -9,19 +9,23 @@
 //! to apply it; past the bound it returns, and the invalidation stays owed in the outbox.
 
 use cache_service::{
-    CacheError, CacheService, Cacheable, CachedJson, Change, Coherence, CoherenceConfig, Group,
-    Namespace, OutboxTable, RelayHandle,
+    CacheError, CacheService, Change, Coherence, CoherenceConfig, Group, Namespace, OutboxTable,
+    RelayHandle,
 };
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, ExprTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    EntityTrait, ExprTrait, QueryFilter, SqlErr, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
 };
-use serde::{Deserialize, Serialize};
 
-use crate::domain::{NewProduct, PageQuery, ProductId, ProductPatch, Sku, Version};
+mod model;
+mod read;
+
+pub use model::{Product, ProductPage};
+
+use crate::domain::{NewProduct, ProductId, ProductPatch, Sku, Version};
 use crate::entity::product;
 use crate::error::{Error, Result};
 
@@ -51,85 +55,6 @@ pub const PRODUCT_TABLE: OutboxTable = OutboxTable {
     namespace: PRODUCT,
     groups: &[PRODUCT_LIST],
 };
-
-/// A product as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Product {
-    /// Assigned by the database.
-    pub id: i64,
-    /// Unique stock-keeping unit.
-    pub sku: String,
-    /// Display name.
-    pub name: String,
-    /// Free text.
-    pub description: String,
-    /// Price in cents.
-    pub price_cents: i64,
-    /// Units in stock.
-    pub stock: i64,
-    /// Category, possibly empty.
-    pub category: String,
-    /// Starts at 1, +1 on every change.
-    pub version: i64,
-    /// When the product was created (UTC, whole seconds).
-    pub created_at: DateTime<Utc>,
-    /// When it last changed (UTC, whole seconds).
-    pub updated_at: DateTime<Utc>,
-}
-
-impl Cacheable for Product {
-    fn version(&self) -> u64 {
-        self.version.unsigned_abs()
-    }
-}
-
-impl From<product::Model> for Product {
-    fn from(m: product::Model) -> Self {
-        Self {
-            id: m.id,
-            sku: m.sku,
-            name: m.name,
-            description: m.description,
-            price_cents: m.price_cents,
-            stock: m.stock,
-            category: m.category,
-            version: m.version,
-            created_at: m.created_at,
-            updated_at: m.updated_at,
-        }
-    }
-}
-
-/// One page of the product list, ordered by id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProductPage {
-    /// The products on this page.
-    pub items: Vec<Product>,
-    /// The 1-based page number.
-    pub page: u32,
-    /// Page size asked for.
-    pub per_page: u32,
-    /// Number of products matching the filter, on all pages.
-    pub total: u64,
-}
-
-impl ProductPage {
-    /// A page with nothing on it.
-    fn empty(query: &PageQuery) -> Self {
-        Self {
-            items: Vec::new(),
-            page: query.page(),
-            per_page: query.per_page(),
-            total: 0,
-        }
-    }
-}
-
-impl Cacheable for ProductPage {
-    fn version(&self) -> u64 {
-        0 // pages are invalidated by their group's generation, not by version fences
-    }
-}
 
 /// Reads and writes products; the only write path. Cloning is shallow (the connection
 /// pool and the cache are shared).
@@ -272,193 +197,6 @@ impl ProductService {
     /// Closes the database pool (at shutdown).
     pub async fn close(self) -> Result<()> {
         self.db.close().await.map_err(Error::from)
-    }
-
-    /// The product with `id`, from the cache when possible.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # use cache_service::{CacheConfig, CacheService};
-    /// # use product_service::*;
-    /// # let db = connect("sqlite::memory:").await?;
-    /// # migrate(&db).await?;
-    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
-    /// # let service = ProductService::new(db, cache).await?;
-    /// # let keyboard = NewProduct {
-    /// #     sku: Sku::parse("KB-001")?,
-    /// #     name: ProductName::parse("Mechanical keyboard")?,
-    /// #     description: Description::default(),
-    /// #     price_cents: PriceCents::parse(8_999)?,
-    /// #     stock: Stock::parse(12)?,
-    /// #     category: Category::parse("keyboards")?,
-    /// # };
-    /// let created = service.create(keyboard).await?;
-    /// let id = ProductId::parse(created.id)?;
-    /// assert_eq!(service.find_by_id(id).await?, created); // a miss: loaded and cached
-    /// assert_eq!(service.find_by_id(id).await?, created); // a hit
-    /// assert!(matches!(
-    ///     service.find_by_id(ProductId::parse(999)?).await,
-    ///     Err(Error::NotFound { .. })
-    /// ));
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn find_by_id(&self, id: ProductId) -> Result<Product> {
-        let key = self.cache().key(PRODUCT, id);
-        let found = self
-            .cache()
-            .get_or_load(&key, || self.load_product(id))
-            .await?;
-        found.ok_or(Error::NotFound { id })
-    }
-
-    /// [`find_by_id`](Self::find_by_id) as the JSON of a [`Product`], for a server that
-    /// sends it on: a cache hit is not decoded. `version` is the product's.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # use cache_service::{CacheConfig, CacheService};
-    /// # use product_service::*;
-    /// # let db = connect("sqlite::memory:").await?;
-    /// # migrate(&db).await?;
-    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
-    /// # let service = ProductService::new(db, cache).await?;
-    /// # let keyboard = NewProduct {
-    /// #     sku: Sku::parse("KB-001")?,
-    /// #     name: ProductName::parse("Mechanical keyboard")?,
-    /// #     description: Description::default(),
-    /// #     price_cents: PriceCents::parse(8_999)?,
-    /// #     stock: Stock::parse(12)?,
-    /// #     category: Category::parse("keyboards")?,
-    /// # };
-    /// let created = service.create(keyboard).await?;
-    /// let json = service.find_by_id_json(ProductId::parse(created.id)?).await?;
-    /// let read: Product = serde_json::from_slice(&json.json)?;
-    /// assert_eq!(read, created);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn find_by_id_json(&self, id: ProductId) -> Result<CachedJson> {
-        let key = self.cache().key(PRODUCT, id);
-        let found = self
-            .cache()
-            .get_or_load_json(&key, || self.load_product(id))
-            .await?;
-        found.ok_or(Error::NotFound { id })
-    }
-
-    /// One page of products ordered by id, from the cache when possible.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # use cache_service::{CacheConfig, CacheService};
-    /// # use product_service::*;
-    /// # let db = connect("sqlite::memory:").await?;
-    /// # migrate(&db).await?;
-    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
-    /// # let service = ProductService::new(db, cache).await?;
-    /// # let keyboard = NewProduct {
-    /// #     sku: Sku::parse("KB-001")?,
-    /// #     name: ProductName::parse("Mechanical keyboard")?,
-    /// #     description: Description::default(),
-    /// #     price_cents: PriceCents::parse(8_999)?,
-    /// #     stock: Stock::parse(12)?,
-    /// #     category: Category::parse("keyboards")?,
-    /// # };
-    /// service.create(keyboard).await?;
-    /// let page = service.find_in_page(&PageQuery::parse(1, 20, None)?).await?;
-    /// assert_eq!((page.total, page.items.len()), (1, 1));
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn find_in_page(&self, query: &PageQuery) -> Result<ProductPage> {
-        let page = self
-            .cache()
-            .get_or_load_in(PRODUCT_LIST, query.cache_member(), || self.load_page(query))
-            .await?;
-        // The loader always returns a page; a cached "absent" page cannot exist.
-        Ok(page.unwrap_or_else(|| ProductPage::empty(query)))
-    }
-
-    /// [`find_in_page`](Self::find_in_page) as the JSON of a [`ProductPage`], for a
-    /// server that sends it on: a cache hit is not decoded.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # use cache_service::{CacheConfig, CacheService};
-    /// # use product_service::*;
-    /// # let db = connect("sqlite::memory:").await?;
-    /// # migrate(&db).await?;
-    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
-    /// # let service = ProductService::new(db, cache).await?;
-    /// # let keyboard = NewProduct {
-    /// #     sku: Sku::parse("KB-001")?,
-    /// #     name: ProductName::parse("Mechanical keyboard")?,
-    /// #     description: Description::default(),
-    /// #     price_cents: PriceCents::parse(8_999)?,
-    /// #     stock: Stock::parse(12)?,
-    /// #     category: Category::parse("keyboards")?,
-    /// # };
-    /// service.create(keyboard).await?;
-    /// let json = service.find_in_page_json(&PageQuery::parse(1, 20, None)?).await?;
-    /// let page: ProductPage = serde_json::from_slice(&json.json)?;
-    /// assert_eq!(page.total, 1);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn find_in_page_json(&self, query: &PageQuery) -> Result<CachedJson> {
-        let page = self
-            .cache()
-            .get_or_load_json_in(PRODUCT_LIST, query.cache_member(), || self.load_page(query))
-            .await?;
-        match page {
-            Some(page) => Ok(page),
-            None => {
-                let empty = serde_json::to_vec(&ProductPage::empty(query))
-                    .map_err(|e| Error::Cache(CacheError::Serialize(e.to_string())))?;
-                Ok(CachedJson {
-                    version: 0,
-                    json: empty.into(),
-                })
-            }
-        }
-    }
-
-    async fn load_product(&self, id: ProductId) -> Result<Option<Product>> {
-        let model = product::Entity::find_by_id(id.get()).one(&self.db).await?;
-        Ok(model.map(Product::from))
-    }
-
-    async fn load_page(&self, query: &PageQuery) -> Result<Option<ProductPage>> {
-        let mut select = product::Entity::find();
-        if let Some(category) = query.category() {
-            select = select.filter(product::Column::Category.eq(category.as_str()));
-        }
-        let total = select.clone().count(&self.db).await?;
-        let items = select
-            .order_by_asc(product::Column::Id)
-            .offset(query.offset())
-            .limit(u64::from(query.per_page()))
-            .all(&self.db)
-            .await?;
-        Ok(Some(ProductPage {
-            items: items.into_iter().map(Product::from).collect(),
-            page: query.page(),
-            per_page: query.per_page(),
-            total,
-        }))
     }
 
     /// Creates a product at version 1.
