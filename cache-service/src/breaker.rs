@@ -61,14 +61,19 @@ impl Breaker {
 
     /// Whether reads of `shard` may use the cache now.
     pub(crate) fn allows_reads(&self, shard: usize) -> bool {
-        let state = self.shard(shard);
-        self.now_ms() >= state.open_until.load(Ordering::Acquire)
-            && !(self.gate_on() && state.resync_needed())
+        self.shard_allows(self.shard(shard), self.now_ms(), self.gate_on())
     }
 
-    /// Whether reads of every shard may use the cache now.
+    /// Whether reads of every shard may use the cache now (one clock read for all).
     pub(crate) fn allows_all_reads(&self) -> bool {
-        (0..self.shards.len()).all(|shard| self.allows_reads(shard))
+        let (now, gate) = (self.now_ms(), self.gate_on());
+        self.shards
+            .iter()
+            .all(|state| self.shard_allows(state, now, gate))
+    }
+
+    fn shard_allows(&self, state: &Shard, now_ms: u64, gate: bool) -> bool {
+        now_ms >= state.open_until.load(Ordering::Acquire) && !(gate && state.resync_needed())
     }
 
     /// Records a backend failure on `shard`.

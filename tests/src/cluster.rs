@@ -20,6 +20,27 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
+    /// A cluster of `masters` masters with `replicas` replicas each for `test`, or `None`
+    /// after a loud notice when `redis-server` or `redis-cli` is missing (a failure under
+    /// `CI=true`). Starts it off the async runtime's threads.
+    pub async fn start_or_skip(test: &str, masters: usize, replicas: usize) -> Option<Self> {
+        if crate::find_on_path("redis-server").is_none()
+            || crate::find_on_path("redis-cli").is_none()
+        {
+            assert!(
+                !crate::in_ci(),
+                "{test}: CI needs redis-server and redis-cli for the cluster test"
+            );
+            eprintln!("SKIPPED {test}: the cluster test needs redis-server and redis-cli on PATH");
+            return None;
+        }
+        let started =
+            tokio::task::spawn_blocking(move || Self::start_with_replicas(masters, replicas))
+                .await
+                .expect("the cluster's start task");
+        Some(started.unwrap_or_else(|e| panic!("{test}: the cluster starts: {e}")))
+    }
+
     /// Starts `masters` nodes and makes them one cluster (no replicas); waits until every
     /// node reports `cluster_state:ok`.
     pub fn start(masters: usize) -> io::Result<Self> {

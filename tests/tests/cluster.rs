@@ -5,23 +5,13 @@
 
 use integration_tests::cluster::RedisCluster;
 use integration_tests::fixtures::{id, new_product, price_patch, service_over, settled_price};
-use integration_tests::{find_on_path, in_ci};
 use product_service::{PRODUCT, Product};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_the_epoch_moves_once_per_restored_master_and_never_on_a_reconnect() {
-    if find_on_path("redis-server").is_none() || find_on_path("redis-cli").is_none() {
-        assert!(
-            !in_ci(),
-            "CI needs redis-server and redis-cli for the cluster test"
-        );
-        eprintln!("SKIPPED: the cluster test needs redis-server and redis-cli on PATH");
+    let Some(mut cluster) = RedisCluster::start_or_skip("on_a_cluster_epoch", 3, 0).await else {
         return;
-    }
-    let mut cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
-        .await
-        .expect("task")
-        .expect("a 3-master cluster starts");
+    };
     let (service, relay, _dir) = service_over(&cluster.url(), "cluster").await;
     let start = service.cache().epoch();
 

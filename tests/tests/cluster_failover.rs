@@ -7,23 +7,14 @@
 use fred::prelude::KeysInterface;
 use integration_tests::cluster::RedisCluster;
 use integration_tests::fixtures::{id, new_product, price_patch, service_over, settled_price};
-use integration_tests::{find_on_path, in_ci, redis_client};
+use integration_tests::redis_client;
 use product_service::PRODUCT;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_cluster_failover_no_read_is_older_than_an_acknowledged_write() {
-    if find_on_path("redis-server").is_none() || find_on_path("redis-cli").is_none() {
-        assert!(
-            !in_ci(),
-            "CI needs redis-server and redis-cli for the cluster test"
-        );
-        eprintln!("SKIPPED: the cluster test needs redis-server and redis-cli on PATH");
+    let Some(cluster) = RedisCluster::start_or_skip("cluster_failover", 3, 1).await else {
         return;
-    }
-    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start_with_replicas(3, 1))
-        .await
-        .expect("task")
-        .expect("3 masters with a replica each start");
+    };
     let (service, relay, _dir) = service_over(&cluster.url(), "cluster-failover").await;
     let start = service.cache().epoch();
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use integration_tests::binary::{StartedServer, create_product};
 use integration_tests::cluster::RedisCluster;
-use integration_tests::{find_on_path, in_ci, postgres_url_or_skip, start_server, unique_prefix};
+use integration_tests::{postgres_url_or_skip, start_server, unique_prefix};
 use serde_json::{Value, json};
 
 use super::binary::{binary, command, terminate};
@@ -85,21 +85,14 @@ async fn cache_hits(http: &reqwest::Client, base: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_server_processes_on_postgresql_and_a_cluster_read_each_others_writes_at_once() {
     let Some(binary) = binary() else { return };
-    if find_on_path("redis-server").is_none() || find_on_path("redis-cli").is_none() {
-        assert!(
-            !in_ci(),
-            "CI needs redis-server and redis-cli for the cluster test"
-        );
-        eprintln!("SKIPPED: the cluster test needs redis-server and redis-cli on PATH");
+    let Some(cluster) =
+        RedisCluster::start_or_skip("two_server_processes_on_a_cluster", 3, 0).await
+    else {
         return;
-    }
+    };
     let Some(database) = postgres_url_or_skip("two_server_processes_on_a_cluster").await else {
         return;
     };
-    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
-        .await
-        .expect("task")
-        .expect("a 3-master cluster starts");
     let prefix = unique_prefix("two_processes_cluster");
     // One after the other: the first one migrates the database.
     let mut a = start(&binary, database.url(), &cluster.url(), &prefix).await;

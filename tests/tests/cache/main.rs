@@ -82,19 +82,9 @@ mod support;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_backend_service_and_race_test_holds_on_a_redis_cluster() {
     use integration_tests::cluster::RedisCluster;
-    use integration_tests::{find_on_path, in_ci};
-    if find_on_path("redis-server").is_none() || find_on_path("redis-cli").is_none() {
-        assert!(
-            !in_ci(),
-            "CI needs redis-server and redis-cli for the cluster test"
-        );
-        eprintln!("SKIPPED: the cluster test needs redis-server and redis-cli on PATH");
+    let Some(cluster) = RedisCluster::start_or_skip("cache_suite_on_a_cluster", 3, 0).await else {
         return;
-    }
-    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
-        .await
-        .expect("task")
-        .expect("a 3-master cluster starts");
+    };
     let tests = conformance::all().chain(service::ALL).chain(races::ALL);
     for (name, test) in tests {
         eprintln!("on the cluster: {name}");

@@ -40,6 +40,9 @@ pub(super) async fn track(shared: Arc<Shared>, client: Client, prefix: String) {
         }
         shared.ready.store(true, Ordering::Release);
         tracing::debug!("near cache: tracking on");
+        // One timer for the whole loop: a sleep made anew on every turn would never
+        // fire while rounds and pushes keep the loop busy.
+        let mut report = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 biased;
@@ -63,7 +66,7 @@ pub(super) async fn track(shared: Arc<Shared>, client: Client, prefix: String) {
                     }
                     shared.apply(pushed);
                 }
-                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                _ = report.tick() => {
                     metrics::gauge!("cache_l1_entries").set(shared.l1.entry_count() as f64);
                 }
             }
