@@ -132,6 +132,71 @@ async fn an_invalidation_that_lands_during_an_l1_fill_drops_the_fill() {
     assert_eq!(read(&setup.cache, &key, 2).await, 2);
 }
 
+/// A hook that stops the first call until `go` is notified (`reached` tells it got
+/// there); later calls pass.
+fn stop_once(
+    reached: &Arc<Notify>,
+    go: &Arc<Notify>,
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync + 'static
+{
+    let armed = Arc::new(AtomicBool::new(true));
+    let (reached, go) = (reached.clone(), go.clone());
+    move || {
+        let (armed, reached, go) = (armed.clone(), reached.clone(), go.clone());
+        Box::pin(async move {
+            if armed.swap(false, Ordering::SeqCst) {
+                reached.notify_one();
+                go.notified().await;
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_overtaken_by_an_invalidation_is_never_served_while_it_sits_in_l1() {
+    let Some(setup) = setup("near_fill_overtaken").await else {
+        return;
+    };
+    let key = setup.cache.key(ITEM, 1);
+    assert_eq!(read(&setup.cache, &key, 1).await, 1);
+    assert!(!setup.near.holds_for_tests(key.as_str()));
+
+    // The next read's fill (v1) passes its first look at the counters and stops; a write
+    // lands and its push is applied; then the fill inserts v1 and stops again before its
+    // second look, so v1 sits in L1 although it was invalidated.
+    let (before_insert, go_insert) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (inserted, go_on) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    setup
+        .near
+        .on_fill_for_tests(stop_once(&before_insert, &go_insert));
+    setup
+        .near
+        .after_fill_insert_for_tests(stop_once(&inserted, &go_on));
+    let filler = {
+        let (cache, key) = (setup.cache.clone(), key.clone());
+        tokio::spawn(async move { read(&cache, &key, 1).await })
+    };
+    before_insert.notified().await;
+    setup
+        .other
+        .invalidate(&[Invalidation::at_version(key.clone(), 2)])
+        .await
+        .expect("invalidate");
+    assert!(setup.near.barrier_for_tests().await);
+    go_insert.notify_one();
+    inserted.notified().await;
+    assert!(
+        setup.near.holds_for_tests(key.as_str()),
+        "the overtaken fill is in L1 now"
+    );
+
+    // A read that begins after the write returned must not be served v1.
+    assert_eq!(read(&setup.cache, &key, 2).await, 2);
+    go_on.notify_one();
+    assert_eq!(filler.await.expect("filler"), 1, "it read before the write");
+    assert!(!setup.near.holds_for_tests(key.as_str()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_racing_the_barrier_reply_is_applied_before_the_read_is_served() {
     let Some(setup) = setup("near_push_race").await else {

@@ -13,8 +13,10 @@
 //!   executes, so every write that returned before the read began has been applied to L1
 //!   by then. All reads waiting at one moment share one `PING`.
 //! - **Fills cannot resurrect.** A fill notes an invalidation counter of its key (striped)
-//!   and the flush count before its Redis read, and is dropped if either moved (checked
-//!   again after the insert, so a push racing the insert removes it).
+//!   and the flush count before its Redis read, and stores them with the value. A read
+//!   serves an entry only if, past its barrier, both counters are still what the entry
+//!   holds: an invalidation or flush applied since the fill began its Redis read rejects
+//!   it, even one that raced the insert.
 //! - **Losing tracking empties L1.** On a reconnection of the tracking connection, a lost
 //!   push (the channel lagged), a failed barrier, a flush of Redis (a marker key outside
 //!   the prefix is gone) or an epoch move, L1 is flushed and reads go to Redis until
@@ -30,7 +32,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use fred::prelude::*;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, broadcast};
 
 mod tracking;
 
@@ -42,9 +44,9 @@ use crate::key::{CacheKey, Invalidation, MemberKey};
 /// Stripes of the per-key invalidation counters a fill checks.
 const STRIPES: usize = 4096;
 /// Bytes counted per entry on top of its key and value.
-const ENTRY_OVERHEAD: u64 = 96;
+const ENTRY_OVERHEAD: u64 = 112;
 
-/// A hook awaited between a fill's Redis read and its L1 insert (tests only).
+/// A hook awaited at a point of a fill (tests only).
 type FillHook = Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// [`RedisBackend`] with a near cache in front of its reads (see the module docs).
@@ -69,7 +71,7 @@ pub struct NearCacheStats {
 }
 
 struct Shared {
-    l1: moka::sync::Cache<String, Bytes>,
+    l1: moka::sync::Cache<String, Entry>,
     /// Whether tracking is on and past a barrier: L1 may be used.
     ready: AtomicBool,
     flushes: AtomicU64,
@@ -82,24 +84,64 @@ struct Shared {
     /// Tests only: when false, pushes are applied only by barriers.
     apply_pushes_at_once: AtomicBool,
     fill_hook: OnceLock<FillHook>,
+    inserted_hook: OnceLock<FillHook>,
 }
 
-/// Rounds of `PING` on the tracking connection. A reader needs the round that is sent
-/// next after it looked (`next_round`), and waits until that round, or a later one,
-/// passed.
+/// An L1 entry: the value and the counters its fill noted before reading Redis.
+#[derive(Clone)]
+struct Entry {
+    value: Bytes,
+    token: FillToken,
+}
+
+/// The flush count and the key's stripe counter at one moment: an entry is good only
+/// while both are unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FillToken {
+    flushes: u64,
+    stripe: u64,
+}
+
+/// Rounds of `PING` on the tracking connection, run one at a time. A reader needs the
+/// round that is sent next after it looked (`next_round`), and waits until that round,
+/// or a later one, passed (or one at least as new failed).
+///
+/// Readers of round `n` wait on `done[n % 2]`, so a round's end wakes only the readers
+/// it serves: those that came while it was on the wire need the next one and sleep on.
+/// No reader keeps a timer: every round ends within the command timeout, and losing
+/// tracking fails every round a reader may be waiting for.
 struct Barrier {
     next_round: AtomicU64,
     /// Readers that asked since the last round was sent.
     waiting: AtomicU64,
     wake: Notify,
-    rounds: watch::Sender<Rounds>,
+    /// The newest round that passed, and the newest that failed.
     passed: AtomicU64,
+    failed: AtomicU64,
+    done: [Notify; 2],
+    /// Rounds passed so far.
+    passes: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Rounds {
-    passed: u64,
-    failed: u64,
+impl Barrier {
+    fn pass(&self, round: u64) {
+        self.passes.fetch_add(1, Ordering::Relaxed);
+        self.passed.fetch_max(round, Ordering::AcqRel);
+        self.done[(round % 2) as usize].notify_waiters();
+    }
+
+    /// Fails `round` and every round before it.
+    fn fail(&self, round: u64) {
+        self.failed.fetch_max(round, Ordering::AcqRel);
+        for done in &self.done {
+            done.notify_waiters();
+        }
+    }
+
+    /// Fails every round a reader may be waiting for now.
+    fn fail_all_waiting(&self) {
+        self.fail(self.next_round.load(Ordering::SeqCst));
+    }
 }
 
 impl std::fmt::Debug for NearCache {
@@ -124,8 +166,8 @@ impl NearCache {
     ) -> Self {
         let l1 = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
-            .weigher(|key: &String, value: &Bytes| {
-                u32::try_from(key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD)
+            .weigher(|key: &String, entry: &Entry| {
+                u32::try_from(key.len() as u64 + entry.value.len() as u64 + ENTRY_OVERHEAD)
                     .unwrap_or(u32::MAX)
             })
             .time_to_live(config.max_age)
@@ -140,14 +182,17 @@ impl NearCache {
                 next_round: AtomicU64::new(1),
                 waiting: AtomicU64::new(0),
                 wake: Notify::new(),
-                rounds: watch::Sender::new(Rounds::default()),
                 passed: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                done: [Notify::new(), Notify::new()],
+                passes: AtomicU64::new(0),
             },
             command_timeout,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             apply_pushes_at_once: AtomicBool::new(true),
             fill_hook: OnceLock::new(),
+            inserted_hook: OnceLock::new(),
         });
         tokio::spawn(tracking::track(
             shared.clone(),
@@ -191,7 +236,7 @@ impl NearCache {
         NearCacheStats {
             hits: shared.hits.load(Ordering::Relaxed),
             misses: shared.misses.load(Ordering::Relaxed),
-            barriers: shared.barrier.passed.load(Ordering::Relaxed),
+            barriers: shared.barrier.passes.load(Ordering::Relaxed),
             entries: shared.l1.entry_count(),
         }
     }
@@ -219,10 +264,11 @@ impl NearCache {
         self.shared.l1.contains_key(key)
     }
 
-    /// Passes one barrier (tests use it to know every earlier push was applied).
+    /// Passes one barrier (tests use it to know every earlier push was applied); false
+    /// if it failed or did not pass within the command timeout.
     #[doc(hidden)]
     pub async fn barrier_for_tests(&self) -> bool {
-        self.shared.pass_barrier().await
+        self.shared.pass_barrier_within_timeout().await
     }
 
     /// With `false`, pushes wait for the next barrier instead of being applied as they
@@ -233,17 +279,28 @@ impl NearCache {
         self.shared
             .apply_pushes_at_once
             .store(at_once, Ordering::Release);
-        self.shared.pass_barrier().await
+        self.shared.pass_barrier_within_timeout().await
     }
 
-    /// Awaits `hook` between every fill's Redis read and its L1 insert (tests use it to
-    /// land an invalidation mid-fill). Set once.
+    /// Awaits `hook` in every fill between its first look at the counters and its L1
+    /// insert (tests use it to land an invalidation mid-fill). Set once.
     #[doc(hidden)]
     pub fn on_fill_for_tests(
         &self,
         hook: impl Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static,
     ) {
         let _ = self.shared.fill_hook.set(Box::new(hook));
+    }
+
+    /// Awaits `hook` between every fill's L1 insert and its second look at the counters
+    /// (tests use it to read while an entry that an invalidation overtook is in L1). Set
+    /// once.
+    #[doc(hidden)]
+    pub fn after_fill_insert_for_tests(
+        &self,
+        hook: impl Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static,
+    ) {
+        let _ = self.shared.inserted_hook.set(Box::new(hook));
     }
 }
 
@@ -256,27 +313,38 @@ impl Shared {
         &self.stripes[self.hasher.hash_one(key) as usize % STRIPES]
     }
 
-    /// What a fill of `key` notes before its Redis read.
-    fn fill_token(&self, key: &str) -> (u64, u64) {
-        (
-            self.flushes.load(Ordering::Acquire),
-            self.stripe(key).load(Ordering::Acquire),
-        )
+    /// What a fill of `key` notes before its Redis read, and what a read compares an
+    /// entry's token with past its barrier.
+    fn fill_token(&self, key: &str) -> FillToken {
+        FillToken {
+            flushes: self.flushes.load(Ordering::Acquire),
+            stripe: self.stripe(key).load(Ordering::Acquire),
+        }
     }
 
     /// Stores what a Redis read returned, unless an invalidation of `key` (or a flush)
-    /// was applied since `token` was taken.
-    async fn fill(&self, key: &str, value: Bytes, token: (u64, u64)) {
-        if let Some(hook) = self.fill_hook.get() {
-            hook().await;
-        }
+    /// was applied since `token` was taken. One applied after this check makes readers
+    /// reject the entry (its token is old); it is removed at once all the same.
+    async fn fill(&self, key: &str, value: Bytes, token: FillToken) {
         if !self.is_ready() || self.fill_token(key) != token {
             return;
         }
-        self.l1.insert(key.to_owned(), value);
+        if let Some(hook) = self.fill_hook.get() {
+            hook().await;
+        }
+        self.l1.insert(key.to_owned(), Entry { value, token });
+        if let Some(hook) = self.inserted_hook.get() {
+            hook().await;
+        }
         if self.fill_token(key) != token {
             self.l1.invalidate(key);
         }
+    }
+
+    /// `entry`'s value, if no invalidation of `key` nor a flush was applied since its
+    /// fill began.
+    fn still_good(&self, key: &str, entry: Entry) -> Option<Bytes> {
+        (self.fill_token(key) == entry.token).then_some(entry.value)
     }
 
     /// Drops `key`: counted first, so a fill racing it notices.
@@ -290,10 +358,12 @@ impl Shared {
         self.l1.invalidate_all();
     }
 
-    /// Stops using L1 until tracking is back and past a barrier.
+    /// Stops using L1 until tracking is back and past a barrier; readers waiting for a
+    /// round are told it failed.
     fn go_dark(&self) {
         self.ready.store(false, Ordering::Release);
         self.flush();
+        self.barrier.fail_all_waiting();
     }
 
     fn apply(
@@ -314,30 +384,44 @@ impl Shared {
         }
     }
 
-    /// Waits for a barrier round sent after this call; false if it failed or timed out.
+    /// Waits for a barrier round sent after this call; false if it failed.
     async fn pass_barrier(&self) -> bool {
         let barrier = &self.barrier;
         let need = barrier.next_round.load(Ordering::SeqCst);
-        let mut rounds = barrier.rounds.subscribe();
         barrier.waiting.fetch_add(1, Ordering::Relaxed);
         barrier.wake.notify_one();
-        let done = tokio::time::timeout(
-            self.command_timeout,
-            rounds.wait_for(|r| r.passed >= need || r.failed >= need),
-        )
-        .await;
-        matches!(done, Ok(Ok(r)) if r.passed >= need)
+        let done = &barrier.done[(need % 2) as usize];
+        loop {
+            let notified = done.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a round ending in between still wakes it.
+            notified.as_mut().enable();
+            if barrier.passed.load(Ordering::Acquire) >= need {
+                return true;
+            }
+            if barrier.failed.load(Ordering::Acquire) >= need {
+                return false;
+            }
+            notified.await;
+        }
+    }
+
+    async fn pass_barrier_within_timeout(&self) -> bool {
+        tokio::time::timeout(self.command_timeout, self.pass_barrier())
+            .await
+            .unwrap_or(false)
     }
 
     /// Reads `key` from L1, past a barrier.
     async fn get_past_barrier(&self, key: &str) -> Option<Bytes> {
-        if !self.is_ready() || !self.l1.contains_key(key) {
+        if !self.is_ready() {
             return None;
         }
-        if !self.pass_barrier().await || !self.is_ready() {
+        let entry = self.l1.get(key)?;
+        if !self.pass_barrier().await {
             return None;
         }
-        self.l1.get(key)
+        self.still_good(key, entry)
     }
 }
 
@@ -374,11 +458,14 @@ impl CacheBackend for NearCache {
         let shared = &self.shared;
         let namespace = member.namespace().name();
         if shared.is_ready()
-            && let Some(generation) = shared.l1.get(generation_key).and_then(|g| parse(&g))
+            && let Some(current) = shared.l1.get(generation_key)
+            && let Some(generation) = parse(&current.value)
         {
             let key = member.at(generation);
-            if let Some(entry) = shared.get_past_barrier(key.as_str()).await
-                && shared.l1.get(generation_key).and_then(|g| parse(&g)) == Some(generation)
+            if let Some(entry) = shared.l1.get(key.as_str())
+                && shared.pass_barrier().await
+                && shared.still_good(generation_key, current).is_some()
+                && let Some(entry) = shared.still_good(key.as_str(), entry)
             {
                 shared.hits.fetch_add(1, Ordering::Relaxed);
                 count(namespace, "hit");
@@ -396,7 +483,10 @@ impl CacheBackend for NearCache {
             .await;
         if let Some(entry) = &entry {
             let key = member.at(generation);
-            let token = (flushes, shared.stripe(key.as_str()).load(Ordering::Acquire));
+            let token = FillToken {
+                flushes,
+                stripe: shared.stripe(key.as_str()).load(Ordering::Acquire),
+            };
             shared.fill(key.as_str(), entry.clone(), token).await;
         }
         Ok((generation, entry))

@@ -13,6 +13,9 @@ use super::Shared;
 
 /// The tracking task: (re)subscribes, applies pushes, runs barrier rounds.
 pub(super) async fn track(shared: Arc<Shared>, client: Client, prefix: String) {
+    // However this task ends (its runtime shutting down, a panic), no reader is left
+    // waiting for a round that will not come, and L1 is not used again.
+    let _dark_on_exit = DarkOnDrop(shared.clone());
     // Outside the tracked prefix: writing it sends no push.
     let marker = format!("{prefix}near-cache-marker");
     let mut pushes = client.invalidation_rx();
@@ -75,6 +78,14 @@ pub(super) async fn track(shared: Arc<Shared>, client: Client, prefix: String) {
     }
 }
 
+struct DarkOnDrop(Arc<Shared>);
+
+impl Drop for DarkOnDrop {
+    fn drop(&mut self) {
+        self.0.go_dark();
+    }
+}
+
 /// One barrier round: a command on the tracking connection, then every push received
 /// before its reply is applied.
 ///
@@ -97,7 +108,7 @@ async fn round(
     // pushes were lost in between (fred announces a connection before using it).
     let fail = || {
         shared.go_dark();
-        barrier.rounds.send_modify(|r| r.failed = round);
+        barrier.fail(round);
         false
     };
     let exists = match reply {
@@ -125,8 +136,7 @@ async fn round(
             Err(broadcast::error::TryRecvError::Closed) => return fail(),
         }
     }
-    barrier.passed.fetch_add(1, Ordering::Relaxed);
     metrics::histogram!("cache_l1_barrier_reads").record(readers as f64);
-    barrier.rounds.send_modify(|r| r.passed = round);
+    barrier.pass(round);
     true
 }
