@@ -376,3 +376,45 @@ async fn two_instances_read_each_others_writes_at_once_in_a_storm() {
         assert!(near.stats().hits > 0, "L1 served reads: {:?}", near.stats());
     }
 }
+
+/// Clients of `redis` with tracking on (flag `t` in `CLIENT LIST`).
+fn tracking_clients(redis: &RedisServer) -> usize {
+    let list = redis.command(&["CLIENT", "LIST"]).expect("CLIENT LIST");
+    list.lines()
+        .filter(|line| {
+            line.split_whitespace()
+                .find_map(|field| field.strip_prefix("flags="))
+                .is_some_and(|flags| flags.contains('t'))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_closes_the_tracking_connection() {
+    let Some(setup) = setup("near_drop").await else {
+        return;
+    };
+    assert_eq!(tracking_clients(&setup._redis), 1);
+    let Setup {
+        near,
+        cache,
+        other,
+        _redis: redis,
+    } = setup;
+    let clone = near.clone();
+    drop(near);
+    drop(cache);
+    drop(other);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(tracking_clients(&redis), 1, "a clone still holds it");
+
+    drop(clone);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tracking_clients(&redis) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the tracking connection is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -55,6 +55,8 @@ type FillHook = Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send 
 pub struct NearCache {
     redis: RedisBackend,
     shared: Arc<Shared>,
+    /// Dropped with the last clone: stops the tracking task.
+    _stop: Arc<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// What the near cache has done so far.
@@ -194,12 +196,23 @@ impl NearCache {
             fill_hook: OnceLock::new(),
             inserted_hook: OnceLock::new(),
         });
-        tokio::spawn(tracking::track(
-            shared.clone(),
-            tracking,
-            format!("{prefix}:"),
-        ));
-        Self { redis, shared }
+        // The tracking task (and its connection) ends with the last handle.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let closer = tracking.clone();
+        let task = tracking::track(shared.clone(), tracking, format!("{prefix}:"));
+        tokio::spawn(async move {
+            tokio::select! {
+                () = task => {}
+                _ = stopped => {
+                    let _ = closer.quit().await;
+                }
+            }
+        });
+        Self {
+            redis,
+            shared,
+            _stop: Arc::new(stop),
+        }
     }
 
     /// Connects to Redis (see [`RedisBackend::connect`]) and puts a near cache in front
