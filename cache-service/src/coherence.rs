@@ -55,13 +55,13 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, Quer
 use tokio::sync::Notify;
 
 use crate::error::Result;
-use crate::key::{Group, Invalidation, Namespace};
-use crate::service::CacheService;
+use crate::key::{Invalidation, Namespace, Scope};
+use crate::service::{CacheService, Owed, ScopedOwed};
 
 pub use audit::{AuditConfig, AuditReport, AuditTotals, AuditorHandle};
 pub use change::{Applied, Change, CoherenceConfig};
 pub use relay::RelayHandle;
-pub use schema::{NOTIFY_SETTING, OutboxTable, tables_migration};
+pub use schema::{NOTIFY_SETTING, OutboxTable, ScopedGroup, tables_migration};
 pub use session::{SessionSetting, check_session, missing_settings};
 
 use schema::{CHANNEL, outbox};
@@ -85,6 +85,7 @@ use schema::{CHANNEL, outbox};
 ///     version_column: "version",
 ///     namespace: NOTE,
 ///     groups: &[],
+///     scoped_groups: &[],
 /// };
 ///
 /// // The table, the coherence tables, and the table's outbox triggers.
@@ -209,7 +210,7 @@ impl Coherence {
     /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
     /// # const NOTE: Namespace = Namespace::new("note");
     /// # const NOTES: OutboxTable = OutboxTable {
-    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[], scoped_groups: &[],
     /// # };
     /// # let db = Database::connect("sqlite::memory:").await?;
     /// # db.execute_unprepared(
@@ -261,7 +262,7 @@ impl Coherence {
     /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
     /// # const NOTE: Namespace = Namespace::new("note");
     /// # const NOTES: OutboxTable = OutboxTable {
-    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[], scoped_groups: &[],
     /// # };
     /// # let db = Database::connect("sqlite::memory:").await?;
     /// # db.execute_unprepared(
@@ -312,7 +313,7 @@ impl Coherence {
     /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
     /// # const NOTE: Namespace = Namespace::new("note");
     /// # const NOTES: OutboxTable = OutboxTable {
-    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[], scoped_groups: &[],
     /// # };
     /// # let db = Database::connect("sqlite::memory:").await?;
     /// # db.execute_unprepared(
@@ -347,7 +348,7 @@ impl Coherence {
     /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
     /// # const NOTE: Namespace = Namespace::new("note");
     /// # const NOTES: OutboxTable = OutboxTable {
-    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[], scoped_groups: &[],
     /// # };
     /// # let db = Database::connect("sqlite::memory:").await?;
     /// # db.execute_unprepared(
@@ -385,7 +386,7 @@ impl Coherence {
     /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
     /// # const NOTE: Namespace = Namespace::new("note");
     /// # const NOTES: OutboxTable = OutboxTable {
-    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[], scoped_groups: &[],
     /// # };
     /// # let db = Database::connect("sqlite::memory:").await?;
     /// # db.execute_unprepared(
@@ -424,7 +425,7 @@ impl Coherence {
     /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
     /// # const NOTE: Namespace = Namespace::new("note");
     /// # const NOTES: OutboxTable = OutboxTable {
-    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[], scoped_groups: &[],
     /// # };
     /// # let db = Database::connect("sqlite::memory:").await?;
     /// # db.execute_unprepared(
@@ -495,22 +496,48 @@ impl Coherence {
             .find(|table| table.namespace.name() == namespace)
     }
 
+    /// Whether some table of this component has scoped groups.
+    fn has_scopes(&self) -> bool {
+        self.inner
+            .tables
+            .iter()
+            .any(|table| table.scope_column().is_some())
+    }
+
     /// The invalidations that rows owe: per entity, an unconditional removal if one is
-    /// owed, and a fence at the highest version owed; and their tables' groups, once
-    /// each. Rows of tables this component does not know are skipped.
-    fn invalidations<'a>(
-        &self,
-        rows: impl Iterator<Item = (&'a str, i64, u64)>,
-    ) -> (Vec<Invalidation>, Vec<Group>) {
+    /// owed, and a fence at the highest version owed; their tables' groups, once each;
+    /// and per row the scopes it touched. Rows of tables this component does not know
+    /// are skipped.
+    fn invalidations<'a>(&self, rows: impl IntoIterator<Item = Owes<'a>>) -> Owed {
         let mut owed: BTreeMap<(&str, i64), (Namespace, bool, u64)> = BTreeMap::new();
-        let mut groups: Vec<Group> = Vec::new();
-        for (namespace, id, version) in rows {
+        let mut groups: Vec<Scope> = Vec::new();
+        let mut scoped = Vec::new();
+        for Owes {
+            namespace,
+            id,
+            version,
+            scopes,
+        } in rows
+        {
             let Some(table) = self.table(namespace) else {
                 continue;
             };
             for group in table.groups {
-                if !groups.contains(group) {
-                    groups.push(*group);
+                let group = Scope::from(*group);
+                if !groups.contains(&group) {
+                    groups.push(group);
+                }
+            }
+            if !table.scoped_groups.is_empty() && !scopes.is_empty() {
+                let key = self.inner.cache.key(table.namespace, id);
+                for scoped_group in table.scoped_groups {
+                    for value in &scopes {
+                        scoped.push(ScopedOwed {
+                            key: key.clone(),
+                            version,
+                            scope: scoped_group.group.scope(value),
+                        });
+                    }
                 }
             }
             let entry =
@@ -529,8 +556,21 @@ impl Coherence {
                 items.push(Invalidation::at_version(key, version));
             }
         }
-        (items, groups)
+        Owed {
+            items,
+            groups,
+            scoped,
+        }
     }
+}
+
+/// What one change, or one outbox row, owes: an entity at a version (0: created), and
+/// the values of its table's scope column it touched.
+struct Owes<'a> {
+    namespace: &'a str,
+    id: i64,
+    version: u64,
+    scopes: Vec<&'a str>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

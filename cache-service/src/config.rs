@@ -3,12 +3,16 @@
 use std::time::Duration;
 
 use crate::error::{CacheError, Result};
+use crate::key::Namespace;
 
 /// How entries are named and how long they live.
 ///
 /// Invariant (checked by [`CacheConfig::validate`]): `fence_ttl > lease_ttl`, so a fence
 /// outlives every lease that was outstanding when it was set; a loader slower than its
 /// lease loses the lease and cannot store.
+///
+/// A stored value lives [`ttl_for`](Self::ttl_for) its namespace: the namespace's own
+/// TTL ([`with_ttl`](Self::with_ttl)), else `ttl`.
 ///
 /// # Examples
 ///
@@ -23,8 +27,15 @@ use crate::error::{CacheError, Result};
 ///     ..CacheConfig::with_prefix("shop")
 /// };
 /// config.validate()?;
-/// let broken = CacheConfig { fence_ttl: Duration::from_millis(1), ..config };
+/// let broken = CacheConfig { fence_ttl: Duration::from_millis(1), ..config.clone() };
 /// assert!(broken.validate().is_err(), "a fence must outlive every lease");
+///
+/// // List pages (the members of a group live under the group's namespace) for a minute,
+/// // everything else for `ttl`.
+/// const PRODUCT_LIST: cache_service::Group = cache_service::Group::new("product_list");
+/// let config = config.with_ttl(PRODUCT_LIST.namespace(), Duration::from_secs(60));
+/// config.validate()?;
+/// assert_eq!(config.ttl_for(PRODUCT_LIST.namespace()), Duration::from_secs(60));
 /// # Ok(())
 /// # }
 /// ```
@@ -32,8 +43,13 @@ use crate::error::{CacheError, Result};
 pub struct CacheConfig {
     /// Every key starts with `{prefix}:`.
     pub prefix: String,
-    /// Lifetime of a stored value, before jitter.
+    /// Lifetime of a stored value, before jitter, in a namespace without a TTL of its own
+    /// in `namespace_ttls`.
     pub ttl: Duration,
+    /// Lifetimes of stored values, before jitter, per namespace (a group's members live
+    /// under the group's namespace); each overrides `ttl`. Set with
+    /// [`with_ttl`](Self::with_ttl), read with [`ttl_for`](Self::ttl_for).
+    pub namespace_ttls: Vec<(Namespace, Duration)>,
     /// Fraction of `ttl` by which each entry's lifetime is randomly shortened or
     /// lengthened, so entries written together do not expire together.
     pub ttl_jitter: f64,
@@ -55,6 +71,7 @@ impl Default for CacheConfig {
         Self {
             prefix: "cache".to_owned(),
             ttl: Duration::from_secs(300),
+            namespace_ttls: Vec::new(),
             ttl_jitter: 0.1,
             negative_ttl: Duration::from_secs(30),
             lease_ttl: Duration::from_secs(5),
@@ -74,7 +91,26 @@ impl CacheConfig {
         }
     }
 
-    /// Rejects configurations that would break the crate's invariants.
+    /// This configuration with values of `namespace` living `ttl` (before jitter)
+    /// instead of [`ttl`](Self::ttl); a second call for the same namespace replaces the
+    /// first.
+    pub fn with_ttl(mut self, namespace: Namespace, ttl: Duration) -> Self {
+        self.namespace_ttls.retain(|(n, _)| *n != namespace);
+        self.namespace_ttls.push((namespace, ttl));
+        self
+    }
+
+    /// How long a value of `namespace` lives, before jitter: the one place a TTL is
+    /// chosen.
+    pub fn ttl_for(&self, namespace: Namespace) -> Duration {
+        self.namespace_ttls
+            .iter()
+            .find(|(n, _)| *n == namespace)
+            .map_or(self.ttl, |(_, ttl)| *ttl)
+    }
+
+    /// Rejects configurations that would break the crate's invariants; the error names
+    /// the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(CacheError::Config(m.to_owned()));
         if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
@@ -82,6 +118,15 @@ impl CacheConfig {
         }
         if self.ttl.is_zero() || self.negative_ttl.is_zero() || self.lease_ttl.is_zero() {
             return bad("ttl, negative_ttl and lease_ttl must be positive");
+        }
+        for (i, (namespace, ttl)) in self.namespace_ttls.iter().enumerate() {
+            let name = namespace.name();
+            if ttl.is_zero() {
+                return bad(&format!("namespace_ttls: {name}: must be positive"));
+            }
+            if self.namespace_ttls[..i].iter().any(|(n, _)| n == namespace) {
+                return bad(&format!("namespace_ttls: {name}: given twice"));
+            }
         }
         if !(0.0..1.0).contains(&self.ttl_jitter) {
             return bad("ttl_jitter: must be in [0, 1)");

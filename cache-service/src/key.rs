@@ -4,7 +4,11 @@
 //! tag: the entry's lease (`…:lease`) and fence (`…:fence`) keys share it, so the Lua
 //! scripts that touch all three run on a cluster too. A group member's id starts with
 //! the group's generation (`g{n}:…`), and the generation counter lives at
-//! `{prefix}:{group}:generation`.
+//! `{prefix}:{group}:generation`. A member of one [`Scope`] of a group (the list pages
+//! of one category, say) has an id that starts with the scope's own generation and its
+//! tag (`g{n}s{len}:{value}:…`), and that scope's counter lives at
+//! `{prefix}:{group}:s{len}:{value}:generation` (braces in the value escaped, so no
+//! counter has a hash tag).
 
 use std::fmt::{self, Write};
 
@@ -83,6 +87,84 @@ impl Group {
     pub const fn namespace(self) -> Namespace {
         self.0
     }
+
+    /// One scope of the group: its members for one value of a column (the list pages of
+    /// one category). See [`Scope`].
+    pub fn scope(self, value: impl fmt::Display) -> Scope {
+        Scope {
+            group: self,
+            value: Some(value.to_string()),
+        }
+    }
+}
+
+/// A group as a read or an invalidation addresses it: the whole group (a [`Group`]
+/// converts into it), or one scope of it ([`Group::scope`]): its members for one value of
+/// a column, such as the list pages filtered by one category.
+///
+/// Each scope has a generation counter of its own, and so has the whole group: moving
+/// one leaves the others' members cached. A write that changes a row moves the whole
+/// group and the scopes of the row's values before and after the change (with
+/// [`Coherence`](crate::Coherence), the [`OutboxTable`](crate::OutboxTable)'s
+/// [`ScopedGroup`](crate::ScopedGroup)s say which); a page filtered by category 'a' is
+/// then invalidated by writes that touch 'a' only, and the unfiltered pages by every write.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use cache_service::{CacheConfig, CacheService, Group, Scope};
+///
+/// const PRODUCT_LIST: Group = Group::new("product_list");
+/// let cache = CacheService::in_memory(CacheConfig::with_prefix("shop"), 10)?;
+/// let keyboards = PRODUCT_LIST.scope("keyboards");
+/// assert_eq!(keyboards.value(), Some("keyboards"));
+/// assert_eq!(Scope::from(PRODUCT_LIST).value(), None, "the whole group");
+/// // The scope's generation and its tag start the member's id.
+/// let page = cache.member_key(keyboards.clone(), "p1:n20");
+/// assert_eq!(page.at(7).as_str(), "shop:product_list:{g7s9:keyboards:p1:n20}");
+/// // Moves the keyboards' pages on, and no other page.
+/// cache.invalidate_group(keyboards).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    group: Group,
+    value: Option<String>,
+}
+
+impl Scope {
+    /// The group this is (a scope of).
+    pub fn group(&self) -> Group {
+        self.group
+    }
+
+    /// The scope's value; `None` for the whole group.
+    pub fn value(&self) -> Option<&str> {
+        self.value.as_deref()
+    }
+
+    /// What sets the scope's keys apart from the whole group's and from other scopes':
+    /// `s{len}:{value}` (the length makes it unambiguous whatever the value holds).
+    fn tag(&self) -> Option<String> {
+        self.value
+            .as_ref()
+            .map(|value| format!("s{}:{value}", value.len()))
+    }
+}
+
+impl From<Group> for Scope {
+    fn from(group: Group) -> Self {
+        Self { group, value: None }
+    }
+}
+
+impl From<&Scope> for Scope {
+    fn from(scope: &Scope) -> Self {
+        scope.clone()
+    }
 }
 
 /// A fully spelled entry key. Built only by [`CacheService::key`](crate::CacheService::key)
@@ -114,18 +196,9 @@ impl CacheKey {
         let _ = write!(key, "{prefix}:{}:{{", namespace.0);
         let start = key.len();
         let _ = write!(key, "{id}");
-        // Braces inside the id would end the hash tag early; '%' is escaped so the
-        // encoding stays injective.
-        if key[start..].contains(['{', '}', '%']) {
-            let escaped: String = key[start..]
-                .chars()
-                .map(|c| match c {
-                    '{' => "%7B".to_owned(),
-                    '}' => "%7D".to_owned(),
-                    '%' => "%25".to_owned(),
-                    c => c.to_string(),
-                })
-                .collect();
+        // Braces inside the id would end the hash tag early.
+        if needs_escape(&key[start..]) {
+            let escaped = escape(&key[start..]);
             key.truncate(start);
             key.push_str(&escaped);
         }
@@ -185,13 +258,19 @@ pub struct MemberKey {
 }
 
 impl MemberKey {
-    pub(crate) fn new(prefix: &str, group: Group, member: &dyn fmt::Display) -> Self {
-        let template = CacheKey::new(prefix, group.namespace(), &format_args!("g:{member}"));
-        // The generation goes right after `{g`, before the (possibly escaped) member.
-        let split = prefix.len() + 1 + group.namespace().name().len() + 1 + "{g".len();
+    pub(crate) fn new(prefix: &str, group: &Scope, member: &dyn fmt::Display) -> Self {
+        let namespace = group.group.namespace();
+        // After the generation: `:` for a member of the whole group, the scope's tag
+        // (which starts with `s`) for a member of a scope, so no two can share a key.
+        let template = match group.tag() {
+            None => CacheKey::new(prefix, namespace, &format_args!("g:{member}")),
+            Some(tag) => CacheKey::new(prefix, namespace, &format_args!("g{tag}:{member}")),
+        };
+        // The generation goes right after `{g`, before the (possibly escaped) rest.
+        let split = prefix.len() + 1 + namespace.name().len() + 1 + "{g".len();
         let (head, tail) = template.key.split_at(split);
         Self {
-            namespace: group.namespace(),
+            namespace,
             head: head.to_owned(),
             tail: tail.to_owned(),
         }
@@ -274,8 +353,33 @@ impl Invalidation {
     }
 }
 
-pub(crate) fn generation_key(prefix: &str, group: Group) -> String {
-    format!("{prefix}:{}:generation", group.0.0)
+/// The key of the generation counter of `group` (the whole group, or one scope).
+pub(crate) fn generation_key(prefix: &str, group: &Scope) -> String {
+    let name = group.group.0.0;
+    match group.tag() {
+        None => format!("{prefix}:{name}:generation"),
+        Some(tag) => format!("{prefix}:{name}:{}:generation", escape(&tag)),
+    }
+}
+
+fn needs_escape(s: &str) -> bool {
+    s.contains(['{', '}', '%'])
+}
+
+/// `s` with `{`, `}` and `%` percent-encoded: braces would make (or end) a Redis Cluster
+/// hash tag; `%` is encoded too, so the encoding stays injective.
+fn escape(s: &str) -> String {
+    if !needs_escape(s) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| match c {
+            '{' => "%7B".to_owned(),
+            '}' => "%7D".to_owned(),
+            '%' => "%25".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -305,7 +409,7 @@ mod tests {
     #[test]
     fn a_member_key_is_the_entry_key_of_its_generation() {
         let list = Group::new("product_list");
-        let member = MemberKey::new("shop", list, &"p1:n20:{c}");
+        let member = MemberKey::new("shop", &list.into(), &"p1:n20:{c}");
         assert_eq!(
             member.at(7).as_str(),
             "shop:product_list:{g7:p1:n20:%7Bc%7D}"
@@ -323,8 +427,46 @@ mod tests {
     #[test]
     fn generation_key_is_outside_every_member_key() {
         assert_eq!(
-            generation_key("shop", Group::new("product_list")),
+            generation_key("shop", &Group::new("product_list").into()),
             "shop:product_list:generation"
         );
+    }
+
+    #[test]
+    fn each_scope_has_its_own_counter_and_members() {
+        let list = Group::new("product_list");
+        assert_eq!(
+            generation_key("shop", &list.scope("mice")),
+            "shop:product_list:s4:mice:generation"
+        );
+        // No hash tag in a counter, whatever the value holds.
+        assert_eq!(
+            generation_key("shop", &list.scope("{a}")),
+            "shop:product_list:s3:%7Ba%7D:generation"
+        );
+        assert_eq!(
+            MemberKey::new("shop", &list.scope("mice"), &"p1")
+                .at(7)
+                .as_str(),
+            "shop:product_list:{g7s4:mice:p1}"
+        );
+    }
+
+    #[test]
+    fn members_of_different_scopes_never_share_a_key() {
+        let list = Group::new("product_list");
+        // Counters are separate, so two of them may stand at the same generation.
+        let keys = [
+            MemberKey::new("shop", &list.into(), &"s1:a:p1").at(7),
+            MemberKey::new("shop", &list.scope("a"), &"p1").at(7),
+            MemberKey::new("shop", &list.scope("a:p1"), &"").at(7),
+            MemberKey::new("shop", &list.scope(""), &"a:p1").at(7),
+            MemberKey::new("shop", &list.scope("s1"), &"a:p1").at(7),
+        ];
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! `cache-service` knows nothing about any particular entity. A caller names its keys
 //! with a [`Namespace`] and an id, or groups derived values (list pages, search results)
-//! in a [`Group`], and reads them through [`CacheService::get_or_load`], which runs the
+//! in a [`Group`] (or in one [`Scope`] of it: the pages filtered by one value), and reads
+//! them through [`CacheService::get_or_load`], which runs the
 //! caller's loader only on a miss (or [`CacheService::get_or_load_json`], which hands a
 //! hit back as the stored JSON bytes, for a server to send as they are). After a database
 //! write commits, the caller invalidates what the write made stale with
@@ -68,14 +69,15 @@
 //!
 //! - [`service`]: [`CacheService`], the cheap-to-clone handle: typed reads, single-flight,
 //!   lease waits, invalidation, metrics.
-//! - [`key`]: the only place keys are spelled: [`Namespace`], [`Group`], [`CacheKey`],
-//!   [`MemberKey`].
+//! - [`key`]: the only place keys are spelled: [`Namespace`], [`Group`], [`Scope`],
+//!   [`CacheKey`], [`MemberKey`].
 //! - [`codec`]: the entry format (a format byte, the source version, the payload).
 //! - [`backend`]: the [`CacheBackend`] trait and its two implementations,
 //!   [`RedisBackend`] (one pool, or on a Redis Cluster a pool per master routed by hash
 //!   slot) and [`MemoryBackend`], which pass one conformance suite; and [`NearCache`], an
 //!   in-process copy in front of Redis kept coherent by Redis's client tracking.
-//! - [`config`]: [`CacheConfig`] (prefix, TTLs, jitter, lease and fence lifetimes).
+//! - [`config`]: [`CacheConfig`] (prefix, TTLs (one per namespace if wanted), jitter,
+//!   lease and fence lifetimes).
 //! - [`coherence`]: [`Coherence`], the component that keeps the promises across processes
 //!   for any table: a transactional outbox filled by triggers ([`OutboxTable`]) and its
 //!   relay, the one after-commit routine every writer calls, the cache epoch per Redis
@@ -90,8 +92,9 @@
 //!    before a write committed therefore cannot store its value after that write's
 //!    invalidation.
 //! 2. **O(1) group invalidation.** A [`Group`] has a generation counter that is part of
-//!    every member's key; invalidating the group is one `INCR`. There is no `SCAN` or
-//!    `KEYS` anywhere in this crate.
+//!    every member's key; invalidating the group is one `INCR`. So has each [`Scope`] of
+//!    it, so a write moves only the scopes it touched. There is no `SCAN` or `KEYS`
+//!    anywhere in this crate.
 //! 3. **One load per key per process.** Concurrent misses of one key share one loader
 //!    call. A reader only accepts a shared result whose fill was stored under a lease
 //!    granted before the reader joined, so a read that starts after an invalidation
@@ -143,11 +146,11 @@ pub use backend::{
 };
 pub use coherence::{
     Applied, AuditConfig, AuditReport, AuditTotals, AuditorHandle, Change, Coherence,
-    CoherenceConfig, OutboxTable, RelayHandle,
+    CoherenceConfig, OutboxTable, RelayHandle, ScopedGroup,
 };
 pub use config::{CacheConfig, NearCacheConfig, RedisConfig};
 pub use error::{CacheError, Result};
 /// The Redis client this crate uses, for [`RedisBackend::from_pool`].
 pub use fred;
-pub use key::{CacheKey, Group, Invalidation, MemberKey, Namespace};
+pub use key::{CacheKey, Group, Invalidation, MemberKey, Namespace, Scope};
 pub use service::{CacheService, Cacheable, CachedJson};

@@ -5,7 +5,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use futures::future::join_all;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -14,19 +13,21 @@ use crate::breaker::{Breaker, Marks};
 use crate::config::{CacheConfig, RedisConfig};
 use crate::error::Result;
 use crate::flight::Flights;
-use crate::key::{CacheKey, Group, Invalidation, MemberKey, Namespace, generation_key};
+use crate::key::{CacheKey, Invalidation, MemberKey, Namespace, Scope, generation_key};
 
+mod invalidate;
 mod read;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use invalidate::{Owed, ScopedOwed};
 pub use read::CachedJson;
 
 /// A value that can be cached.
 pub trait Cacheable: Serialize + DeserializeOwned + Send + Sync {
     /// The version of the source row this value was loaded from; a fill is refused when
     /// a versioned invalidation fenced a newer one. Values derived from many rows (list
-    /// pages) belong in a [`Group`] and return 0.
+    /// pages) belong in a [`Group`](crate::Group) and return 0.
     fn version(&self) -> u64;
 }
 
@@ -119,138 +120,23 @@ impl CacheService {
         CacheKey::new(&self.prefix(), namespace, &id)
     }
 
-    /// The key of `member` of `group`, for any of the group's generations.
-    pub fn member_key(&self, group: Group, member: impl fmt::Display) -> MemberKey {
-        MemberKey::new(&self.prefix(), group, &member)
+    /// The key of `member` of `group` (a [`Group`](crate::Group), or one [`Scope`] of
+    /// it), for any of its generations.
+    pub fn member_key(&self, group: impl Into<Scope>, member: impl fmt::Display) -> MemberKey {
+        MemberKey::new(&self.prefix(), &group.into(), &member)
+    }
+
+    /// The key of the generation counter of `group` (a [`Group`](crate::Group), or one
+    /// [`Scope`] of it) in the current epoch: what a member's key is built with (see
+    /// [`MemberKey::at`]). For inspection (tests, tools); reads and invalidations spell
+    /// it themselves.
+    pub fn generation_key(&self, group: impl Into<Scope>) -> String {
+        generation_key(&self.prefix(), &group.into())
     }
 
     /// Checks that the backend answers.
     pub async fn ping(&self) -> Result<()> {
         self.inner.backend.ping().await
-    }
-
-    /// Applies `invalidations` (concurrently). Call it after the write's transaction
-    /// committed. Every invalidation is attempted; the first error is returned so the
-    /// caller can retry or record what it still owes.
-    pub async fn invalidate(&self, invalidations: &[Invalidation]) -> Result<()> {
-        let fence_ttl = self.inner.config.fence_ttl;
-        let results = join_all(
-            invalidations
-                .iter()
-                .map(|inv| self.inner.backend.invalidate(inv, fence_ttl)),
-        )
-        .await;
-        let mut first_error = None;
-        for (inv, result) in invalidations.iter().zip(results) {
-            // Retired whatever the outcome: a load that began before the write must not
-            // be joined by readers that start after it.
-            self.inner.flights.retire(inv.key.as_str());
-            let namespace = inv.key.namespace().name();
-            match result {
-                Ok(()) => metrics::counter!("cache_invalidations_total", "namespace" => namespace)
-                    .increment(1),
-                Err(error) => {
-                    self.trip(inv.key.as_str());
-                    metrics::counter!("cache_invalidation_errors_total", "namespace" => namespace)
-                        .increment(1);
-                    tracing::warn!(key = %inv.key, %error, "cache invalidation failed");
-                    first_error.get_or_insert(error);
-                }
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-
-    /// Invalidates every member of `group` in O(1) by moving it to a new generation.
-    pub async fn invalidate_group(&self, group: Group) -> Result<()> {
-        let namespace = group.namespace().name();
-        let key = generation_key(&self.prefix(), group);
-        match self.inner.backend.bump_generation(&key).await {
-            Ok(_) => {
-                metrics::counter!("cache_invalidations_total", "namespace" => namespace)
-                    .increment(1);
-                Ok(())
-            }
-            Err(error) => {
-                self.trip(&key);
-                metrics::counter!("cache_invalidation_errors_total", "namespace" => namespace)
-                    .increment(1);
-                tracing::warn!(group = namespace, %error, "cache group invalidation failed");
-                Err(error)
-            }
-        }
-    }
-
-    /// Invalidates what one committed write made stale: first the `groups`, then the
-    /// `items`, in one round trip where the backend can (one script on a standalone
-    /// Redis). The order matters to [`replay_write`](Self::replay_write): an item's fence
-    /// is only ever set after its groups moved on.
-    pub async fn invalidate_write(&self, items: &[Invalidation], groups: &[Group]) -> Result<()> {
-        let prefix = self.prefix();
-        let generation_keys: Vec<String> = groups
-            .iter()
-            .map(|group| generation_key(&prefix, *group))
-            .collect();
-        let result = self
-            .inner
-            .backend
-            .invalidate_write(items, &generation_keys, self.inner.config.fence_ttl)
-            .await;
-        for inv in items {
-            // As in `invalidate`: retired whatever the outcome.
-            self.inner.flights.retire(inv.key.as_str());
-        }
-        let namespaces = groups
-            .iter()
-            .map(|group| group.namespace().name())
-            .chain(items.iter().map(|inv| inv.key.namespace().name()));
-        match &result {
-            Ok(()) => {
-                for namespace in namespaces {
-                    metrics::counter!("cache_invalidations_total", "namespace" => namespace)
-                        .increment(1);
-                }
-            }
-            Err(error) => {
-                // Which step failed is not known: every shard the write touches waits
-                // for the replay.
-                for key in items.iter().map(|inv| inv.key.as_str()) {
-                    self.trip(key);
-                }
-                for key in &generation_keys {
-                    self.trip(key);
-                }
-                for namespace in namespaces {
-                    metrics::counter!("cache_invalidation_errors_total", "namespace" => namespace)
-                        .increment(1);
-                }
-                tracing::warn!(%error, "cache invalidation of a write failed");
-            }
-        }
-        result
-    }
-
-    /// Applies invalidations owed by writes that may already have been invalidated inline
-    /// (an outbox relay's replay). Idempotent, and cheap when they were: an item whose
-    /// fence is already at or above its version was applied (the fence was set by the
-    /// same script that removed every older value, and refuses older fills since), so
-    /// it is skipped; the groups only move on if some item was not applied yet, so a
-    /// replay costs no extra loads. Unversioned items always count as not applied.
-    pub async fn replay_write(&self, items: &[Invalidation], groups: &[Group]) -> Result<()> {
-        let fences = join_all(items.iter().map(|inv| self.inner.backend.fence(&inv.key))).await;
-        let mut pending = Vec::new();
-        for (inv, fence) in items.iter().zip(fences) {
-            let fence = fence.inspect_err(|_| self.trip(inv.key.as_str()))?;
-            let applied =
-                matches!((inv.version, fence), (Some(version), Some(fence)) if fence >= version);
-            if !applied {
-                pending.push(inv.clone());
-            }
-        }
-        if pending.is_empty() {
-            return Ok(());
-        }
-        self.invalidate_write(&pending, groups).await
     }
 
     /// Whether reads currently skip the cache, for some keys or all (after a backend
@@ -301,7 +187,7 @@ impl CacheService {
     /// invalidations not replayed yet.
     /// Looks at those shards only: asking every shard first (16 384 on a cluster) would
     /// cost each write more than the answer.
-    pub(crate) fn needs_resync_for(&self, items: &[Invalidation], groups: &[Group]) -> bool {
+    pub(crate) fn needs_resync_for(&self, items: &[Invalidation], groups: &[Scope]) -> bool {
         self.inner.breaker.gate_on()
             && self
                 .shards_of(items, groups)
@@ -310,7 +196,7 @@ impl CacheService {
     }
 
     /// The shards that `items` and `groups`' generation counters live on.
-    pub(crate) fn shards_of(&self, items: &[Invalidation], groups: &[Group]) -> BTreeSet<usize> {
+    pub(crate) fn shards_of(&self, items: &[Invalidation], groups: &[Scope]) -> BTreeSet<usize> {
         let prefix = self.prefix();
         items
             .iter()
@@ -318,7 +204,7 @@ impl CacheService {
             .chain(
                 groups
                     .iter()
-                    .map(|group| self.shard_of(&generation_key(&prefix, *group))),
+                    .map(|group| self.shard_of(&generation_key(&prefix, group))),
             )
             .collect()
     }

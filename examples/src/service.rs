@@ -1,14 +1,15 @@
 //! [`OrderService`]: reads through the cache, writes through one method.
 //!
 //! An order is cached under its id in [`ORDER`], fenced at its version; a customer's list
-//! pages are members of the [`ORDER_PAGE`] group. Every write runs in
-//! `OrderService::write` (private): a database transaction (the outbox triggers record
-//! what it owes inside it), the commit, then [`Coherence::after_commit`], which moves the
-//! group to a new generation and invalidates the order's key at its new version.
+//! pages are members of that customer's scope of the [`ORDER_PAGE`] group. Every write
+//! runs in `OrderService::write` (private): a database transaction (the outbox triggers
+//! record what it owes inside it, with the order's customer), the commit, then
+//! [`Coherence::after_commit`], which moves the customer's scope to a new generation and
+//! invalidates the order's key at its new version. Other customers' pages stay cached.
 
 use cache_service::{
     CacheKey, CacheService, Cacheable, Change, Coherence, CoherenceConfig, Group, Namespace,
-    OutboxTable, RelayHandle,
+    OutboxTable, RelayHandle, ScopedGroup,
 };
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -24,16 +25,21 @@ use crate::schema::order;
 
 /// Cache namespace of single orders (also the `namespace` metric label).
 pub const ORDER: Namespace = Namespace::new("order");
-/// Cache group of every customer's list pages: any order write invalidates all of them.
+/// Cache group of the customers' list pages, one scope per customer: an order write
+/// invalidates its customer's pages only.
 pub const ORDER_PAGE: Group = Group::new("order_page");
 /// The `orders` table as the coherence component knows it: its triggers record every
-/// change of an order in the outbox, whoever makes it.
+/// change of an order in the outbox, with its customer, whoever makes it.
 pub const ORDERS_TABLE: OutboxTable = OutboxTable {
     table: "orders",
     id_column: "id",
     version_column: "version",
     namespace: ORDER,
-    groups: &[ORDER_PAGE],
+    groups: &[],
+    scoped_groups: &[ScopedGroup {
+        group: ORDER_PAGE,
+        column: "customer_id",
+    }],
 };
 
 /// An order as readers see it.
@@ -165,11 +171,13 @@ impl OrderService {
         found.ok_or(Error::NotFound { id })
     }
 
-    /// One page of a customer's orders, from the cache when possible.
+    /// One page of a customer's orders, from the cache when possible (in the customer's
+    /// scope of [`ORDER_PAGE`]).
     pub async fn find_page(&self, query: &CustomerPage) -> Result<OrderPage> {
+        let pages = ORDER_PAGE.scope(query.customer().get());
         let page = self
             .cache()
-            .get_or_load_in(ORDER_PAGE, query.cache_member(), || self.load_page(query))
+            .get_or_load_in(pages, query.cache_member(), || self.load_page(query))
             .await?;
         // The loader always returns a page, so no "absent" page is ever cached.
         Ok(page.unwrap_or_else(|| OrderPage::empty(query)))
@@ -212,7 +220,8 @@ impl OrderService {
                 ..Default::default()
             };
             let model = row.insert(txn).await?;
-            Ok((Change::created(ORDER, model.id), Order::from(model)))
+            let change = Change::created(ORDER, model.id).with_scopes([model.customer_id]);
+            Ok((change, Order::from(model)))
         })
         .await
     }
@@ -242,10 +251,9 @@ impl OrderService {
             let Some(model) = update.exec_with_returning(txn).await?.pop() else {
                 return Err(missed(txn, id, expected).await);
             };
-            Ok((
-                Change::at_version(ORDER, model.id, model.version),
-                Order::from(model),
-            ))
+            let change =
+                Change::at_version(ORDER, model.id, model.version).with_scopes([model.customer_id]); // a status change keeps the customer
+            Ok((change, Order::from(model)))
         })
         .await
     }
@@ -263,7 +271,9 @@ impl OrderService {
             };
             // A deleted row counts as one version past its last: every cached copy and
             // every in-flight fill of an older version is refused.
-            Ok((Change::at_version(ORDER, gone.id, gone.version + 1), ()))
+            let change = Change::at_version(ORDER, gone.id, gone.version + 1)
+                .with_scopes([gone.customer_id]);
+            Ok((change, ()))
         })
         .await
     }

@@ -288,8 +288,12 @@ impl ProductService {
         let rows = select.all(&txn).await?;
         let mut changed = Vec::new();
         for row in &rows {
-            if let Some(version) = reprice_one(&txn, row.clone(), percent).await? {
-                changed.push(Change::at_version(PRODUCT, row.id, version));
+            if let Some(model) = reprice_one(&txn, row.clone(), percent).await? {
+                // A new price leaves the category as it was: only its scope moves.
+                changed.push(
+                    Change::at_version(PRODUCT, model.id, model.version)
+                        .with_scopes([&model.category]),
+                );
             }
         }
         let last = rows.last().map_or(cursor, |r| r.id);
@@ -443,13 +447,13 @@ impl ProductService {
 }
 
 /// Sets one product's new price with its version in the `WHERE` clause; if someone
-/// changed it since it was read, reads it again and recomputes. Returns the new version,
+/// changed it since it was read, reads it again and recomputes. Returns the row as updated,
 /// or `None` when the price did not change or the product is gone.
 async fn reprice_one(
     txn: &impl ConnectionTrait,
     mut row: product::Model,
     percent: RepricePercent,
-) -> Result<Option<i64>> {
+) -> Result<Option<product::Model>> {
     use product::Column as P;
     loop {
         let price = percent.apply(row.price_cents);
@@ -475,7 +479,7 @@ async fn reprice_one(
             .await?
             .pop();
         if let Some(model) = updated {
-            return Ok(Some(model.version));
+            return Ok(Some(model));
         }
         match product::Entity::find_by_id(row.id).one(txn).await? {
             Some(fresh) => row = fresh,

@@ -33,6 +33,9 @@ impl MigratorTrait for Migrator {
             Box::new(RepriceJobOwner),
             Box::new(GenericOutbox),
             cache_service::coherence::tables_migration(),
+            // The outbox records each change's category before and after it, and the
+            // list pages of a category move only with changes that touch it.
+            crate::service::PRODUCT_TABLE.migration("m20261130_000009_category_scoped_lists"),
         ]
     }
 }
@@ -520,7 +523,11 @@ impl MigrationName for GenericOutbox {
 impl MigrationTrait for GenericOutbox {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let backend = manager.get_database_backend();
-        let table = crate::service::PRODUCT_TABLE;
+        // The triggers as they were then (without scopes: migration 9 adds them).
+        let table = cache_service::OutboxTable {
+            scoped_groups: &[],
+            ..crate::service::PRODUCT_TABLE
+        };
         let to_db = |e: cache_service::CacheError| DbErr::Migration(e.to_string());
         // The old triggers write the old columns: gone before the columns change.
         let mut statements = table.uninstall_statements(backend).map_err(to_db)?;

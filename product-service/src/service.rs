@@ -1,16 +1,19 @@
 //! [`ProductService`]: the one way to read and change products.
 //!
 //! Reads go through the cache: a product under its id in [`PRODUCT`], list pages in the
-//! [`PRODUCT_LIST`] group. Each write is one SQL statement, which is its own transaction
-//! (the outbox triggers run inside it). After it commits, the coherence component moves
-//! the list group to a new generation and invalidates the product's key, fenced at the
-//! row's new version ([`Coherence::after_commit`]). When that cannot be done inline (Redis
+//! [`PRODUCT_LIST`] group: the unfiltered pages in the whole group, the pages of one
+//! category in that category's scope of it. Each write is one SQL statement, which is
+//! its own transaction (the outbox triggers run inside it). After it commits, the
+//! coherence component moves the whole list group and the scopes of the categories the
+//! write touched (the old and the new one, when a product moves) to new generations and
+//! invalidates the product's key, fenced at the row's new version
+//! ([`Coherence::after_commit`]). When that cannot be done inline (Redis
 //! unreachable, or recovering from an outage) the write waits, up to a bound, for a relay
 //! to apply it; past the bound it returns, and the invalidation stays owed in the outbox.
 
 use cache_service::{
     CacheError, CacheService, Change, Coherence, CoherenceConfig, Group, Namespace, OutboxTable,
-    RelayHandle,
+    RelayHandle, ScopedGroup,
 };
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
@@ -31,20 +34,26 @@ use crate::error::{Error, Result};
 
 /// Cache namespace of single products (also the `namespace` metric label).
 pub const PRODUCT: Namespace = Namespace::new("product");
-/// Cache group of list pages (also the `namespace` metric label).
+/// Cache group of list pages (also the `namespace` metric label). Unfiltered pages are
+/// members of the whole group; the pages of one category, of its scope
+/// (`PRODUCT_LIST.scope(category)`).
 pub const PRODUCT_LIST: Group = Group::new("product_list");
 
 /// The `product` table as the coherence component knows it: its triggers record every
-/// change of a product in the outbox, whoever makes it.
+/// change of a product in the outbox, whoever makes it, with its category before and
+/// after the change, so the pages of both categories move.
 ///
 /// # Examples
 ///
 /// ```
 /// # fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use cache_service::ScopedGroup;
 /// use product_service::{PRODUCT, PRODUCT_LIST, PRODUCT_TABLE};
 ///
 /// assert_eq!((PRODUCT_TABLE.table, PRODUCT_TABLE.namespace), ("product", PRODUCT));
 /// assert_eq!(PRODUCT_TABLE.groups, &[PRODUCT_LIST]);
+/// let by_category = ScopedGroup { group: PRODUCT_LIST, column: "category" };
+/// assert_eq!(PRODUCT_TABLE.scoped_groups, &[by_category]);
 /// # Ok(())
 /// # }
 /// ```
@@ -54,6 +63,10 @@ pub const PRODUCT_TABLE: OutboxTable = OutboxTable {
     version_column: "version",
     namespace: PRODUCT,
     groups: &[PRODUCT_LIST],
+    scoped_groups: &[ScopedGroup {
+        group: PRODUCT_LIST,
+        column: "category",
+    }],
 };
 
 /// Reads and writes products; the only write path. Cloning is shallow (the connection
@@ -244,8 +257,8 @@ impl ProductService {
             .exec_with_returning(&self.db)
             .await
             .map_err(|e| write_error(e, Some(&input.sku)))?;
-        self.invalidate_after_commit(Change::created(PRODUCT, model.id))
-            .await;
+        let change = Change::created(PRODUCT, model.id).with_scopes([&model.category]);
+        self.invalidate_after_commit(change).await;
         Ok(model.into())
     }
 
@@ -380,8 +393,9 @@ impl ProductService {
         };
         // A deleted row counts as one version past its last, so every cached copy and
         // every in-flight fill of an older version is refused.
-        self.invalidate_after_commit(Change::at_version(PRODUCT, deleted.id, deleted.version + 1))
-            .await;
+        let change = Change::at_version(PRODUCT, deleted.id, deleted.version + 1)
+            .with_scopes([&deleted.category]);
+        self.invalidate_after_commit(change).await;
         Ok(())
     }
 
@@ -410,8 +424,14 @@ impl ProductService {
         let Some(model) = updated else {
             return Err(diagnose_miss(&self.db, id, expected).await);
         };
-        self.invalidate_after_commit(Change::at_version(PRODUCT, model.id, model.version))
-            .await;
+        let mut change = Change::at_version(PRODUCT, model.id, model.version);
+        // An update that leaves the category alone touched only its scope. One that sets
+        // it may have moved the product: the category it had is in the outbox row the
+        // trigger wrote, where the coherence component looks it up.
+        if patch.category.is_none() {
+            change = change.with_scopes([&model.category]);
+        }
+        self.invalidate_after_commit(change).await;
         Ok(model.into())
     }
 
@@ -427,9 +447,9 @@ impl ProductService {
             .await?)
     }
 
-    /// Runs after the commit, never before: the list group, then the product's key,
-    /// fenced at `version`, inline; or, if the cache cannot take it now, by a relay while
-    /// the write waits (see [`Coherence::after_commit`]).
+    /// Runs after the commit, never before: the list group and the categories' scopes,
+    /// then the product's key, fenced at `version`, inline; or, if the cache cannot take
+    /// it now, by a relay while the write waits (see [`Coherence::after_commit`]).
     async fn invalidate_after_commit(&self, change: Change) {
         #[cfg(feature = "fault-injection")]
         if self.pause_after_commit {

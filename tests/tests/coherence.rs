@@ -425,6 +425,7 @@ async fn any_table_gets_the_outbox_triggers() {
         version_column: "version",
         namespace: ORDER,
         groups: &[ORDER_LIST],
+        scoped_groups: &[],
     };
     let db = product_service::connect("sqlite::memory:")
         .await
@@ -540,6 +541,7 @@ async fn reinstalling_triggers_on_a_pooled_sqlite_file_never_meets_a_stale_schem
         version_column: "version",
         namespace: Namespace::new("item"),
         groups: &[],
+        scoped_groups: &[],
     };
     const POOL: u32 = 8;
     for round in 0..20 {

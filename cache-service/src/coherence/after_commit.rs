@@ -1,25 +1,43 @@
 //! After a commit: invalidate inline when this process trusts the cache, else wake every
 //! relay and wait (up to the acknowledgement bound) until one has applied the change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use sea_orm::sea_query::{Alias, Expr};
 use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect};
 
 use super::schema::outbox;
-use super::{Applied, CHANNEL, Change, Coherence};
+use super::{Applied, CHANNEL, Change, Coherence, Owes};
 use crate::error::Result;
 
 impl Coherence {
     /// Inline invalidation, only at a checked epoch and with no outage unresolved.
     pub(super) async fn invalidate_inline(&self, changes: &[Change]) -> bool {
         let cache = &self.inner.cache;
-        let (items, groups) = self.invalidations(
-            changes
-                .iter()
-                .map(|c| (c.namespace.name(), c.id, c.version)),
-        );
-        if cache.needs_resync_for(&items, &groups) {
+        let looked_up = match self.scopes_in_outbox(changes).await {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read a change's scopes; the relays invalidate");
+                return false;
+            }
+        };
+        let owed = self.invalidations(changes.iter().map(|c| {
+            Owes {
+                namespace: c.namespace.name(),
+                id: c.id,
+                version: c.version,
+                scopes: match &c.scopes {
+                    Some(known) => known.iter().map(String::as_str).collect(),
+                    None => looked_up
+                        .get(&(c.namespace.name(), c.id))
+                        .map(|found| found.iter().map(String::as_str).collect())
+                        .unwrap_or_default(),
+                },
+            }
+        }));
+        let (items, groups) = (&owed.items, owed.all_groups());
+        if cache.needs_resync_for(items, &groups) {
             return false;
         }
         if !cache.is_verified()
@@ -28,12 +46,51 @@ impl Coherence {
             tracing::debug!(%error, "cache: cannot check which Redis this is; the relays invalidate");
             return false;
         }
-        if let Err(error) = cache.invalidate_write(&items, &groups).await {
+        if let Err(error) = cache.invalidate_scopes(items, &groups).await {
             tracing::warn!(%error, "invalidation after commit failed; waiting for a relay");
             return false;
         }
         self.settle_created(changes).await;
         true
+    }
+
+    /// The scope values that the outbox rows of `changes` whose writer did not name them
+    /// record (every row of those entities still owed), for tables with scoped groups.
+    /// A row that is gone was applied by a relay, which moved its scopes.
+    async fn scopes_in_outbox(
+        &self,
+        changes: &[Change],
+    ) -> Result<HashMap<(&'static str, i64), Vec<String>>> {
+        let unknown = changes.iter().filter(|c| {
+            c.scopes.is_none()
+                && self
+                    .table(c.namespace.name())
+                    .is_some_and(|table| table.scope_column().is_some())
+        });
+        let mut found: HashMap<(&'static str, i64), Vec<String>> = HashMap::new();
+        for (namespace, ids) in ids_by_namespace(unknown) {
+            for ids in ids.chunks(500) {
+                let rows: Vec<(i64, Option<String>, Option<String>)> = outbox::Entity::find()
+                    .select_only()
+                    .column(outbox::Column::EntityId)
+                    .column_as(Expr::col(Alias::new("old_scope")), "old_scope")
+                    .column_as(Expr::col(Alias::new("new_scope")), "new_scope")
+                    .filter(outbox::Column::Namespace.eq(namespace))
+                    .filter(outbox::Column::EntityId.is_in(ids.iter().copied()))
+                    .into_tuple()
+                    .all(&self.inner.db)
+                    .await?;
+                for (id, old, new) in rows {
+                    let values = found.entry((namespace, id)).or_default();
+                    for value in [old, new].into_iter().flatten() {
+                        if !values.contains(&value) {
+                            values.push(value);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Deletes the "created" rows of `changes`, whose removal was just applied at a

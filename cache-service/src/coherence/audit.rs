@@ -142,7 +142,7 @@ impl Coherence {
     /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
     /// # const NOTE: Namespace = Namespace::new("note");
     /// # const NOTES: OutboxTable = OutboxTable {
-    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[], scoped_groups: &[],
     /// # };
     /// # let db = Database::connect("sqlite::memory:").await?;
     /// # db.execute_unprepared(
@@ -186,7 +186,7 @@ impl Coherence {
     /// # use sea_orm_migration::{MigrationTrait, SchemaManager};
     /// # const NOTE: Namespace = Namespace::new("note");
     /// # const NOTES: OutboxTable = OutboxTable {
-    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+    /// #     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[], scoped_groups: &[],
     /// # };
     /// # let db = Database::connect("sqlite::memory:").await?;
     /// # db.execute_unprepared(

@@ -45,7 +45,7 @@ impl Default for CoherenceConfig {
 }
 
 /// One committed change of a row of an [`OutboxTable`](super::OutboxTable).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     /// The table's namespace.
     pub namespace: Namespace,
@@ -55,6 +55,12 @@ pub struct Change {
     /// created row: whatever is cached under the id is removed, whatever its version
     /// (an earlier incarnation of the id may have been cached at a higher one).
     pub version: u64,
+    /// For a table with [`ScopedGroup`](super::ScopedGroup)s: the values of its scope
+    /// column that the change touched (before and after it; one when it did not move),
+    /// when the writer knows them ([`with_scopes`](Self::with_scopes)). `None`: they are
+    /// read from the outbox rows the triggers wrote for the row (one query), which see
+    /// them exactly, whoever wrote.
+    pub scopes: Option<Vec<String>>,
 }
 
 impl Change {
@@ -80,6 +86,7 @@ impl Change {
             namespace,
             id,
             version: version.unsigned_abs(),
+            scopes: None,
         }
     }
 
@@ -89,7 +96,38 @@ impl Change {
             namespace,
             id,
             version: 0,
+            scopes: None,
         }
+    }
+
+    /// The change with the values of its table's scope column that it touched: the
+    /// value before and the value after it (one value when it did not change, or for a
+    /// created or deleted row), as text (see [`ScopedGroup`](super::ScopedGroup)). A
+    /// writer that does not know them (an `UPDATE` that may have moved the row) leaves
+    /// them out, and the component reads them from the outbox.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use cache_service::{Change, Namespace};
+    /// const ORDER: Namespace = Namespace::new("order");
+    ///
+    /// // Order 3 of customer 42 changed to version 2 (the customer did not change).
+    /// let change = Change::at_version(ORDER, 3, 2).with_scopes([42]);
+    /// assert_eq!(change.scopes, Some(vec!["42".to_owned()]));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_scopes<V: std::fmt::Display>(
+        mut self,
+        values: impl IntoIterator<Item = V>,
+    ) -> Self {
+        let mut scopes: Vec<String> = values.into_iter().map(|v| v.to_string()).collect();
+        scopes.sort_unstable();
+        scopes.dedup();
+        self.scopes = Some(scopes);
+        self
     }
 }
 
@@ -107,7 +145,7 @@ impl Change {
 ///
 /// const NOTE: Namespace = Namespace::new("note");
 /// const NOTES: OutboxTable = OutboxTable {
-///     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[],
+///     table: "notes", id_column: "id", version_column: "version", namespace: NOTE, groups: &[], scoped_groups: &[],
 /// };
 /// let db = Database::connect("sqlite::memory:").await?;
 /// db.execute_unprepared("CREATE TABLE notes (id INTEGER PRIMARY KEY, version INTEGER NOT NULL DEFAULT 1)")

@@ -4,15 +4,28 @@
 
 use std::collections::BTreeSet;
 
-use sea_orm::sea_query::LockType;
+use sea_orm::sea_query::{Alias, Expr, LockType, SimpleExpr};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, Select, TransactionTrait,
 };
 
-use super::Coherence;
-use super::schema::outbox;
+use super::schema::{SCOPE_COLUMNS, outbox};
+use super::{Coherence, Owes};
 use crate::error::{CacheError, Result};
+
+/// An outbox row as the relay applies it: with the scope columns, where this component's
+/// tables have scoped groups (their migrations added the columns; elsewhere they may not
+/// exist, and read as `NULL`).
+#[derive(Debug, FromQueryResult)]
+struct OwedRow {
+    id: i64,
+    namespace: String,
+    entity_id: i64,
+    version: i64,
+    old_scope: Option<String>,
+    new_scope: Option<String>,
+}
 
 impl Coherence {
     /// [`drain`](Self::drain) after a successful [`join`](Self::join).
@@ -63,17 +76,46 @@ impl Coherence {
     /// look at: then every shard counts as owed.
     pub(super) async fn owed_shards_through(&self, high: i64) -> Result<Option<BTreeSet<usize>>> {
         const LOOK_AT: u64 = 10_000;
-        let rows = outbox::Entity::find()
-            .filter(outbox::Column::Namespace.is_in(self.namespaces()))
-            .filter(outbox::Column::Id.lte(high))
-            .limit(LOOK_AT)
+        let rows = self
+            .owed_rows(
+                outbox::Entity::find()
+                    .filter(outbox::Column::Namespace.is_in(self.namespaces()))
+                    .filter(outbox::Column::Id.lte(high))
+                    .limit(LOOK_AT),
+            )
             .all(&self.inner.db)
             .await?;
         if rows.len() as u64 >= LOOK_AT {
             return Ok(None);
         }
-        let (items, groups) = self.invalidations(owed(&rows));
-        Ok(Some(self.inner.cache.shards_of(&items, &groups)))
+        let owed = self.invalidations(owed(&rows));
+        Ok(Some(
+            self.inner.cache.shards_of(&owed.items, &owed.all_groups()),
+        ))
+    }
+
+    /// `select` as [`OwedRow`]s.
+    fn owed_rows(
+        &self,
+        select: Select<outbox::Entity>,
+    ) -> sea_orm::Selector<sea_orm::SelectModel<OwedRow>> {
+        let scope = |column: &str| -> SimpleExpr {
+            if self.has_scopes() {
+                Expr::col(Alias::new(column))
+            } else {
+                Expr::cust("CAST(NULL AS TEXT)")
+            }
+        };
+        let [old, new] = SCOPE_COLUMNS;
+        select
+            .select_only()
+            .column(outbox::Column::Id)
+            .column(outbox::Column::Namespace)
+            .column(outbox::Column::EntityId)
+            .column(outbox::Column::Version)
+            .column_as(scope(old), old)
+            .column_as(scope(new), new)
+            .into_model::<OwedRow>()
     }
 
     /// Applies one batch of the rows after id `after`. The caller has checked the epoch.
@@ -87,11 +129,11 @@ impl Coherence {
         if db.get_database_backend() == DbBackend::Postgres {
             // Row locks held while the cache is updated: other relays skip these rows.
             let txn = db.begin().await?;
-            let rows = select
-                .lock_with_behavior(
+            let rows = self
+                .owed_rows(select.lock_with_behavior(
                     LockType::Update,
                     sea_orm::sea_query::LockBehavior::SkipLocked,
-                )
+                ))
                 .all(&txn)
                 .await?;
             let (applied, error) = self.apply(&rows).await;
@@ -101,7 +143,7 @@ impl Coherence {
         } else {
             // SQLite has one writer; holding its lock across Redis calls would stall
             // every write. Two relays on one file may apply a row twice: harmless.
-            let rows = select.all(db).await?;
+            let rows = self.owed_rows(select).all(db).await?;
             let (applied, error) = self.apply(&rows).await;
             delete(db, &applied).await?;
             Ok(Batch::of(&rows, applied.len(), error))
@@ -115,22 +157,18 @@ impl Coherence {
     ///
     /// All rows in one step; if that fails (a cluster master is down, say), row by row,
     /// so that what the healthy shards are owed is applied and only the rest waits.
-    async fn apply<'r>(
-        &self,
-        rows: &'r [outbox::Model],
-    ) -> (Vec<&'r outbox::Model>, Option<CacheError>) {
+    async fn apply<'r>(&self, rows: &'r [OwedRow]) -> (Vec<&'r OwedRow>, Option<CacheError>) {
         let cache = &self.inner.cache;
         if rows.is_empty() {
             return (Vec::new(), None);
         }
-        let (items, groups) = self.invalidations(owed(rows));
-        let Err(error) = cache.replay_write(&items, &groups).await else {
+        let Err(error) = cache.replay(&self.invalidations(owed(rows))).await else {
             return (rows.iter().collect(), None);
         };
         let mut applied = Vec::new();
         for row in rows {
-            let (items, groups) = self.invalidations(owed(std::slice::from_ref(row)));
-            if cache.replay_write(&items, &groups).await.is_ok() {
+            let owed = self.invalidations(owed(std::slice::from_ref(row)));
+            if cache.replay(&owed).await.is_ok() {
                 applied.push(row);
             }
         }
@@ -148,7 +186,7 @@ struct Batch {
 }
 
 impl Batch {
-    fn of(rows: &[outbox::Model], applied: usize, error: Option<CacheError>) -> Self {
+    fn of(rows: &[OwedRow], applied: usize, error: Option<CacheError>) -> Self {
         Self {
             rows: rows.len(),
             last_id: rows.last().map(|row| row.id),
@@ -159,19 +197,31 @@ impl Batch {
 }
 
 /// What outbox rows owe, as [`Coherence::invalidations`] takes it: a "created" row
-/// (stored as `-version`) owes an unconditional removal (version 0).
-fn owed(rows: &[outbox::Model]) -> impl Iterator<Item = (&str, i64, u64)> {
+/// (stored as `-version`) owes an unconditional removal (version 0); the scopes are the
+/// row's values before and after the change.
+fn owed(rows: &[OwedRow]) -> impl Iterator<Item = Owes<'_>> {
     rows.iter().map(|row| {
         let version = if row.version < 0 {
             0
         } else {
             row.version.unsigned_abs()
         };
-        (row.namespace.as_str(), row.entity_id, version)
+        let mut scopes: Vec<&str> = [&row.old_scope, &row.new_scope]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        scopes.dedup();
+        Owes {
+            namespace: row.namespace.as_str(),
+            id: row.entity_id,
+            version,
+            scopes,
+        }
     })
 }
 
-async fn delete(db: &impl ConnectionTrait, rows: &[&outbox::Model]) -> Result<()> {
+async fn delete(db: &impl ConnectionTrait, rows: &[&OwedRow]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }

@@ -13,7 +13,7 @@ use crate::backend::{FillOutcome, LeaseToken, Lookup};
 use crate::codec::{self, Entry};
 use crate::error::{CacheError, Result};
 use crate::flight::{self, Role};
-use crate::key::{CacheKey, Group, Invalidation, MemberKey, generation_key};
+use crate::key::{CacheKey, Invalidation, MemberKey, Scope, generation_key};
 
 /// How many times a reader joins another's load before loading on its own.
 const MAX_JOINS: usize = 3;
@@ -56,12 +56,14 @@ impl CacheService {
         self.read::<T, E, AsJson, _, _>(key, loader).await
     }
 
-    /// Like [`get_or_load`](Self::get_or_load) for a member of `group`: the group's
-    /// generation is read first and is part of the key, so a value loaded before the
-    /// group was invalidated is never served after it.
+    /// Like [`get_or_load`](Self::get_or_load) for a member of `group` (a [`Group`],
+    /// or one [`Scope`] of it): the group's generation is read first and is part of the
+    /// key, so a value loaded before the group was invalidated is never served after it.
+    ///
+    /// [`Group`]: crate::Group
     pub async fn get_or_load_in<T, E, F, Fut>(
         &self,
-        group: Group,
+        group: impl Into<Scope>,
         member: impl fmt::Display,
         loader: F,
     ) -> Result<Option<T>, E>
@@ -78,7 +80,7 @@ impl CacheService {
     /// [`get_or_load_in`](Self::get_or_load_in)).
     pub async fn get_or_load_json_in<T, E, F, Fut>(
         &self,
-        group: Group,
+        group: impl Into<Scope>,
         member: impl fmt::Display,
         loader: F,
     ) -> Result<Option<CachedJson>, E>
@@ -162,7 +164,7 @@ impl CacheService {
 
     async fn read_in<T, E, Fm, F, Fut>(
         &self,
-        group: Group,
+        group: impl Into<Scope>,
         member: impl fmt::Display,
         loader: F,
     ) -> Result<Option<Fm::Output>, E>
@@ -172,11 +174,12 @@ impl CacheService {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
-        let namespace = group.namespace().name();
+        let group = group.into();
+        let namespace = group.group().namespace().name();
         let prefix = self.prefix();
         // Members are invalidated only by moving the generation: they are as fresh as
         // the generation's shard.
-        let generation_key = generation_key(&prefix, group);
+        let generation_key = generation_key(&prefix, &group);
         if !self
             .inner
             .breaker
@@ -184,7 +187,7 @@ impl CacheService {
         {
             return bypass::<T, E, Fm, _, _>(namespace, loader).await;
         }
-        let member = MemberKey::new(&prefix, group, &member);
+        let member = MemberKey::new(&prefix, &group, &member);
         let read = self
             .inner
             .backend
@@ -298,7 +301,10 @@ impl CacheService {
         }
         let (entry, ttl) = match &value {
             Some(v) => match codec::encode(v.version(), v) {
-                Ok(entry) => (Bytes::from(entry), jittered(config.ttl, config.ttl_jitter)),
+                Ok(entry) => (
+                    Bytes::from(entry),
+                    jittered(config.ttl_for(key.namespace()), config.ttl_jitter),
+                ),
                 Err(error) => {
                     tracing::error!(%key, %error, "value cannot be serialized; not cached");
                     return (Fm::from_loaded(value, None), None);

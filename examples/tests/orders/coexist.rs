@@ -211,7 +211,7 @@ async fn a_database_migrated_the_old_way_upgrades_without_migrating_again(db: Fr
     let applied = versions(&conn, PRODUCT_MIGRATIONS).await;
     assert_eq!(
         applied.len(),
-        8,
+        9,
         "every product-service migration is recorded"
     );
     DefaultTable::install(&conn)

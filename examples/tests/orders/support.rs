@@ -155,17 +155,12 @@ impl Env {
         self.redis.command(&["EXISTS", &lease]).expect("EXISTS") == "1"
     }
 
-    /// Whether Redis holds `page` in the list group's current generation.
+    /// Whether Redis holds `page` in its customer's scope's current generation.
     pub async fn page_is_cached(&self, page: &CustomerPage) -> bool {
         let cache = self.service.cache();
-        // The generation counter's key is not public: spelled as `cache_service::key`
-        // and `CacheService::epoch` document it.
-        let prefix = match cache.epoch() {
-            0 => cache.config().prefix.clone(),
-            epoch => format!("{}:e{epoch}", cache.config().prefix),
-        };
-        let generation_key = format!("{prefix}:{}:generation", ORDER_PAGE.namespace().name());
-        let member = cache.member_key(ORDER_PAGE, page.cache_member());
+        let pages = ORDER_PAGE.scope(page.customer().get());
+        let generation_key = cache.generation_key(&pages);
+        let member = cache.member_key(pages, page.cache_member());
         let (_, entry) = cache
             .backend()
             .get_member(&generation_key, &member)

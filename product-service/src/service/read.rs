@@ -1,7 +1,7 @@
 //! Reads: one product or one page, from the cache when possible, as a value or as the
 //! stored JSON.
 
-use cache_service::{CacheError, CachedJson};
+use cache_service::{CacheError, CachedJson, Scope};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::{PRODUCT, PRODUCT_LIST, Product, ProductPage, ProductService};
@@ -89,7 +89,9 @@ impl ProductService {
         found.ok_or(Error::NotFound { id })
     }
 
-    /// One page of products ordered by id, from the cache when possible.
+    /// One page of products ordered by id, from the cache when possible. A page of one
+    /// category is cached in that category's scope of [`PRODUCT_LIST`]: writes in other
+    /// categories leave it cached.
     ///
     /// # Examples
     ///
@@ -119,7 +121,9 @@ impl ProductService {
     pub async fn find_in_page(&self, query: &PageQuery) -> Result<ProductPage> {
         let page = self
             .cache()
-            .get_or_load_in(PRODUCT_LIST, query.cache_member(), || self.load_page(query))
+            .get_or_load_in(list_of(query), query.cache_member(), || {
+                self.load_page(query)
+            })
             .await?;
         // The loader always returns a page; a cached "absent" page cannot exist.
         Ok(page.unwrap_or_else(|| ProductPage::empty(query)))
@@ -157,7 +161,9 @@ impl ProductService {
     pub async fn find_in_page_json(&self, query: &PageQuery) -> Result<CachedJson> {
         let page = self
             .cache()
-            .get_or_load_json_in(PRODUCT_LIST, query.cache_member(), || self.load_page(query))
+            .get_or_load_json_in(list_of(query), query.cache_member(), || {
+                self.load_page(query)
+            })
             .await?;
         match page {
             Some(page) => Ok(page),
@@ -195,5 +201,15 @@ impl ProductService {
             per_page: query.per_page(),
             total,
         }))
+    }
+}
+
+/// Where a page is cached: in its category's scope of the list group, or, unfiltered, in
+/// the whole group. The scope is the category as the outbox triggers record it (the
+/// column's text).
+fn list_of(query: &PageQuery) -> Scope {
+    match query.category() {
+        Some(category) => PRODUCT_LIST.scope(category.as_str()),
+        None => PRODUCT_LIST.into(),
     }
 }
