@@ -70,7 +70,7 @@ impl CacheService {
     /// }
     ///
     /// const NOTE: Namespace = Namespace::new("note");
-    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 10)?;
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
     /// let key = cache.key(NOTE, 1);
     /// let note = || async { Ok::<_, std::io::Error>(Some(Note { version: 1 })) };
     /// cache.get_or_load(&key, note).await?;
@@ -132,7 +132,7 @@ impl CacheService {
     /// }
     ///
     /// const NOTE_LIST: Group = Group::new("note_list");
-    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 10)?;
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
     /// let page = |body: &str| {
     ///     let page = Page(body.to_owned());
     ///     async move { Ok::<_, std::io::Error>(Some(page)) }
@@ -183,7 +183,7 @@ impl CacheService {
     ///
     /// const NOTE: Namespace = Namespace::new("note");
     /// const NOTE_LIST: Group = Group::new("note_list");
-    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 10)?;
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
     /// // Note 7 moved from folder "home" to "work" and is at version 4 now: its entry, the
     /// // whole list, and the lists of both folders.
     /// let item = Invalidation::at_version(cache.key(NOTE, 7), 4);
@@ -277,7 +277,7 @@ impl CacheService {
     ///
     /// const NOTE: Namespace = Namespace::new("note");
     /// const NOTE_LIST: Group = Group::new("note_list");
-    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 10)?;
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
     /// let owed = [Invalidation::at_version(cache.key(NOTE, 1), 2)];
     /// cache.invalidate_write(&owed, &[NOTE_LIST]).await?; // inline, after the commit
     ///
