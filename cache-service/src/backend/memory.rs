@@ -86,6 +86,46 @@ impl MemoryBackend {
         self.len() == 0
     }
 
+    /// How long the value stored under `key` has left to live (Redis's `PTTL`), if one
+    /// is stored: for tests and reporting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use cache_service::{CacheConfig, CacheService, Cacheable, MemoryBackend, Namespace};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Note(u64);
+    /// impl Cacheable for Note {
+    ///     fn version(&self) -> u64 {
+    ///         self.0
+    ///     }
+    /// }
+    ///
+    /// const NOTE: Namespace = Namespace::new("note");
+    /// let store = Arc::new(MemoryBackend::new(1_000));
+    /// let config = CacheConfig { ttl_jitter: 0.0, ..CacheConfig::with_prefix("doc") }
+    ///     .with_ttl(NOTE, Duration::from_secs(60));
+    /// let cache = CacheService::new(store.clone(), config)?;
+    /// let key = cache.key(NOTE, 1);
+    /// assert_eq!(store.ttl(&key), None);
+    /// cache.get_or_load(&key, || async { Ok::<_, std::io::Error>(Some(Note(1))) }).await?;
+    /// let ttl = store.ttl(&key).expect("stored");
+    /// assert!(ttl > Duration::from_secs(59) && ttl <= Duration::from_secs(60));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn ttl(&self, key: &CacheKey) -> Option<Duration> {
+        let shard = lock(&self.shards[(self.hasher.hash_one(key.as_str()) as usize) % SHARDS]);
+        let now = Instant::now();
+        let (_, expires) = shard.get(key.as_str())?.value.as_ref()?;
+        (*expires > now).then(|| *expires - now)
+    }
+
     /// Runs `f` on the key's slot under its shard lock, removing the slot if it ends empty.
     fn with_slot<R>(&self, key: &str, f: impl FnOnce(&mut Slot, Instant) -> R) -> R {
         let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];

@@ -359,3 +359,113 @@ impl CacheService {
         self.invalidate_scopes(&pending, &groups).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CacheConfig;
+    use crate::key::{Group, Namespace};
+
+    const ROW: Namespace = Namespace::new("row");
+    const LIST: Group = Group::new("list");
+
+    /// The generations of the whole group and of scopes `a` and `b`.
+    async fn generations(cache: &CacheService) -> [u64; 3] {
+        let scopes = [LIST.into(), LIST.scope("a"), LIST.scope("b")];
+        let mut out = [0; 3];
+        for (slot, scope) in out.iter_mut().zip(scopes) {
+            let key = cache.generation_key(scope);
+            *slot = cache.backend().generation(&key).await.expect("generation");
+        }
+        out
+    }
+
+    fn scoped(cache: &CacheService, version: u64, value: &str) -> ScopedOwed {
+        ScopedOwed {
+            key: cache.key(ROW, 1),
+            version,
+            scope: LIST.scope(value),
+        }
+    }
+
+    fn cache() -> CacheService {
+        CacheService::in_memory(CacheConfig::with_prefix("t"), 1_000).expect("cache")
+    }
+
+    #[tokio::test]
+    async fn a_replay_of_rows_applied_at_their_own_versions_moves_nothing() {
+        let cache = cache();
+        let item = Invalidation::at_version(cache.key(ROW, 1), 3);
+        // Applied inline: row 1 moved from 'a' to 'b' at version 3.
+        let inline = [LIST.into(), LIST.scope("a"), LIST.scope("b")];
+        cache
+            .invalidate_scopes(std::slice::from_ref(&item), &inline)
+            .await
+            .expect("inline");
+        let before = generations(&cache).await;
+        let owed = Owed {
+            items: vec![item],
+            groups: vec![LIST.into()],
+            scoped: vec![scoped(&cache, 3, "a"), scoped(&cache, 3, "b")],
+        };
+        cache.replay(&owed).await.expect("replay");
+        assert_eq!(generations(&cache).await, before);
+    }
+
+    /// Row 1 moved from 'a' to 'b' at version 3, and its invalidation was lost; then it
+    /// changed again in 'b' at version 4, applied inline (its writer named 'b' only). The
+    /// fence at 4 proves version 4 applied, not version 3: 'a' still shows the row.
+    #[tokio::test]
+    async fn a_replay_moves_the_scopes_of_a_row_fenced_beyond_its_version() {
+        let cache = cache();
+        let later = Invalidation::at_version(cache.key(ROW, 1), 4);
+        cache
+            .invalidate_scopes(
+                std::slice::from_ref(&later),
+                &[LIST.into(), LIST.scope("b")],
+            )
+            .await
+            .expect("inline");
+        let [whole, a, b] = generations(&cache).await;
+        let owed = Owed {
+            items: vec![later],
+            groups: vec![LIST.into()],
+            scoped: vec![
+                scoped(&cache, 3, "a"),
+                scoped(&cache, 3, "b"),
+                scoped(&cache, 4, "b"),
+            ],
+        };
+        cache.replay(&owed).await.expect("replay");
+        let after = generations(&cache).await;
+        assert_eq!(after[0], whole, "the later write moved the whole group");
+        assert!(after[1] > a, "'a' moved");
+        assert!(after[2] > b, "'b' moved (row 3 touched it)");
+    }
+
+    #[tokio::test]
+    async fn a_replay_of_a_row_not_applied_moves_the_groups_and_its_scopes() {
+        let cache = cache();
+        let [whole, a, b] = generations(&cache).await;
+        let owed = Owed {
+            items: vec![Invalidation::at_version(cache.key(ROW, 1), 3)],
+            groups: vec![LIST.into()],
+            scoped: vec![scoped(&cache, 3, "a")],
+        };
+        cache.replay(&owed).await.expect("replay");
+        let after = generations(&cache).await;
+        assert!(
+            after[0] > whole && after[1] > a,
+            "the whole group and 'a' moved"
+        );
+        assert_eq!(after[2], b, "'b' was not touched");
+        assert_eq!(
+            cache
+                .backend()
+                .fence(&cache.key(ROW, 1))
+                .await
+                .expect("fence"),
+            Some(3)
+        );
+    }
+}

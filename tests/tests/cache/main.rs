@@ -11,6 +11,7 @@
 //! - [`races`]: deterministic interleavings (set-after-invalidate, lagging replica, list
 //!   groups, stampedes), driven by pause points inside loaders.
 //! - [`fail_open`]: a dead or frozen Redis never fails a read.
+//! - [`scopes`]: scopes of a group (each moves on alone) and TTLs per namespace.
 //!
 //! Every Redis test gets its own `redis-server` (or, with `TEST_REDIS_URL`, its own key
 //! prefix on that server), so tests run in parallel and never see each other's keys.
@@ -73,6 +74,7 @@ macro_rules! on_both_backends {
 mod conformance;
 mod fail_open;
 mod races;
+mod scopes;
 mod service;
 mod support;
 
@@ -85,7 +87,10 @@ async fn every_backend_service_and_race_test_holds_on_a_redis_cluster() {
     let Some(cluster) = RedisCluster::start_or_skip("cache_suite_on_a_cluster", 3, 0).await else {
         return;
     };
-    let tests = conformance::all().chain(service::ALL).chain(races::ALL);
+    let tests = conformance::all()
+        .chain(service::ALL)
+        .chain(races::ALL)
+        .chain(scopes::ALL);
     for (name, test) in tests {
         eprintln!("on the cluster: {name}");
         let env = support::Env::cluster(&cluster.url(), name).await;
