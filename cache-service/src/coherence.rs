@@ -37,6 +37,12 @@
 //! 5. **In-process caches are never shared.** [`Coherence::start_relay`] over an
 //!    in-process cache refuses to start while another relay runs on the same database,
 //!    and the reverse: the in-process cache cannot see other processes' invalidations.
+//! 6. **Both sides of a move.** For a table with [`ScopedGroup`]s, every change moves the
+//!    scopes of its row's value before and after it: the triggers record both (the
+//!    only place that sees them exactly, whoever writes), a writer names them
+//!    ([`Change::with_scopes`]) or the inline path reads them from the outbox, and a
+//!    replay moves them again unless the row's fence stands at exactly that change's
+//!    version (a later write's fence proves that write's scopes moved, not this one's).
 
 mod after_commit;
 pub mod audit;

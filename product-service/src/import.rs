@@ -19,7 +19,8 @@
 //!    row guarded by the version read (`WHERE version = …`). Final values and versions
 //!    are those of applying the rows one by one, in three statements per batch;
 //! 4. after the commit (never before, never for a rolled-back batch) the batch's changed
-//!    products are invalidated at their new versions, and the list group once.
+//!    products are invalidated at their new versions, and the list group and the scopes
+//!    of the categories they touched (read from the batch's outbox rows) once.
 //!
 //! The database triggers record every change in `cache_outbox` in the same transaction,
 //! so an invalidation that fails here (Redis down) is applied later by a relay; the
@@ -339,8 +340,9 @@ impl Importer {
         }
     }
 
-    /// After the commit: the changed products at their new versions, the list group
-    /// once. Returns whether it was applied; if not, the outbox still owes it.
+    /// After the commit: the changed products at their new versions, the list group and
+    /// their categories' scopes once. Returns whether it was applied; if not, the outbox
+    /// still owes it.
     async fn invalidate(&mut self, written: &[(i64, i64)]) -> bool {
         if written.is_empty() {
             return true;

@@ -9,7 +9,8 @@
 //! the `WHERE` clause (a product changed by someone else meanwhile is re-read, never
 //! overwritten with a price computed from a stale one) and advances the job's cursor,
 //! so a batch is applied exactly once even across restarts. After each commit the batch's
-//! products are invalidated at their new versions and the list group once.
+//! products are invalidated at their new versions, and the list group and the scopes of
+//! their categories once.
 //!
 //! A running job whose worker disappeared (a crash) stops sending heartbeats and is
 //! queued again after [`STALE_AFTER`]. A worker that was only slow must then keep off it:

@@ -61,7 +61,8 @@
 //!    product row through this crate's types without [`ProductService`]: the entity is
 //!    private, and the service takes only validated inputs.
 //! 2. **Invalidate after commit.** Each write method commits, then invalidates the
-//!    product's key (fenced at the new version) and the list group; a rolled-back write
+//!    product's key (fenced at the new version), the list group and the scopes of the
+//!    categories the write touched (both, when a product moved); a rolled-back write
 //!    invalidates nothing.
 //! 3. **Nothing lost.** Triggers record the invalidation each change owes in
 //!    `cache_outbox`, in the change's own transaction, whoever made it; the relay applies

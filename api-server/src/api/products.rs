@@ -221,8 +221,9 @@ pub struct ProductsApi {
 impl ProductsApi {
     /// List products
     ///
-    /// One page of products ordered by id, optionally of one category. Pages are cached
-    /// and every write to any product invalidates all of them at once (O(1)).
+    /// One page of products ordered by id, optionally of one category. Pages are cached;
+    /// a write invalidates the unfiltered pages and the pages of the categories it
+    /// touched, at once (O(1)), and leaves other categories' pages cached.
     #[oai(path = "/api/products", method = "get", operation_id = "listProducts")]
     async fn list(
         &self,
