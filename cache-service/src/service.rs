@@ -63,7 +63,24 @@ impl fmt::Debug for CacheService {
 }
 
 impl CacheService {
-    /// A service over `backend`.
+    /// A service over `backend`; fails ([`CacheError::Config`](crate::CacheError::Config),
+    /// naming the field) on a configuration that [`CacheConfig::validate`] refuses.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use cache_service::{CacheConfig, CacheService, MemoryBackend};
+    ///
+    /// let store = Arc::new(MemoryBackend::new(1_000));
+    /// let cache = CacheService::new(store.clone(), CacheConfig::with_prefix("doc"))?;
+    /// assert_eq!(cache.config().prefix, "doc");
+    /// assert!(CacheService::new(store, CacheConfig::with_prefix("")).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(backend: Arc<dyn CacheBackend>, config: CacheConfig) -> Result<Self> {
         config.validate()?;
         let shards = backend.shard_count();
@@ -80,13 +97,47 @@ impl CacheService {
         })
     }
 
-    /// A service over a fresh in-process store holding about `max_entries` values.
+    /// A service over a fresh in-process store holding about `max_entries` values (a
+    /// [`MemoryBackend`]): one process's cache, with the same leases, fences and
+    /// generations as Redis.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use cache_service::{CacheConfig, CacheService};
+    ///
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 10_000)?;
+    /// assert!(cache.backend().is_in_process());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn in_memory(config: CacheConfig, max_entries: usize) -> Result<Self> {
         Self::new(Arc::new(MemoryBackend::new(max_entries)), config)
     }
 
     /// A service over Redis; fails if Redis cannot be reached now. With
     /// [`RedisConfig::near_cache`], reads go through a [`NearCache`].
+    ///
+    /// # Examples
+    ///
+    /// Not run: it needs a Redis server.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use cache_service::{CacheConfig, CacheService, NearCacheConfig, RedisConfig};
+    ///
+    /// let redis = RedisConfig {
+    ///     near_cache: Some(NearCacheConfig::default()),
+    ///     ..RedisConfig::new("redis://127.0.0.1:6379")
+    /// };
+    /// let cache = CacheService::connect_redis(&redis, CacheConfig::with_prefix("shop")).await?;
+    /// cache.ping().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn connect_redis(redis: &RedisConfig, config: CacheConfig) -> Result<Self> {
         config.validate()?;
         let backend = RedisBackend::connect(redis).await?;
@@ -96,6 +147,37 @@ impl CacheService {
     /// A service over Redis that starts even if Redis cannot be reached now: reads go to
     /// the loader (and [`is_degraded`](Self::is_degraded) is true) until it can (see
     /// [`RedisBackend::connect_in_background`]). Fails only on a bad configuration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::Cacheable;
+    /// # #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # struct Note(u64);
+    /// # impl Cacheable for Note {
+    /// #     fn version(&self) -> u64 {
+    /// #         self.0
+    /// #     }
+    /// # }
+    /// use std::time::Duration;
+    /// use cache_service::{CacheConfig, CacheService, RedisConfig};
+    ///
+    /// // Nothing listens on port 1: the service starts anyway, and reads go to the loader.
+    /// let redis = RedisConfig {
+    ///     connect_timeout: Duration::from_millis(100),
+    ///     ..RedisConfig::new("redis://127.0.0.1:1")
+    /// };
+    /// let cache = CacheService::connect_redis_in_background(&redis, CacheConfig::with_prefix("doc"))
+    ///     .await?;
+    /// let key = cache.key(cache_service::Namespace::new("note"), 1);
+    /// let read = cache.get_or_load(&key, || async { Ok::<_, std::io::Error>(Some(Note(1))) });
+    /// assert_eq!(read.await?, Some(Note(1)), "from the loader");
+    /// assert!(cache.ping().await.is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn connect_redis_in_background(
         redis: &RedisConfig,
         config: CacheConfig,
@@ -106,22 +188,81 @@ impl CacheService {
     }
 
     /// The configuration in use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use cache_service::{CacheConfig, CacheService, Namespace};
+    ///
+    /// const NOTE: Namespace = Namespace::new("note");
+    /// let config = CacheConfig::with_prefix("doc").with_ttl(NOTE, Duration::from_secs(60));
+    /// let cache = CacheService::in_memory(config, 100)?;
+    /// assert_eq!(cache.config().ttl_for(NOTE), Duration::from_secs(60));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn config(&self) -> &CacheConfig {
         &self.inner.config
     }
 
     /// The backend, for health checks and tests.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use cache_service::{CacheConfig, CacheService};
+    ///
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 100)?;
+    /// assert_eq!(cache.backend().identity().await?, None, "a memory store has no identity");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn backend(&self) -> &Arc<dyn CacheBackend> {
         &self.inner.backend
     }
 
     /// The key of `id` in `namespace`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use cache_service::{CacheConfig, CacheService, Namespace};
+    ///
+    /// const NOTE: Namespace = Namespace::new("note");
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 100)?;
+    /// assert_eq!(cache.key(NOTE, 7).as_str(), "doc:note:{7}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn key(&self, namespace: Namespace, id: impl fmt::Display) -> CacheKey {
         CacheKey::new(&self.prefix(), namespace, &id)
     }
 
     /// The key of `member` of `group` (a [`Group`](crate::Group), or one [`Scope`] of
     /// it), for any of its generations.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use cache_service::{CacheConfig, CacheService, Group};
+    ///
+    /// const NOTE_LIST: Group = Group::new("note_list");
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 100)?;
+    /// assert_eq!(cache.member_key(NOTE_LIST, "p1").at(3).as_str(), "doc:note_list:{g3:p1}");
+    /// let work = cache.member_key(NOTE_LIST.scope("work"), "p1");
+    /// assert_eq!(work.at(3).as_str(), "doc:note_list:{g3s4:work:p1}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn member_key(&self, group: impl Into<Scope>, member: impl fmt::Display) -> MemberKey {
         MemberKey::new(&self.prefix(), &group.into(), &member)
     }
@@ -130,11 +271,43 @@ impl CacheService {
     /// [`Scope`] of it) in the current epoch: what a member's key is built with (see
     /// [`MemberKey::at`]). For inspection (tests, tools); reads and invalidations spell
     /// it themselves.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use cache_service::{CacheConfig, CacheService, Group};
+    ///
+    /// const NOTE_LIST: Group = Group::new("note_list");
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 100)?;
+    /// assert_eq!(cache.generation_key(NOTE_LIST), "doc:note_list:generation");
+    /// let work = cache.generation_key(NOTE_LIST.scope("work"));
+    /// assert_eq!(work, "doc:note_list:s4:work:generation");
+    /// let before = cache.backend().generation(&work).await?;
+    /// cache.invalidate_group(NOTE_LIST.scope("work")).await?;
+    /// assert_eq!(cache.backend().generation(&work).await?, before + 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn generation_key(&self, group: impl Into<Scope>) -> String {
         generation_key(&self.prefix(), &group.into())
     }
 
     /// Checks that the backend answers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use cache_service::{CacheConfig, CacheService};
+    ///
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 100)?;
+    /// cache.ping().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn ping(&self) -> Result<()> {
         self.inner.backend.ping().await
     }
@@ -142,6 +315,19 @@ impl CacheService {
     /// Whether reads currently skip the cache, for some keys or all (after a backend
     /// error, or while owed invalidations wait to be replayed, or until a new connection
     /// was checked).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use cache_service::{CacheConfig, CacheService};
+    ///
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 100)?;
+    /// assert!(!cache.is_degraded(), "a memory store never fails");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_degraded(&self) -> bool {
         !self.inner.breaker.allows_all_reads() || !self.connection_checked()
     }
@@ -149,12 +335,38 @@ impl CacheService {
     /// Whether reads of `key` currently skip the cache. On a Redis Cluster a failing
     /// master takes only its own hash slots off the cache: the other masters' keys are
     /// still served.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use cache_service::{CacheConfig, CacheService, Namespace};
+    ///
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 100)?;
+    /// assert!(!cache.is_degraded_for(&cache.key(Namespace::new("note"), 1)));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_degraded_for(&self, key: &CacheKey) -> bool {
         !self.inner.breaker.allows_reads(self.shard_of(key.as_str())) || !self.connection_checked()
     }
 
     /// The current cache epoch (see [`Coherence`](crate::Coherence)): keys are spelled
     /// `{prefix}:e{epoch}:…` (plain `{prefix}:…` for epoch 0).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use cache_service::{CacheConfig, CacheService};
+    ///
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 100)?;
+    /// assert_eq!(cache.epoch(), 0, "until a Coherence moves it");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn epoch(&self) -> u64 {
         self.inner.epoch.load(Ordering::Acquire)
     }

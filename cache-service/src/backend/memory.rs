@@ -63,7 +63,23 @@ impl Default for MemoryBackend {
 }
 
 impl MemoryBackend {
-    /// A store holding at most about `max_entries` values.
+    /// A store holding at most about `max_entries` values (spread over 16 shards, so a
+    /// store smaller than a few hundred entries evicts early).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use cache_service::{CacheConfig, CacheService, MemoryBackend};
+    ///
+    /// let store = Arc::new(MemoryBackend::new(10_000));
+    /// let cache = CacheService::new(store.clone(), CacheConfig::with_prefix("doc"))?;
+    /// assert!(store.is_empty());
+    /// # drop(cache);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(max_entries: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -74,6 +90,31 @@ impl MemoryBackend {
     }
 
     /// Number of stored values, expired or not (for tests and reporting).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use cache_service::{CacheConfig, CacheService, Cacheable, MemoryBackend, Namespace};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Note(u64);
+    /// impl Cacheable for Note {
+    ///     fn version(&self) -> u64 {
+    ///         self.0
+    ///     }
+    /// }
+    ///
+    /// let store = Arc::new(MemoryBackend::new(1_000));
+    /// let cache = CacheService::new(store.clone(), CacheConfig::with_prefix("doc"))?;
+    /// let key = cache.key(Namespace::new("note"), 1);
+    /// cache.get_or_load(&key, || async { Ok::<_, std::io::Error>(Some(Note(1))) }).await?;
+    /// assert_eq!(store.len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn len(&self) -> usize {
         self.shards
             .iter()
@@ -82,6 +123,14 @@ impl MemoryBackend {
     }
 
     /// Whether no value is stored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cache_service::MemoryBackend;
+    ///
+    /// assert!(MemoryBackend::new(100).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -28,12 +28,10 @@ use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::InfoKind;
 use fred::types::cluster::ClusterRouting;
-use fred::types::config::ServerConfig;
 use tokio::sync::Notify;
 
 use cluster::{Cluster, SLOTS};
 pub(crate) use connect::tracking_client;
-use connect::{backend_error, fred_config, new_pool, redact};
 use node::{Node, info_field, run_id};
 use scripts::Scripts;
 
@@ -41,7 +39,6 @@ use super::{
     CacheBackend, FillOutcome, LeaseToken, Lookup, clock_generation, invalidate_write_in_steps,
     millis,
 };
-use crate::config::RedisConfig;
 use crate::error::{CacheError, Result};
 use crate::key::{CacheKey, Invalidation, MemberKey};
 
@@ -96,156 +93,6 @@ impl fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// Connects; fails if Redis cannot be reached now. Afterwards the pools reconnect on
-    /// their own, forever (see [`connect_in_background`]).
-    ///
-    /// [`connect_in_background`]: Self::connect_in_background
-    pub async fn connect(config: &RedisConfig) -> Result<Self> {
-        let backend = Self::build(config, true)?;
-        match &backend.servers {
-            Servers::One(node) => {
-                let init = node
-                    .pool()
-                    .init()
-                    .await
-                    .map_err(|e| backend_error(e, config))?;
-                drop(init); // the connection tasks keep running inside the pool
-            }
-            Servers::Cluster(cluster) => cluster.refresh().await.map_err(|e| {
-                CacheError::Backend(format!(
-                    "cannot connect to Redis at {}: {e}",
-                    redact(&config.url)
-                ))
-            })?,
-        }
-        backend.ping().await?;
-        Ok(backend)
-    }
-
-    /// Like [`connect`](Self::connect), but a Redis that cannot be reached now is not an
-    /// error: the pools keep trying in the background, and until they connect reads fail
-    /// at once (and go to the loader) and other commands after the command timeout.
-    /// Waits up to the connect timeout for the first connection. Fails only on a bad URL.
-    ///
-    /// Reconnection is fast on purpose (50 ms, doubling to at most
-    /// [`RedisConfig::reconnect_max_delay`], 200 ms by default, forever): the cache is
-    /// useless while it is away, and each attempt is one TCP connect.
-    pub async fn connect_in_background(config: &RedisConfig) -> Result<Self> {
-        let backend = Self::build(config, false)?;
-        let connected = match &backend.servers {
-            Servers::One(node) => {
-                drop(node.pool().connect_pool());
-                let waited =
-                    tokio::time::timeout(config.connect_timeout, node.pool().wait_for_connect())
-                        .await;
-                matches!(waited, Ok(Ok(())))
-            }
-            Servers::Cluster(cluster) => cluster.refresh().await.is_ok(),
-        };
-        if !connected {
-            tracing::warn!(redis = %redact(&config.url), "Redis cannot be reached now; reads go to the database until it can");
-            let signal = backend.signal.clone();
-            match &backend.servers {
-                Servers::One(node) => {
-                    let pool = node.pool().clone();
-                    tokio::spawn(async move {
-                        if pool.wait_for_connect().await.is_ok() {
-                            signal.notify_one();
-                        }
-                    });
-                }
-                Servers::Cluster(cluster) => {
-                    let cluster = cluster.clone();
-                    let pause = config.reconnect_max_delay;
-                    tokio::spawn(async move {
-                        while cluster.refresh().await.is_err() {
-                            tokio::time::sleep(pause).await;
-                        }
-                        signal.notify_one();
-                    });
-                }
-            }
-        }
-        Ok(backend)
-    }
-
-    /// The backend, not connected yet. With `fail_fast`, a first connection that fails is
-    /// an error; without, it is retried like any later one.
-    fn build(config: &RedisConfig, fail_fast: bool) -> Result<Self> {
-        let mut fred_config = fred_config(config)?;
-        fred_config.fail_fast = fail_fast;
-        let seen = Arc::new(AtomicU64::new(0));
-        let signal = Arc::new(Notify::new());
-        let servers = if matches!(fred_config.server, ServerConfig::Clustered { .. }) {
-            let settings = config.clone();
-            Servers::Cluster(Arc::new(Cluster::new(
-                fred_config,
-                Box::new(move |node_config| {
-                    // Commands for a master that is down fail at once: its slots go to
-                    // the loader, the other masters' keys are not held up.
-                    new_pool(
-                        Config {
-                            fail_fast: true,
-                            ..node_config
-                        },
-                        &settings,
-                    )
-                }),
-                config.connect_timeout,
-                config.command_timeout,
-                seen.clone(),
-                signal.clone(),
-            )))
-        } else {
-            Servers::One(Arc::new(Node::over(
-                new_pool(fred_config, config)?,
-                config.command_timeout,
-                seen.clone(),
-                signal.clone(),
-                false,
-            )))
-        };
-        Ok(Self {
-            servers,
-            scripts: Arc::new(Scripts::new()),
-            seen,
-            signal,
-        })
-    }
-
-    /// A backend over an application's own fred pool (connected already, or connected
-    /// by the caller later with [`Pool::init`]). `command_timeout` is what the pool's
-    /// commands give up after (for error messages; set it on the pool). The pool should
-    /// have a reconnect policy and a command timeout, or a dead Redis hangs requests
-    /// (see [`RedisConfig`] for the values this crate uses). A cluster pool is routed by
-    /// fred, which holds every key off the cache while any master is down; a
-    /// `redis-cluster://` URL given to [`connect`](Self::connect) does not.
-    pub fn from_pool(pool: Pool, command_timeout: Duration) -> Self {
-        let seen = Arc::new(AtomicU64::new(0));
-        let signal = Arc::new(Notify::new());
-        Self {
-            servers: Servers::One(Arc::new(Node::over(
-                pool,
-                command_timeout,
-                seen.clone(),
-                signal.clone(),
-                false,
-            ))),
-            scripts: Arc::new(Scripts::new()),
-            seen,
-            signal,
-        }
-    }
-
-    /// The underlying pool, for callers that need commands this trait does not cover;
-    /// `None` on a cluster, which has a pool per master.
-    pub fn pool(&self) -> Option<&Pool> {
-        match &self.servers {
-            Servers::One(node) => Some(node.pool()),
-            Servers::Cluster(_) => None,
-        }
-    }
-
     /// Whether this is a Redis Cluster (a pool per master, or an application's cluster
     /// pool).
     pub(crate) fn is_cluster(&self) -> bool {
@@ -567,7 +414,7 @@ impl CacheBackend for RedisBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::connect::redact;
 
     #[test]
     fn urls_lose_their_password_in_messages() {

@@ -22,6 +22,43 @@ impl CacheService {
     /// Returns the cached value of `key`, or runs `loader` on a miss and caches what it
     /// returns (`None`, "no such row", is cached briefly too).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use cache_service::{CacheConfig, CacheService, Cacheable, Namespace};
+    ///
+    /// #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// struct Note {
+    ///     id: i64,
+    ///     version: u64,
+    /// }
+    /// impl Cacheable for Note {
+    ///     fn version(&self) -> u64 {
+    ///         self.version
+    ///     }
+    /// }
+    ///
+    /// const NOTE: Namespace = Namespace::new("note");
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// let key = cache.key(NOTE, 1);
+    /// let load = || async { Ok::<_, std::io::Error>(Some(Note { id: 1, version: 1 })) };
+    /// assert_eq!(cache.get_or_load(&key, load).await?, Some(Note { id: 1, version: 1 }));
+    /// // A hit: the loader does not run.
+    /// let unused = || async { Err::<Option<Note>, _>(std::io::Error::other("not run")) };
+    /// assert_eq!(cache.get_or_load(&key, unused).await?.map(|note| note.id), Some(1));
+    /// // No such row: cached as absent, briefly.
+    /// let missing = cache.key(NOTE, 2);
+    /// let absent = || async { Ok::<Option<Note>, std::io::Error>(None) };
+    /// assert_eq!(cache.get_or_load(&missing, absent).await?, None);
+    /// assert_eq!(cache.get_or_load(&missing, unused).await?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
     /// Never fails because of the cache: a backend error is counted and logged and the
     /// loader's value is returned. Errors are the loader's own.
     pub async fn get_or_load<T, E, F, Fut>(&self, key: &CacheKey, loader: F) -> Result<Option<T>, E>
@@ -37,6 +74,41 @@ impl CacheService {
     /// stored, for a server that sends it on as a response body: a hit decodes nothing
     /// and copies nothing (the bytes are a slice of the backend's reply). On a miss the
     /// loaded value is serialized once, for the cache and for the caller.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use cache_service::{CacheConfig, CacheError, CacheService, Cacheable, Namespace};
+    ///
+    /// #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// struct Note {
+    ///     id: i64,
+    ///     version: u64,
+    /// }
+    /// impl Cacheable for Note {
+    ///     fn version(&self) -> u64 {
+    ///         self.version
+    ///     }
+    /// }
+    ///
+    /// const NOTE: Namespace = Namespace::new("note");
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// let key = cache.key(NOTE, 1);
+    /// // The loader's error type takes the cache's (serializing a loaded value can fail).
+    /// let load = || async { Ok::<_, CacheError>(Some(Note { id: 1, version: 3 })) };
+    /// let loaded = cache.get_or_load_json(&key, load).await?.expect("a row");
+    /// assert_eq!(loaded.version, 3);
+    /// assert_eq!(&loaded.json[..], br#"{"id":1,"version":3}"#);
+    /// // A hit hands back the stored bytes, undecoded.
+    /// let unused = || async { Err::<Option<Note>, _>(CacheError::Backend("not run".into())) };
+    /// assert_eq!(cache.get_or_load_json(&key, unused).await?, Some(loaded));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Compatibility
     ///
     /// The JSON is what `T`'s `Serialize` wrote when the entry was filled. A release
     /// that changes that shape must also change the key prefix (or the epoch): entries
@@ -60,6 +132,43 @@ impl CacheService {
     /// or one [`Scope`] of it): the group's generation is read first and is part of the
     /// key, so a value loaded before the group was invalidated is never served after it.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use cache_service::{CacheConfig, CacheService, Cacheable, Group};
+    ///
+    /// #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// struct Page {
+    ///     ids: Vec<i64>,
+    /// }
+    /// impl Cacheable for Page {
+    ///     fn version(&self) -> u64 {
+    ///         0 // a group member: moved on by its generation, not fenced
+    ///     }
+    /// }
+    ///
+    /// const NOTE_LIST: Group = Group::new("note_list");
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// let page = |ids: Vec<i64>| async move { Ok::<_, std::io::Error>(Some(Page { ids })) };
+    /// // Every note's first page, and the first page of the notes in folder "work".
+    /// let all = cache.get_or_load_in(NOTE_LIST, "p1", || page(vec![1, 2])).await?;
+    /// let work = cache.get_or_load_in(NOTE_LIST.scope("work"), "p1", || page(vec![2])).await?;
+    /// assert_eq!((all.unwrap().ids, work.unwrap().ids), (vec![1, 2], vec![2]));
+    ///
+    /// // Note 3 was created in folder "home": every note's pages and home's move on.
+    /// cache.invalidate_write::<cache_service::Scope>(
+    ///     &[],
+    ///     &[NOTE_LIST.into(), NOTE_LIST.scope("home")],
+    /// ).await?;
+    /// let all = cache.get_or_load_in(NOTE_LIST, "p1", || page(vec![1, 2, 3])).await?;
+    /// let work = cache.get_or_load_in(NOTE_LIST.scope("work"), "p1", || page(vec![])).await?;
+    /// assert_eq!((all.unwrap().ids, work.unwrap().ids), (vec![1, 2, 3], vec![2]), "work's is still cached");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// [`Group`]: crate::Group
     pub async fn get_or_load_in<T, E, F, Fut>(
         &self,
@@ -78,6 +187,32 @@ impl CacheService {
 
     /// [`get_or_load_json`](Self::get_or_load_json) for a member of `group` (see
     /// [`get_or_load_in`](Self::get_or_load_in)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// use cache_service::{CacheConfig, CacheService, Cacheable, Group};
+    ///
+    /// #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// struct Page {
+    ///     ids: Vec<i64>,
+    /// }
+    /// impl Cacheable for Page {
+    ///     fn version(&self) -> u64 {
+    ///         0 // a group member: moved on by its generation, not fenced
+    ///     }
+    /// }
+    ///
+    /// const NOTE_LIST: Group = Group::new("note_list");
+    /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// let page = || async { Ok::<_, cache_service::CacheError>(Some(Page { ids: vec![4, 5] })) };
+    /// let json = cache.get_or_load_json_in(NOTE_LIST.scope("work"), "p1", page).await?;
+    /// assert_eq!(&json.expect("a page").json[..], br#"{"ids":[4,5]}"#);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn get_or_load_json_in<T, E, F, Fut>(
         &self,
         group: impl Into<Scope>,
