@@ -28,17 +28,9 @@ impl CacheService {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     /// use cache_service::{CacheConfig, CacheService, Cacheable, Namespace};
-    ///
-    /// #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-    /// struct Note {
-    ///     id: i64,
-    ///     version: u64,
-    /// }
-    /// impl Cacheable for Note {
-    ///     fn version(&self) -> u64 {
-    ///         self.version
-    ///     }
-    /// }
+    /// # #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # struct Note { id: i64, version: u64 }
+    /// # impl Cacheable for Note { fn version(&self) -> u64 { self.version } }
     ///
     /// const NOTE: Namespace = Namespace::new("note");
     /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
@@ -81,17 +73,9 @@ impl CacheService {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     /// use cache_service::{CacheConfig, CacheError, CacheService, Cacheable, Namespace};
-    ///
-    /// #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-    /// struct Note {
-    ///     id: i64,
-    ///     version: u64,
-    /// }
-    /// impl Cacheable for Note {
-    ///     fn version(&self) -> u64 {
-    ///         self.version
-    ///     }
-    /// }
+    /// # #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # struct Note { id: i64, version: u64 }
+    /// # impl Cacheable for Note { fn version(&self) -> u64 { self.version } }
     ///
     /// const NOTE: Namespace = Namespace::new("note");
     /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
@@ -138,16 +122,9 @@ impl CacheService {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     /// use cache_service::{CacheConfig, CacheService, Cacheable, Group};
-    ///
-    /// #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-    /// struct Page {
-    ///     ids: Vec<i64>,
-    /// }
-    /// impl Cacheable for Page {
-    ///     fn version(&self) -> u64 {
-    ///         0 // a group member: moved on by its generation, not fenced
-    ///     }
-    /// }
+    /// # #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # struct Page { ids: Vec<i64> }
+    /// # impl Cacheable for Page { fn version(&self) -> u64 { 0 } } // a group member
     ///
     /// const NOTE_LIST: Group = Group::new("note_list");
     /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
@@ -194,16 +171,9 @@ impl CacheService {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     /// use cache_service::{CacheConfig, CacheService, Cacheable, Group};
-    ///
-    /// #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-    /// struct Page {
-    ///     ids: Vec<i64>,
-    /// }
-    /// impl Cacheable for Page {
-    ///     fn version(&self) -> u64 {
-    ///         0 // a group member: moved on by its generation, not fenced
-    ///     }
-    /// }
+    /// # #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # struct Page { ids: Vec<i64> }
+    /// # impl Cacheable for Page { fn version(&self) -> u64 { 0 } } // a group member
     ///
     /// const NOTE_LIST: Group = Group::new("note_list");
     /// let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
