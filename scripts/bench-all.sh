@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== 1, 3, 5: cache-service (hit path, group invalidation, stampede)"
+echo "== 1, 3, 5, 9: cache-service (hit path, group invalidation, stampede, list hit rate)"
 cargo bench -p cache-service
 echo "== 4: write path (SQLite, PostgreSQL)"
 cargo bench -p api-server --bench write_path

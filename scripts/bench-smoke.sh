@@ -17,7 +17,7 @@ cargo test --no-run -p api-server --bench write_path
 cargo build -p api-server --bin api-server --example http_ceiling --example bench_seed
 built=$SECONDS
 
-echo "== cache-service: hit path, group invalidation, stampede (criterion test mode)"
+echo "== cache-service: hit path, group invalidation, stampede (criterion test mode), list hit rate (0.3 s)"
 cargo test -p cache-service --benches
 
 echo "== api-server: write path (SQLite, PostgreSQL)"

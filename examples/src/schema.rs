@@ -62,7 +62,7 @@ impl MigratorTrait for Migrator {
             ORDERS_TABLE.migration("m20261129_000003_orders_outbox_triggers"),
             // The triggers again, now with the customer of each change (for databases
             // migrated before the pages were scoped by customer).
-            ORDERS_TABLE.migration("m20261130_000004_orders_customer_scopes"),
+            ORDERS_TABLE.migration("m20261129_000004_orders_customer_scopes"),
         ]
     }
 

@@ -155,6 +155,32 @@ pub struct Importer {
 impl ProductService {
     /// An importer over this service. With `dry_run`, every batch runs in a transaction
     /// that is rolled back, and nothing is invalidated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// let mut importer = service.importer(true);
+    /// assert!(importer.is_dry_run());
+    /// let row = ProductImport {
+    ///     name: Some(ProductName::parse("Mouse")?),
+    ///     price_cents: Some(PriceCents::parse(1_999)?),
+    ///     stock: Some(Stock::parse(5)?),
+    ///     ..ProductImport::new(Sku::parse("MS-1")?)
+    /// };
+    /// assert_eq!(importer.import_batch(&[row]).await?.created, 1);
+    /// let all = service.find_in_page(&PageQuery::parse(1, 20, None)?).await?;
+    /// assert_eq!(all.total, 0, "a dry run writes nothing");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn importer(&self, dry_run: bool) -> Importer {
         Importer {
             service: self.clone(),
@@ -172,6 +198,33 @@ impl ProductService {
     /// relay alone), wakes the servers' relays and waits, up to [`SETTLE_TIMEOUT`], for
     /// one to apply it. Returns whether all was applied; what is left stays in the
     /// outbox for the relays, with a warning.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// let row = ProductImport {
+    ///     name: Some(ProductName::parse("Mouse")?),
+    ///     price_cents: Some(PriceCents::parse(1_999)?),
+    ///     stock: Some(Stock::parse(5)?),
+    ///     ..ProductImport::new(Sku::parse("MS-1")?)
+    /// };
+    /// service.import_batch(&[row], false).await?;
+    /// // An in-process cache is a server's: its relay applies what the import owes.
+    /// let relay = service.spawn_relay(CoherenceConfig::default());
+    /// relay.first_pass().await;
+    /// assert!(service.settle_import().await);
+    /// relay.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn settle_import(&self) -> bool {
         let settled = self.coherence.flush(SETTLE_TIMEOUT).await;
         if !settled {
@@ -185,6 +238,32 @@ impl ProductService {
     /// Applies one batch with a fresh [`Importer`] (see
     /// [`Importer::import_batch`]). A dry run over several batches should use one
     /// importer, which remembers what earlier batches would have changed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// let row = ProductImport {
+    ///     name: Some(ProductName::parse("Mouse")?),
+    ///     price_cents: Some(PriceCents::parse(1_999)?),
+    ///     stock: Some(Stock::parse(5)?),
+    ///     category: Some(Category::parse("mice")?),
+    ///     ..ProductImport::new(Sku::parse("MS-1")?)
+    /// };
+    /// let report = service.import_batch(&[row.clone()], false).await?;
+    /// assert_eq!((report.created, report.updated), (1, 0));
+    /// let again = service.import_batch(&[row], false).await?;
+    /// assert_eq!(again.unchanged, 1, "the same row again changes nothing");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn import_batch(&self, rows: &[ProductImport], dry_run: bool) -> Result<BatchReport> {
         self.importer(dry_run).import_batch(rows).await
     }
@@ -192,6 +271,22 @@ impl ProductService {
 
 impl Importer {
     /// Whether this importer writes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// assert!(!service.importer(false).is_dry_run());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_dry_run(&self) -> bool {
         self.dry_run
     }
@@ -200,6 +295,33 @@ impl Importer {
     /// cannot be applied (a new sku without a name, price or stock) are reported in
     /// [`BatchReport::failures`]; the others are applied. Fails, with nothing of this
     /// batch written, only if the database does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// let mut importer = service.importer(false);
+    /// let complete = ProductImport {
+    ///     name: Some(ProductName::parse("Mouse")?),
+    ///     price_cents: Some(PriceCents::parse(1_999)?),
+    ///     stock: Some(Stock::parse(5)?),
+    ///     ..ProductImport::new(Sku::parse("MS-1")?)
+    /// };
+    /// // A new sku without a name, price or stock cannot be created.
+    /// let incomplete = ProductImport::new(Sku::parse("MS-2")?);
+    /// let report = importer.import_batch(&[complete, incomplete]).await?;
+    /// assert_eq!(report.created, 1);
+    /// assert_eq!(report.failures.iter().map(|f| f.index).collect::<Vec<_>>(), vec![1]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn import_batch(&mut self, rows: &[ProductImport]) -> Result<BatchReport> {
         let mut attempt = 1;
         loop {

@@ -166,6 +166,22 @@ impl ProductService {
     }
 
     /// The job with this id, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use cache_service::{CacheConfig, CacheService};
+    /// # use product_service::*;
+    /// # let db = connect("sqlite::memory:").await?;
+    /// # migrate(&db).await?;
+    /// # let cache = CacheService::in_memory(CacheConfig::with_prefix("doc"), 1_000)?;
+    /// # let service = ProductService::new(db, cache).await?;
+    /// assert_eq!(service.find_job("no-such-job").await?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn find_job(&self, id: &str) -> Result<Option<RepriceJob>> {
         Ok(reprice_job::Entity::find_by_id(id.to_owned())
             .one(&self.db)

@@ -35,7 +35,7 @@ impl MigratorTrait for Migrator {
             cache_service::coherence::tables_migration(),
             // The outbox records each change's category before and after it, and the
             // list pages of a category move only with changes that touch it.
-            crate::service::PRODUCT_TABLE.migration("m20261130_000009_category_scoped_lists"),
+            crate::service::PRODUCT_TABLE.migration("m20261129_000009_category_scoped_lists"),
         ]
     }
 }
