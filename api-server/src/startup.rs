@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cache_service::{
-    AuditConfig, CacheConfig, CacheService, CoherenceConfig, NearCacheConfig, RedisConfig,
+    AuditConfig, CacheConfig, CacheService, CoherenceConfig, NearCacheConfig, NearCacheConsistency,
+    RedisConfig,
 };
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::Tracing;
@@ -174,12 +175,17 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<ProductService> {
                 reconnect_max_delay: Duration::from_millis(settings.redis_reconnect_max_ms),
                 tls_ca_file: settings.redis_tls_ca_file.clone(),
                 near_cache: match settings.cache_l1 {
-                    L1Mode::Strict => Some(NearCacheConfig {
-                        max_bytes: settings.cache_l1_max_mb << 20,
-                        ..NearCacheConfig::default()
-                    }),
+                    L1Mode::Strict => Some(NearCacheConsistency::Strict),
+                    L1Mode::Bounded => Some(NearCacheConsistency::Bounded(Duration::from_millis(
+                        settings.cache_l1_bound_ms,
+                    ))),
                     L1Mode::Off => None,
-                },
+                }
+                .map(|consistency| NearCacheConfig {
+                    max_bytes: settings.cache_l1_max_mb << 20,
+                    consistency,
+                    ..NearCacheConfig::default()
+                }),
                 ..RedisConfig::new(url)
             };
             let cache = CacheService::connect_redis_in_background(&redis, config)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cache_service::{
     CacheConfig, CacheKey, CacheService, Cacheable, Invalidation, Namespace, NearCache,
-    NearCacheConfig, RedisConfig,
+    NearCacheConfig, NearCacheConsistency, RedisConfig,
 };
 use integration_tests::{RedisServer, redis_server_or_skip, unique_prefix};
 use serde::{Deserialize, Serialize};
@@ -417,4 +417,166 @@ async fn dropping_the_last_handle_closes_the_tracking_connection() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_mode_reflects_every_write_older_than_its_bound_and_measures_its_staleness() {
+    const BOUND: Duration = Duration::from_millis(50);
+    const KEYS: u64 = 4;
+    let Some(redis) = redis_server_or_skip("near_bounded").await else {
+        return;
+    };
+    let prefix = unique_prefix("near_bounded");
+    let near = NearCache::connect(
+        &RedisConfig::new(redis.url()),
+        &prefix,
+        &NearCacheConfig {
+            consistency: NearCacheConsistency::Bounded(BOUND),
+            ..NearCacheConfig::default()
+        },
+    )
+    .await
+    .expect("near cache");
+    assert!(near.wait_until_tracking(Duration::from_secs(5)).await);
+    // The worst case: pushes are applied only by barrier rounds (as if each arrived as
+    // late as it may), so only the rounds' timing keeps reads within the bound.
+    assert!(near.apply_pushes_at_once_for_tests(false).await);
+    let reader = CacheService::new(Arc::new(near.clone()), CacheConfig::with_prefix(&prefix))
+        .expect("service");
+    let writer = CacheService::connect_redis(
+        &RedisConfig::new(redis.url()),
+        CacheConfig::with_prefix(&prefix),
+    )
+    .await
+    .expect("writer");
+    // The "database", and when each version's write returned (index: version - 1).
+    let db: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(1)).collect());
+    let acked: Arc<Vec<std::sync::Mutex<Vec<Instant>>>> = Arc::new(
+        (0..KEYS)
+            .map(|_| std::sync::Mutex::new(vec![Instant::now()]))
+            .collect(),
+    );
+    let load = |db: Arc<Vec<AtomicU64>>, k: u64| async move {
+        Ok::<_, std::convert::Infallible>(Some(Item {
+            version: db[k as usize].load(Ordering::SeqCst),
+        }))
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let (reader, db, acked, done) = (reader.clone(), db.clone(), acked.clone(), done.clone());
+        readers.push(tokio::spawn(async move {
+            // (reads, stale reads, the longest a stale read began after the write that
+            // superseded what it returned)
+            let (mut reads, mut stale, mut staleness) = (0u64, 0u64, Duration::ZERO);
+            while !done.load(Ordering::SeqCst) {
+                for k in 0..KEYS {
+                    let began = Instant::now();
+                    let version = reader
+                        .get_or_load(&reader.key(ITEM, k), || load(db.clone(), k))
+                        .await
+                        .expect("read")
+                        .expect("item")
+                        .version;
+                    reads += 1;
+                    let acks = acked[k as usize].lock().expect("acks").clone();
+                    let newer = acks.get(version as usize).filter(|&&at| at < began);
+                    if let Some(&superseded) = newer {
+                        stale += 1;
+                        staleness = staleness.max(began - superseded);
+                    }
+                }
+                // Reads served from L1 never wait: let the other tasks run.
+                tokio::task::yield_now().await;
+            }
+            (reads, stale, staleness)
+        }));
+    }
+    for _ in 0..100 {
+        for k in 0..KEYS {
+            let version = db[k as usize].fetch_add(1, Ordering::SeqCst) + 1;
+            writer
+                .invalidate(&[Invalidation::at_version(writer.key(ITEM, k), version)])
+                .await
+                .expect("invalidate");
+            acked[k as usize].lock().expect("acks").push(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Past the bound, the last writes are read.
+    tokio::time::sleep(BOUND).await;
+    for k in 0..KEYS {
+        let version = reader
+            .get_or_load(&reader.key(ITEM, k), || load(db.clone(), k))
+            .await
+            .expect("read")
+            .expect("item")
+            .version;
+        assert_eq!(version, db[k as usize].load(Ordering::SeqCst));
+    }
+    done.store(true, Ordering::SeqCst);
+    let (mut reads, mut stale, mut staleness) = (0, 0, Duration::ZERO);
+    for task in readers {
+        let (r, s, st) = task.await.expect("reader");
+        (reads, stale, staleness) = (reads + r, stale + s, staleness.max(st));
+    }
+    println!(
+        "bounded near cache (bound {BOUND:?}): {reads} reads, {stale} older than a write \
+         that returned before they began, the longest by {staleness:?}; {:?}",
+        near.stats()
+    );
+    assert!(
+        staleness <= BOUND,
+        "a read returned what a write {staleness:?} older than it had replaced"
+    );
+    assert!(near.stats().hits > 0, "L1 served reads: {:?}", near.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_mode_stops_serving_l1_once_its_newest_round_is_older_than_the_bound() {
+    const BOUND: Duration = Duration::from_millis(50);
+    let Some(mut redis) = redis_server_or_skip("near_bounded_silent").await else {
+        return;
+    };
+    let prefix = unique_prefix("near_bounded_silent");
+    let near = NearCache::connect(
+        &RedisConfig::new(redis.url()),
+        &prefix,
+        &NearCacheConfig {
+            consistency: NearCacheConsistency::Bounded(BOUND),
+            ..NearCacheConfig::default()
+        },
+    )
+    .await
+    .expect("near cache");
+    assert!(near.wait_until_tracking(Duration::from_secs(5)).await);
+    let cache = CacheService::new(Arc::new(near.clone()), CacheConfig::with_prefix(&prefix))
+        .expect("service");
+    let writer = CacheService::connect_redis(
+        &RedisConfig::new(redis.url()),
+        CacheConfig::with_prefix(&prefix),
+    )
+    .await
+    .expect("writer");
+    let key = cache.key(ITEM, 1);
+    for _ in 0..3 {
+        assert_eq!(read(&cache, &key, 1).await, 1);
+    }
+    assert!(near.holds_for_tests(key.as_str()));
+
+    // The write's push waits for a round that cannot come: Redis stops answering.
+    assert!(near.apply_pushes_at_once_for_tests(false).await);
+    writer
+        .invalidate(&[Invalidation::at_version(key.clone(), 2)])
+        .await
+        .expect("invalidate");
+    redis.freeze().expect("freeze");
+    tokio::time::sleep(BOUND * 2).await;
+    assert!(near.holds_for_tests(key.as_str()), "L1 still holds v1");
+    assert_eq!(
+        read(&cache, &key, 2).await,
+        2,
+        "a copy is not served once no round has passed within the bound"
+    );
+    redis.thaw().expect("thaw");
 }
