@@ -117,6 +117,22 @@ impl Fixture {
             .expect("create")
     }
 
+    /// Product `id` as the service reads it (from the cache when it can).
+    pub async fn read(&self, id: i64) -> Product {
+        self.service
+            .find_by_id(self::id(id))
+            .await
+            .expect("read through the service")
+    }
+
+    /// Sets product `id`'s price through the service, with no version condition.
+    pub async fn patch_price(&self, id: i64, price: i64) -> Product {
+        self.service
+            .patch(self::id(id), price_patch(price), None)
+            .await
+            .expect("patch through the service")
+    }
+
     /// The Redis key of product `id`, in the cache's current epoch.
     pub fn item_key(&self, id: i64) -> String {
         self.service

@@ -41,11 +41,7 @@ async fn raw_sql(database_url: &str, sql: &str) {
 }
 
 async fn cached_price(f: &Fixture, product: i64) -> i64 {
-    f.service
-        .find_by_id(id(product))
-        .await
-        .expect("read")
-        .price_cents
+    f.read(product).await.price_cents
 }
 
 /// Audit item 5: a restored row (its version set back) used to leave the cached copy
@@ -53,10 +49,7 @@ async fn cached_price(f: &Fixture, product: i64) -> i64 {
 async fn raw_sql_that_lowers_a_version_still_invalidates_the_cached_copy(f: Fixture) {
     let p = f.create("LOW-1", 100).await;
     for price in [200, 300] {
-        f.service
-            .patch(id(p.id), price_patch(price), None)
-            .await
-            .expect("patch");
+        f.patch_price(p.id, price).await;
     }
     assert_eq!(cached_price(&f, p.id).await, 300);
     assert!(f.is_cached(p.id).await, "v3 is cached");
@@ -71,7 +64,7 @@ async fn raw_sql_that_lowers_a_version_still_invalidates_the_cached_copy(f: Fixt
     .await;
     f.service.relay(100).drain().await.expect("drain");
 
-    let read = f.service.find_by_id(id(p.id)).await.expect("read");
+    let read = f.read(p.id).await;
     assert_eq!(
         read.price_cents, 7,
         "the restored row is served, not the cached v3"
@@ -140,10 +133,7 @@ async fn a_write_made_while_the_cache_recovers_returns_after_its_invalidation_is
     redis.thaw().expect("thaw");
     assert!(f.service.cache().is_degraded(), "reads wait for the replay");
 
-    f.service
-        .patch(id(p.id), price_patch(250), None)
-        .await
-        .expect("patch");
+    f.patch_price(p.id, 250).await;
     assert!(
         !f.is_cached(p.id).await,
         "when the write returns, its invalidation has been applied"
@@ -314,10 +304,7 @@ async fn on_sqlite_insert_or_replace_invalidates_the_cached_copy() {
         return;
     };
     let p = f.create("REPL-1", 100).await;
-    f.service
-        .patch(id(p.id), price_patch(200), None)
-        .await
-        .expect("patch");
+    f.patch_price(p.id, 200).await;
     assert_eq!(cached_price(&f, p.id).await, 200);
     assert!(f.is_cached(p.id).await);
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use integration_tests::fixtures::{Fixture, create_products, first_page, id, new_product};
+use integration_tests::fixtures::{Fixture, create_products, first_page, new_product};
 use product_service::{Category, JobConfig, JobStatus, ProductService, RepriceJob, RepricePercent};
 
 async fn wait_for(
@@ -51,7 +51,7 @@ async fn a_job_reprices_its_category_and_the_cache_shows_it_at_once() {
     let mut other = new_product("OTHER-1", 1000);
     other.category = Category::parse("other").expect("valid");
     let other = f.service.create(other).await.expect("create");
-    f.service.find_by_id(id(ids[0])).await.expect("warm item");
+    f.read(ids[0]).await;
     f.service
         .find_in_page(&first_page())
         .await
@@ -74,7 +74,7 @@ async fn a_job_reprices_its_category_and_the_cache_shows_it_at_once() {
         (job.status, job.matched, job.updated, job.error),
         (JobStatus::Succeeded, 25, 25, None)
     );
-    let item = f.service.find_by_id(id(ids[0])).await.expect("read");
+    let item = f.read(ids[0]).await;
     assert_eq!(
         (item.price_cents, item.version),
         (1100, 2),
@@ -92,7 +92,7 @@ async fn a_job_reprices_its_category_and_the_cache_shows_it_at_once() {
             .all(|p| p.price_cents == 1100),
         "the cached list page shows the new prices"
     );
-    let untouched = f.service.find_by_id(id(other.id)).await.expect("read");
+    let untouched = f.read(other.id).await;
     assert_eq!(
         untouched.price_cents, 1000,
         "other categories are left alone"
@@ -227,9 +227,9 @@ async fn a_job_that_would_break_a_price_rule_fails_and_keeps_its_committed_batch
     let error = job.error.expect("an error is recorded");
     assert!(error.contains(&format!("product {}", huge.id)), "{error}");
     assert_eq!(job.updated, 10, "the first batch of 10 committed");
-    let first = f.service.find_by_id(id(1)).await.expect("read");
+    let first = f.read(1).await;
     assert_eq!(first.price_cents, 11_000, "committed batches stay applied");
-    let unchanged = f.service.find_by_id(id(huge.id)).await.expect("read");
+    let unchanged = f.read(huge.id).await;
     assert_eq!(unchanged.price_cents, 500_000_000_000);
 }
 

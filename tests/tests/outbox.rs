@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use fred::prelude::{ClientLike, KeysInterface};
-use integration_tests::fixtures::{Fixture, create_products, id, price_patch};
+use integration_tests::fixtures::{Fixture, create_products, id};
 use product_service::{CoherenceConfig, ProductService};
 use sea_orm::{ConnectionTrait, Database};
 
@@ -59,14 +59,7 @@ async fn a_raw_sql_update_reaches_the_cache(f: Fixture, poll_interval: Duration)
         ..CoherenceConfig::default()
     });
     let p = f.create("RAW-1", 100).await;
-    assert_eq!(
-        f.service
-            .find_by_id(id(p.id))
-            .await
-            .expect("warm")
-            .price_cents,
-        100
-    );
+    assert_eq!(f.read(p.id).await.price_cents, 100);
 
     // No version bump in the statement: the trigger bumps it.
     raw_sql(
@@ -89,7 +82,7 @@ async fn a_raw_sql_update_reaches_the_cache(f: Fixture, poll_interval: Duration)
         committed.elapsed()
     );
     assert!(seen, "the cached product shows the raw UPDATE");
-    let read = f.service.find_by_id(id(p.id)).await.expect("read");
+    let read = f.read(p.id).await;
     assert_eq!(read.version, 2, "the trigger bumped the version");
     relay.shutdown().await;
     assert_eq!(f.service.relay(100).backlog().await.expect("backlog"), 0);
@@ -126,10 +119,7 @@ async fn on_postgres_only_writes_from_outside_the_service_notify_the_relays() {
     listener.listen("cache_outbox").await.expect("LISTEN");
 
     let p = f.create("QUIET-1", 100).await;
-    f.service
-        .patch(id(p.id), price_patch(200), None)
-        .await
-        .expect("patch");
+    f.patch_price(p.id, 200).await;
     f.service.delete(id(p.id), None).await.expect("delete");
     let mut admin = PgConnection::connect(&f.database_url)
         .await
@@ -165,7 +155,7 @@ async fn raw_sql_deletes_and_inserts_owe_invalidations_too() {
         return;
     };
     let p = f.create("DEL-1", 1).await;
-    f.service.find_by_id(id(p.id)).await.expect("warm");
+    f.read(p.id).await;
     let relay = f.service.relay(100);
     relay.drain().await.expect("drain the create");
 
@@ -192,11 +182,8 @@ async fn replaying_an_applied_invalidation_costs_no_load() {
         return;
     };
     let p = f.create("REP-1", 1).await;
-    f.service
-        .patch(id(p.id), price_patch(2), None)
-        .await
-        .expect("patch");
-    f.service.find_by_id(id(p.id)).await.expect("refill at v2");
+    f.patch_price(p.id, 2).await;
+    f.read(p.id).await;
     let generation = f.list_generation().await;
 
     let applied = f.service.relay(100).drain().await.expect("drain");
@@ -232,13 +219,9 @@ async fn a_redis_outage_loses_no_invalidation() {
     warm(&f, p.id).await;
 
     f.redis_server.as_mut().expect("private").stop();
-    let patched = f
-        .service
-        .patch(id(p.id), price_patch(200), None)
-        .await
-        .expect("writes succeed");
+    let patched = f.patch_price(p.id, 200).await;
     assert_eq!(patched.price_cents, 200);
-    let read = f.service.find_by_id(id(p.id)).await.expect("reads succeed");
+    let read = f.read(p.id).await;
     assert_eq!(
         read.price_cents, 200,
         "read from the database while Redis is down"
@@ -260,14 +243,7 @@ async fn a_redis_outage_loses_no_invalidation() {
     })
     .await;
     assert!(drained, "the backlog drains and the cache is used again");
-    assert_eq!(
-        f.service
-            .find_by_id(id(p.id))
-            .await
-            .expect("read")
-            .price_cents,
-        200
-    );
+    assert_eq!(f.read(p.id).await.price_cents, 200);
     let refilled = eventually(Duration::from_secs(5), || async {
         f.service
             .find_by_id(id(p.id))
@@ -299,10 +275,7 @@ async fn a_redis_restored_from_an_old_snapshot_never_serves_the_old_value() {
     save_snapshot(&f).await;
 
     f.redis_server.as_mut().expect("private").stop();
-    f.service
-        .patch(id(p.id), price_patch(200), None)
-        .await
-        .expect("patch while down");
+    f.patch_price(p.id, 200).await;
     f.redis_server
         .as_mut()
         .expect("private")
@@ -313,7 +286,7 @@ async fn a_redis_restored_from_an_old_snapshot_never_serves_the_old_value() {
 
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(2500) {
-        let read = f.service.find_by_id(id(p.id)).await.expect("read");
+        let read = f.read(p.id).await;
         assert_eq!(read.price_cents, 200, "never the old value");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -331,7 +304,7 @@ async fn invalidations_owed_before_a_crash_are_applied_at_the_next_start() {
         .drain()
         .await
         .expect("drain the create");
-    f.service.find_by_id(id(p.id)).await.expect("warm");
+    f.read(p.id).await;
     // A write whose process died between commit and invalidation leaves exactly this: a
     // committed row change and its outbox row, and nothing done in Redis.
     raw_sql(
@@ -339,15 +312,7 @@ async fn invalidations_owed_before_a_crash_are_applied_at_the_next_start() {
         &format!("UPDATE product SET price_cents = 9 WHERE id = {}", p.id),
     )
     .await;
-    assert_eq!(
-        f.service
-            .find_by_id(id(p.id))
-            .await
-            .expect("read")
-            .price_cents,
-        1,
-        "stale before"
-    );
+    assert_eq!(f.read(p.id).await.price_cents, 1, "stale before");
 
     // The next start runs a relay.
     let relay = f.service.spawn_relay(CoherenceConfig::default());
@@ -381,18 +346,8 @@ async fn a_redis_restarted_from_a_snapshot_older_than_an_applied_invalidation_is
     save_snapshot(&f).await;
 
     // While Redis is up: the write is invalidated inline, and the new value cached.
-    f.service
-        .patch(id(p.id), price_patch(200), None)
-        .await
-        .expect("patch");
-    assert_eq!(
-        f.service
-            .find_by_id(id(p.id))
-            .await
-            .expect("read")
-            .price_cents,
-        200
-    );
+    f.patch_price(p.id, 200).await;
+    assert_eq!(f.read(p.id).await.price_cents, 200);
 
     // Redis dies and comes back from the snapshot, which still holds the old value.
     f.redis_server
@@ -408,7 +363,7 @@ async fn a_redis_restarted_from_a_snapshot_older_than_an_applied_invalidation_is
 
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(1500) {
-        let read = f.service.find_by_id(id(p.id)).await.expect("read");
+        let read = f.read(p.id).await;
         assert_eq!(
             read.price_cents, 200,
             "never the value from the old snapshot"

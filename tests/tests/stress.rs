@@ -100,8 +100,8 @@ async fn readers_never_go_back_in_time(f: Fixture) {
     .await
     .expect("service");
     for product in ids.iter() {
-        let cached = f.service.find_by_id(id(*product)).await.expect("read");
-        let again = f.service.find_by_id(id(*product)).await.expect("read");
+        let cached = f.read(*product).await;
+        let again = f.read(*product).await;
         let row = truth.find_by_id(id(*product)).await.expect("read the row");
         assert!(f.is_cached(*product).await, "the product is cached");
         assert_eq!(cached, row, "the cached value equals the database row");
