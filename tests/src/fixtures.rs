@@ -8,6 +8,7 @@ use product_service::{
     ProductName, ProductPatch, ProductService, Sku, Stock,
 };
 
+use crate::cluster::RedisCluster;
 use crate::{RedisServer, TestDatabase, postgres_url_or_skip, redis_url_or_skip, unique_prefix};
 
 /// A service over a migrated database and a Redis under a unique prefix.
@@ -187,6 +188,32 @@ pub async fn create_products(
         );
     }
     ids
+}
+
+/// Creates products `{sku_prefix}-0`, `{sku_prefix}-1`, … at `price` through `service`
+/// until each of `cluster`'s first `masters` nodes (its masters) holds one, at most
+/// `limit` products; returns each product's id with the node holding its key.
+pub async fn products_on_every_master(
+    service: &ProductService,
+    cluster: &RedisCluster,
+    masters: usize,
+    sku_prefix: &str,
+    limit: usize,
+) -> Vec<(i64, usize)> {
+    let mut products: Vec<(i64, usize)> = Vec::new();
+    for n in 0..limit {
+        let p = service
+            .create(new_product(&format!("{sku_prefix}-{n}"), 100))
+            .await
+            .expect("create");
+        let key = service.cache().key(product_service::PRODUCT, p.id);
+        products.push((p.id, cluster.master_of(key.as_str()).expect("master")));
+        let held: std::collections::BTreeSet<usize> = products.iter().map(|(_, m)| *m).collect();
+        if held.len() == masters {
+            break;
+        }
+    }
+    products
 }
 
 /// A patch of the price only.

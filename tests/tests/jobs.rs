@@ -395,8 +395,7 @@ async fn a_worker_that_lost_its_job_changes_nothing_more_on_postgres() {
 /// Waits until `n` sessions of this database wait for a lock.
 async fn wait_for_lock_waiters(db: &sea_orm::DatabaseConnection, n: i64) {
     use sea_orm::{ConnectionTrait, Statement};
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    integration_tests::wait_until(Duration::from_secs(10), async || {
         let row = db
             .query_one_raw(Statement::from_string(
                 db.get_database_backend(),
@@ -408,14 +407,12 @@ async fn wait_for_lock_waiters(db: &sea_orm::DatabaseConnection, n: i64) {
             .expect("one row");
         let waiting: i64 = row.try_get("", "waiting").expect("count");
         if waiting >= n {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{waiting} of {n} sessions wait for a lock"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{waiting} of {n} sessions wait for a lock"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
 }
 
 /// The double application itself. On PostgreSQL two batch transactions can overlap: A's

@@ -4,27 +4,10 @@
 use std::time::{Duration, Instant};
 
 use fred::prelude::{ClientLike, KeysInterface};
+use integration_tests::eventually;
 use integration_tests::fixtures::{Fixture, create_products, id};
 use product_service::{CoherenceConfig, ProductService};
 use sea_orm::{ConnectionTrait, Database};
-
-/// Polls `check` until it holds or `limit` passes; returns whether it held.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Reads product `product` until it is cached (the relay's first pass may hold reads).
 async fn warm(f: &Fixture, product: i64) {
