@@ -1,7 +1,9 @@
 //! Product-service fixtures: a [`ProductService`] over a fresh, migrated database (SQLite
 //! file or PostgreSQL) and a Redis under a unique prefix, plus input builders.
 
-use cache_service::{CacheConfig, CacheService, RedisConfig};
+use std::time::Duration;
+
+use cache_service::{CacheConfig, CacheService, RedisConfig, RelayHandle};
 use fred::prelude::{Client, KeysInterface};
 use product_service::{
     Category, CoherenceConfig, Description, NewProduct, PageQuery, PriceCents, Product, ProductId,
@@ -108,6 +110,14 @@ impl Fixture {
         self.redis_server.is_some()
             || crate::skip::<()>(test, "needs a private redis-server (unset TEST_REDIS_URL)")
                 .is_some()
+    }
+
+    /// The service's relay, polling the outbox every `poll_interval`.
+    pub fn spawn_relay_polling(&self, poll_interval: Duration) -> RelayHandle {
+        self.service.spawn_relay(CoherenceConfig {
+            poll_interval,
+            ..CoherenceConfig::default()
+        })
     }
 
     /// Creates [`new_product`]`(sku, price)` through the service.

@@ -399,6 +399,21 @@ async fn an_in_process_cache_refuses_to_share_its_database() {
     again.shutdown().await;
 }
 
+/// Creates a table with `create_table` and the coherence tables on `db`; the schema
+/// manager, to install the table's triggers with.
+async fn table_and_coherence_tables<'a>(
+    db: &'a sea_orm::DatabaseConnection,
+    create_table: &str,
+) -> sea_orm_migration::SchemaManager<'a> {
+    db.execute_unprepared(create_table).await.expect("table");
+    let manager = sea_orm_migration::SchemaManager::new(db);
+    cache_service::coherence::tables_migration()
+        .up(&manager)
+        .await
+        .expect("coherence tables");
+    manager
+}
+
 /// The coherence component works for any table: a second entity declares its table and
 /// gets the triggers (created rows, changes and deletes all owe their invalidation).
 #[tokio::test]
@@ -416,16 +431,11 @@ async fn any_table_gets_the_outbox_triggers() {
     let db = product_service::connect("sqlite::memory:")
         .await
         .expect("connect");
-    db.execute_unprepared(
+    let manager = table_and_coherence_tables(
+        &db,
         "CREATE TABLE orders (id INTEGER PRIMARY KEY, total INTEGER NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
     )
-    .await
-    .expect("table");
-    let manager = sea_orm_migration::SchemaManager::new(&db);
-    cache_service::coherence::tables_migration()
-        .up(&manager)
-        .await
-        .expect("coherence tables");
+    .await;
     ORDERS
         .migration("m_orders_outbox")
         .up(&manager)
@@ -538,16 +548,11 @@ async fn reinstalling_triggers_on_a_pooled_sqlite_file_never_meets_a_stale_schem
         let mut options = sea_orm::ConnectOptions::new(url);
         options.max_connections(POOL).min_connections(POOL);
         let db = Database::connect(options).await.expect("connect");
-        db.execute_unprepared(
+        let manager = table_and_coherence_tables(
+            &db,
             "CREATE TABLE items (id INTEGER PRIMARY KEY, version INTEGER NOT NULL DEFAULT 1)",
         )
-        .await
-        .expect("table");
-        let manager = sea_orm_migration::SchemaManager::new(&db);
-        cache_service::coherence::tables_migration()
-            .up(&manager)
-            .await
-            .expect("coherence tables");
+        .await;
         let install = ITEMS.migration("m_items_outbox");
         install.up(&manager).await.expect("first install");
         // Every pooled connection caches the schema with the triggers in it.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use fred::prelude::{ClientLike, KeysInterface};
 use integration_tests::eventually;
 use integration_tests::fixtures::{Fixture, create_products, id};
-use product_service::{CoherenceConfig, ProductService};
+use product_service::{CoherenceConfig, Product, ProductService, RelayHandle};
 use sea_orm::{ConnectionTrait, Database};
 
 /// Reads product `product` until it is cached (the relay's first pass may hold reads).
@@ -16,6 +16,23 @@ async fn warm(f: &Fixture, product: i64) {
     })
     .await;
     assert!(cached, "product {product} is cached");
+}
+
+/// A fixture on SQLite whose private Redis the test may stop and restart (a loud skip,
+/// or a failure in CI, without one), its relay polling every `poll_interval`, and a
+/// product at 100, cached.
+async fn cached_product_over_private_redis(
+    test: &str,
+    poll_interval: Duration,
+) -> Option<(Fixture, RelayHandle, Product)> {
+    let f = Fixture::sqlite(test).await?;
+    if !f.has_private_redis(test) {
+        return None;
+    }
+    let relay = f.spawn_relay_polling(poll_interval);
+    let p = f.create("CACHED-1", 100).await;
+    warm(&f, p.id).await;
+    Some((f, relay, p))
 }
 
 /// Takes an RDB snapshot of the fixture's Redis, as a persistent Redis would.
@@ -37,10 +54,7 @@ async fn raw_sql(database_url: &str, sql: &str) {
 }
 
 async fn a_raw_sql_update_reaches_the_cache(f: Fixture, poll_interval: Duration) {
-    let relay = f.service.spawn_relay(CoherenceConfig {
-        poll_interval,
-        ..CoherenceConfig::default()
-    });
+    let relay = f.spawn_relay_polling(poll_interval);
     let p = f.create("RAW-1", 100).await;
     assert_eq!(f.read(p.id).await.price_cents, 100);
 
@@ -188,18 +202,14 @@ async fn replaying_an_applied_invalidation_costs_no_load() {
 
 #[tokio::test]
 async fn a_redis_outage_loses_no_invalidation() {
-    let Some(mut f) = Fixture::sqlite("redis_outage").await else {
+    let Some((mut f, relay, p)) = cached_product_over_private_redis(
+        "a_redis_outage_loses_no_invalidation",
+        Duration::from_millis(50),
+    )
+    .await
+    else {
         return;
     };
-    if !f.has_private_redis("a_redis_outage_loses_no_invalidation") {
-        return;
-    }
-    let relay = f.service.spawn_relay(CoherenceConfig {
-        poll_interval: Duration::from_millis(50),
-        ..CoherenceConfig::default()
-    });
-    let p = f.create("OUT-1", 100).await;
-    warm(&f, p.id).await;
 
     f.redis_server.as_mut().expect("private").stop();
     let patched = f.patch_price(p.id, 200).await;
@@ -241,20 +251,16 @@ async fn a_redis_outage_loses_no_invalidation() {
 
 #[tokio::test]
 async fn a_redis_restored_from_an_old_snapshot_never_serves_the_old_value() {
-    let Some(mut f) = Fixture::sqlite("redis_old_snapshot").await else {
-        return;
-    };
-    if !f.has_private_redis("a_redis_restored_from_an_old_snapshot_never_serves_the_old_value") {
-        return;
-    }
     // The relay wakes later than the breaker's 1 s cool-down ends, so reads in between
     // must be held by the resync gate, not by the cool-down.
-    let relay = f.service.spawn_relay(CoherenceConfig {
-        poll_interval: Duration::from_secs(2),
-        ..CoherenceConfig::default()
-    });
-    let p = f.create("RDB-1", 100).await;
-    warm(&f, p.id).await;
+    let Some((mut f, relay, p)) = cached_product_over_private_redis(
+        "a_redis_restored_from_an_old_snapshot_never_serves_the_old_value",
+        Duration::from_secs(2),
+    )
+    .await
+    else {
+        return;
+    };
     save_snapshot(&f).await;
 
     f.redis_server.as_mut().expect("private").stop();
@@ -312,20 +318,14 @@ async fn invalidations_owed_before_a_crash_are_applied_at_the_next_start() {
 
 #[tokio::test]
 async fn a_redis_restarted_from_a_snapshot_older_than_an_applied_invalidation_is_not_trusted() {
-    let Some(mut f) = Fixture::sqlite("redis_identity").await else {
+    let Some((mut f, relay, p)) = cached_product_over_private_redis(
+        "a_redis_restarted_from_a_snapshot_older_than_an_applied_invalidation_is_not_trusted",
+        Duration::from_millis(50),
+    )
+    .await
+    else {
         return;
     };
-    if !f.has_private_redis(
-        "a_redis_restarted_from_a_snapshot_older_than_an_applied_invalidation_is_not_trusted",
-    ) {
-        return;
-    }
-    let relay = f.service.spawn_relay(CoherenceConfig {
-        poll_interval: Duration::from_millis(50),
-        ..CoherenceConfig::default()
-    });
-    let p = f.create("EPOCH-1", 100).await;
-    warm(&f, p.id).await;
     save_snapshot(&f).await;
 
     // While Redis is up: the write is invalidated inline, and the new value cached.
