@@ -40,6 +40,7 @@
 
 mod after_commit;
 pub mod audit;
+mod background;
 mod cache_epoch;
 mod change;
 mod relay;

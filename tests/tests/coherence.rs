@@ -326,20 +326,25 @@ async fn on_sqlite_insert_or_replace_invalidates_the_cached_copy() {
     );
 }
 
+/// Sets the fixture's Redis `maxmemory-policy`.
+async fn set_eviction_policy(f: &Fixture, policy: &str) {
+    let _: () = f
+        .redis
+        .custom(
+            fred::cmd!("CONFIG"),
+            vec!["SET", "maxmemory-policy", policy],
+        )
+        .await
+        .expect("CONFIG SET");
+}
+
 /// Audit item 6: an eviction policy that may drop fences and leases is reported.
 #[tokio::test]
 async fn the_eviction_policy_of_redis_is_checked() {
     let Some(f) = Fixture::sqlite("coherence_eviction").await else {
         return;
     };
-    let _: () = f
-        .redis
-        .custom(
-            fred::cmd!("CONFIG"),
-            vec!["SET", "maxmemory-policy", "volatile-lru"],
-        )
-        .await
-        .expect("CONFIG SET");
+    set_eviction_policy(&f, "volatile-lru").await;
     assert_eq!(
         f.service
             .coherence()
@@ -348,14 +353,7 @@ async fn the_eviction_policy_of_redis_is_checked() {
             .as_deref(),
         Some("volatile-lru")
     );
-    let _: () = f
-        .redis
-        .custom(
-            fred::cmd!("CONFIG"),
-            vec!["SET", "maxmemory-policy", "noeviction"],
-        )
-        .await
-        .expect("CONFIG SET");
+    set_eviction_policy(&f, "noeviction").await;
 }
 
 /// The measured defect: two servers on one database with in-process caches served 78 of
