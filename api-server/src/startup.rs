@@ -10,13 +10,11 @@ use cache_service::{
     RedisConfig,
 };
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::middleware::Tracing;
 use poem::{EndpointExt, Route, Server};
 use product_service::{JobConfig, ProductService};
 
 use crate::api::{self, ApiToken};
 use crate::config::{L1Mode, Settings, redact_url};
-use crate::middleware::{BodyLimit, HttpMetrics, allow_header};
 
 /// A server that is connected, migrated and bound, but not yet serving.
 pub struct Application {
@@ -92,13 +90,8 @@ impl Application {
         let app = Route::new()
             .nest("/", api)
             .nest("/docs", docs)
-            .at("/openapi.json", api::document_endpoint(document))
-            .with(BodyLimit)
-            .catch_all_error(api::problem::problem_response)
-            .around(allow_header)
-            .with(HttpMetrics)
-            .with(Tracing)
-            .data(ApiToken(self.token.clone()));
+            .at("/openapi.json", api::document_endpoint(document));
+        let app = crate::middleware::stack(app).data(ApiToken(self.token.clone()));
         let upkeep = crate::telemetry::spawn_upkeep();
         self.products.coherence().check_eviction_policy().await;
         let relay = self.products.coherence().start_relay().await.context(

@@ -36,12 +36,11 @@ struct Setup {
     _redis: RedisServer,
 }
 
-async fn setup(test: &str) -> Option<Setup> {
-    let redis = redis_server_or_skip(test).await?;
-    let prefix = unique_prefix(test);
+/// A near cache over `redis` whose tracking is on, and a service over it.
+async fn tracking_near_cache(redis: &RedisServer, prefix: &str) -> (NearCache, CacheService) {
     let near = NearCache::connect(
         &RedisConfig::new(redis.url()),
-        &prefix,
+        prefix,
         &NearCacheConfig::default(),
     )
     .await
@@ -50,8 +49,25 @@ async fn setup(test: &str) -> Option<Setup> {
         near.wait_until_tracking(Duration::from_secs(5)).await,
         "tracking is on"
     );
-    let cache = CacheService::new(Arc::new(near.clone()), CacheConfig::with_prefix(&prefix))
+    let cache = CacheService::new(Arc::new(near.clone()), CacheConfig::with_prefix(prefix))
         .expect("service");
+    (near, cache)
+}
+
+impl Setup {
+    /// Another process's write of `key`'s row, now at `version`: its invalidation.
+    async fn other_writes(&self, key: &CacheKey, version: u64) {
+        self.other
+            .invalidate(&[Invalidation::at_version(key.clone(), version)])
+            .await
+            .expect("invalidate");
+    }
+}
+
+async fn setup(test: &str) -> Option<Setup> {
+    let redis = redis_server_or_skip(test).await?;
+    let prefix = unique_prefix(test);
+    let (near, cache) = tracking_near_cache(&redis, &prefix).await;
     let other = CacheService::connect_redis(
         &RedisConfig::new(redis.url()),
         CacheConfig::with_prefix(&prefix),
@@ -77,12 +93,16 @@ async fn read(cache: &CacheService, key: &CacheKey, version: u64) -> u64 {
         .version
 }
 
-/// Reads `key` until L1 holds it (the first read fills Redis, the next ones L1).
-async fn warm(setup: &Setup, key: &CacheKey, version: u64) {
+/// [`setup`], with item 1 at v1 read until L1 holds it (the first read fills Redis, the
+/// next ones L1); its key.
+async fn setup_with_item_in_l1(test: &str) -> Option<(Setup, CacheKey)> {
+    let setup = setup(test).await?;
+    let key = setup.cache.key(ITEM, 1);
     for _ in 0..3 {
-        assert_eq!(read(&setup.cache, key, version).await, version);
+        assert_eq!(read(&setup.cache, &key, 1).await, 1);
     }
     assert!(setup.near.holds_for_tests(key.as_str()), "L1 holds {key}");
+    Some((setup, key))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,11 +136,7 @@ async fn an_invalidation_that_lands_during_an_l1_fill_drops_the_fill() {
     };
     reached.notified().await;
     // Another process's write lands now; its push is applied before the fill goes on.
-    setup
-        .other
-        .invalidate(&[Invalidation::at_version(key.clone(), 2)])
-        .await
-        .expect("invalidate");
+    setup.other_writes(&key, 2).await;
     assert!(setup.near.barrier_for_tests().await);
     go.notify_one();
     assert_eq!(reader.await.expect("reader"), 1, "it read before the write");
@@ -199,18 +215,12 @@ async fn a_fill_overtaken_by_an_invalidation_is_never_served_while_it_sits_in_l1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_racing_the_barrier_reply_is_applied_before_the_read_is_served() {
-    let Some(setup) = setup("near_push_race").await else {
+    let Some((setup, key)) = setup_with_item_in_l1("near_push_race").await else {
         return;
     };
-    let key = setup.cache.key(ITEM, 1);
-    warm(&setup, &key, 1).await;
     // Pushes now wait in the channel until a barrier drains it.
     assert!(setup.near.apply_pushes_at_once_for_tests(false).await);
-    setup
-        .other
-        .invalidate(&[Invalidation::at_version(key.clone(), 2)])
-        .await
-        .expect("invalidate");
+    setup.other_writes(&key, 2).await;
     assert!(
         setup.near.holds_for_tests(key.as_str()),
         "the push is not applied yet"
@@ -226,11 +236,9 @@ async fn a_push_racing_the_barrier_reply_is_applied_before_the_read_is_served() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_tracking_connection_empties_l1_and_a_write_in_the_gap_is_not_served() {
-    let Some(setup) = setup("near_tracking_lost").await else {
+    let Some((setup, key)) = setup_with_item_in_l1("near_tracking_lost").await else {
         return;
     };
-    let key = setup.cache.key(ITEM, 1);
-    warm(&setup, &key, 1).await;
     let hits = setup.near.stats().hits;
 
     // The tracking connection (the RESP3 one) is killed, and a write lands while it is
@@ -249,11 +257,7 @@ async fn losing_the_tracking_connection_empties_l1_and_a_write_in_the_gap_is_not
         ._redis
         .command(&["CLIENT", "KILL", "ID", &tracking])
         .expect("CLIENT KILL");
-    setup
-        .other
-        .invalidate(&[Invalidation::at_version(key.clone(), 2)])
-        .await
-        .expect("invalidate");
+    setup.other_writes(&key, 2).await;
 
     assert_eq!(read(&setup.cache, &key, 2).await, 2, "no read serves v1");
     assert!(
@@ -270,11 +274,9 @@ async fn losing_the_tracking_connection_empties_l1_and_a_write_in_the_gap_is_not
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_of_redis_empties_l1() {
-    let Some(setup) = setup("near_flush").await else {
+    let Some((setup, key)) = setup_with_item_in_l1("near_flush").await else {
         return;
     };
-    let key = setup.cache.key(ITEM, 1);
-    warm(&setup, &key, 1).await;
 
     setup._redis.command(&["FLUSHALL"]).expect("FLUSHALL");
 
@@ -294,18 +296,8 @@ async fn two_instances_read_each_others_writes_at_once_in_a_storm() {
     let mut caches = Vec::new();
     let mut nears = Vec::new();
     for _ in 0..2 {
-        let near = NearCache::connect(
-            &RedisConfig::new(redis.url()),
-            &prefix,
-            &NearCacheConfig::default(),
-        )
-        .await
-        .expect("near cache");
-        assert!(near.wait_until_tracking(Duration::from_secs(5)).await);
-        caches.push(
-            CacheService::new(Arc::new(near.clone()), CacheConfig::with_prefix(&prefix))
-                .expect("service"),
-        );
+        let (near, cache) = tracking_near_cache(&redis, &prefix).await;
+        caches.push(cache);
         nears.push(near);
     }
     // The "database": each key's current version.
@@ -359,13 +351,7 @@ async fn two_instances_read_each_others_writes_at_once_in_a_storm() {
         }));
     }
     let started = Instant::now();
-    for writer in writers {
-        writer.await.expect("writer");
-    }
-    done.store(true, Ordering::SeqCst);
-    for reader in readers {
-        reader.await.expect("reader");
-    }
+    integration_tests::end_storm(writers, &done, readers).await;
     assert_eq!(
         stale.load(Ordering::SeqCst),
         0,
