@@ -6,8 +6,8 @@
 #
 # What it does, on a private redis-server and a fresh SQLite file in a temporary directory:
 # 1. seeds COUNT products through the write path (example `bench_seed`);
-# 2. starts four servers: `api-server` with Redis (CACHE_L1=off), `api-server` with Redis
-#    and its near cache (CACHE_L1=strict), `api-server` with its in-process cache, and the
+# 2. starts five servers: `api-server` with Redis (CACHE_L1=off), `api-server` with Redis
+#    and its near cache (CACHE_L1=strict, and CACHE_L1=bounded), `api-server` with its in-process cache, and the
 #    HTTP ceiling (example `http_ceiling`: the same poem stack and middleware answering
 #    the server's own response bytes from memory);
 # 3. with wrk (CONNECTIONS connections, THREADS threads), in ROUNDS interleaved rounds,
@@ -122,12 +122,13 @@ start_server() { # name port [REDIS_URL [CACHE_L1]]
 echo "== servers"
 redis_srv_port="$(free_port)"; start_server redis "$redis_srv_port" "$redis_url"
 l1_srv_port="$(free_port)"; start_server l1 "$l1_srv_port" "$redis_url" strict
+bounded_srv_port="$(free_port)"; start_server bounded "$bounded_srv_port" "$redis_url" bounded
 memory_srv_port="$(free_port)"; start_server memory "$memory_srv_port"
 # The relay's first pass checks which Redis this is; reads use the cache after it.
 sleep 1
 product_path="/api/products/1"
 list_path="/api/products?page=1&per_page=20"
-for port in "$redis_srv_port" "$l1_srv_port" "$memory_srv_port"; do
+for port in "$redis_srv_port" "$l1_srv_port" "$bounded_srv_port" "$memory_srv_port"; do
   for _ in 1 2 3; do
     curl -fs -o /dev/null "http://127.0.0.1:$port$product_path"
     curl -fs -o /dev/null "http://127.0.0.1:$port$list_path"
@@ -141,7 +142,7 @@ PRODUCT_BODY="$work/product.json" LIST_BODY="$work/list.json" BIND="127.0.0.1:$c
 pids+=($!)
 ceiling_pid=$!
 wait_http "http://127.0.0.1:$ceiling_port$product_path" $!
-for port in "$redis_srv_port" "$l1_srv_port" "$memory_srv_port" "$ceiling_port"; do
+for port in "$redis_srv_port" "$l1_srv_port" "$bounded_srv_port" "$memory_srv_port" "$ceiling_port"; do
   cmp -s <(curl -fs "http://127.0.0.1:$port$product_path") "$work/product.json" \
     || { echo "loadtest: port $port answers other product bytes" >&2; exit 1; }
   cmp -s <(curl -fs "http://127.0.0.1:$port$list_path") "$work/list.json" \
@@ -153,9 +154,9 @@ if [[ "$SKIP_LOAD" != 1 ]]; then
   echo "== load: $ROUNDS round(s) x ${DURATION}s per target, $CONNECTIONS connections, $THREADS wrk threads"
   results="$work/results.tsv"
   : >"$results"
-  targets=(ceiling redis l1 memory)
-  declare -A port_of=([ceiling]=$ceiling_port [redis]=$redis_srv_port [l1]=$l1_srv_port [memory]=$memory_srv_port)
-  declare -A pid_of=([ceiling]=$ceiling_pid [redis]=$(cat "$work/redis.pid") [l1]=$(cat "$work/l1.pid") [memory]=$(cat "$work/memory.pid"))
+  targets=(ceiling redis l1 bounded memory)
+  declare -A port_of=([ceiling]=$ceiling_port [redis]=$redis_srv_port [l1]=$l1_srv_port [bounded]=$bounded_srv_port [memory]=$memory_srv_port)
+  declare -A pid_of=([ceiling]=$ceiling_pid [redis]=$(cat "$work/redis.pid") [l1]=$(cat "$work/l1.pid") [bounded]=$(cat "$work/bounded.pid") [memory]=$(cat "$work/memory.pid"))
   # CPU time (user + system) a process has used, in clock ticks.
   cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
   ticks_per_s="$(getconf CLK_TCK)"
@@ -199,7 +200,7 @@ else
   results="$work/results.tsv"; : >"$results"; loads=0
 fi
 # Only the server under test runs from here on.
-kill "$(cat "$work/redis.pid")" "$(cat "$work/l1.pid")" "$(cat "$work/memory.pid")" "${pids[-1]}" 2>/dev/null || true
+kill "$(cat "$work/redis.pid")" "$(cat "$work/l1.pid")" "$(cat "$work/bounded.pid")" "$(cat "$work/memory.pid")" "${pids[-1]}" 2>/dev/null || true
 
 MEM_L1="${MEM_L1:-strict}"
 echo "== memory: $MEM_REQUESTS GETs of random ids among $COUNT products, fresh server with Redis (CACHE_L1=$MEM_L1)"
@@ -259,7 +260,8 @@ import os
 print(f"\n## loadtest {'SMOKE' if smoke == '1' else 'run'} ({profile} build; machine: {os.cpu_count()} cores, {cpu}; "
       f"wrk -t{threads} -c{conns} -d{duration}s, {rounds} interleaved round(s); {count} products)\n")
 names = {"ceiling": "HTTP ceiling (fixed bytes, same stack)", "redis": "api-server, Redis cache",
-         "l1": "api-server, Redis + near cache", "memory": "api-server, in-process cache"}
+         "l1": "api-server, Redis + near cache (strict)",
+         "bounded": "api-server, Redis + near cache (bounded, 10 ms)", "memory": "api-server, in-process cache"}
 paths = {"product": "GET /api/products/1", "list": "GET /api/products?page=1&per_page=20"}
 if data:
     print("| route | server | req/s (median) | p99 ms (median) | req/s vs ceiling (median of per-round ratios) "
@@ -268,7 +270,7 @@ if data:
     print("|---|---|---|---|---|---|---|---|---|")
 for route in ("product", "list") if data else ():
     base = data[(route, "ceiling")]
-    for target in ("ceiling", "redis", "l1", "memory"):
+    for target in ("ceiling", "redis", "l1", "bounded", "memory"):
         d = data[(route, target)]
         ratio = statistics.median(d[r][0] / base[r][0] for r in d)
         cpu_ratio = statistics.median(base[r][2] / d[r][2] for r in d)

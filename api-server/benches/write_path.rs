@@ -32,7 +32,7 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cache_service::{CacheConfig, CacheService, RedisConfig};
 use chrono::{SubsecRound, Utc};
@@ -206,32 +206,19 @@ impl Fixture {
     }
 
     async fn sequential(&self, variant: Variant, n: usize) -> Duration {
-        let started = Instant::now();
-        for _ in 0..n {
-            self.op(variant).await;
-        }
-        started.elapsed()
+        support::timed(n as u64, || self.op(variant)).await
     }
 
     /// `n` writes by [`WRITERS`] tasks. Writers take products round robin, so two
     /// writers rarely touch the same row at once (with ≥ 2 × WRITERS products, never).
     async fn concurrent(&self, variant: Variant, n: usize) -> Duration {
         let per = n.div_ceil(WRITERS);
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..WRITERS)
-            .map(|_| {
-                let fixture = self.clone();
-                tokio::spawn(async move {
-                    for _ in 0..per {
-                        fixture.op(variant).await;
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.expect("bench: writer");
-        }
-        started.elapsed()
+        support::timed_tasks(WRITERS, self, |fixture| async move {
+            for _ in 0..per {
+                fixture.op(variant).await;
+            }
+        })
+        .await
     }
 }
 
@@ -353,10 +340,7 @@ impl Drop for PgDatabase {
 fn main() {
     let smoke = support::smoke();
     let redis = Redis::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("bench: tokio runtime");
+    let rt = support::runtime();
     support::write_result(
         "write_path",
         &format!(

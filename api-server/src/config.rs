@@ -167,8 +167,10 @@ pub struct Settings {
 
     /// With Redis: `strict` keeps an in-process copy of what was read (the near cache),
     /// kept coherent by Redis's client tracking and served only after a round trip that
-    /// proves every earlier write's invalidation arrived; `off` asks Redis on every read.
-    /// Without Redis the in-process cache is the only one, and this is ignored.
+    /// proves every earlier write's invalidation arrived; `bounded` serves the copy at
+    /// once while the newest such round trip began at most `CACHE_L1_BOUND_MS` earlier;
+    /// `off` asks Redis on every read. Without Redis the in-process cache is the only
+    /// one, and this is ignored.
     #[arg(long, env = "CACHE_L1", value_enum, default_value_t = L1Mode::Strict, global = true)]
     pub cache_l1: L1Mode,
 
@@ -181,6 +183,18 @@ pub struct Settings {
         global = true
     )]
     pub cache_l1_max_mb: u64,
+
+    /// With `CACHE_L1=bounded`: the staleness bound in milliseconds. A read reflects every
+    /// write (from any server) that returned at least this long before it began, and
+    /// every write of this server.
+    #[arg(
+        long,
+        env = "CACHE_L1_BOUND_MS",
+        default_value_t = DEFAULT_CACHE_L1_BOUND_MS,
+        value_parser = clap::value_parser!(u64).range(1..=60_000),
+        global = true
+    )]
+    pub cache_l1_bound_ms: u64,
 
     /// Connections in the database pool. Unset: 8 for an SQLite file, 16 for PostgreSQL.
     #[arg(
@@ -239,12 +253,16 @@ const DEFAULT_CACHE_ACK_TIMEOUT_MS: u64 = 1_000;
 const DEFAULT_CACHE_AUDIT_INTERVAL_MS: u64 = 60_000;
 const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 const DEFAULT_CACHE_L1_MAX_MB: u64 = 64;
+const DEFAULT_CACHE_L1_BOUND_MS: u64 = 10;
 
 /// Whether a server with Redis keeps a near cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum L1Mode {
     /// A near cache served only past a tracking barrier: never staler than Redis.
     Strict,
+    /// A near cache served at once while its newest barrier is at most
+    /// `CACHE_L1_BOUND_MS` old: staler than Redis by at most that bound.
+    Bounded,
     /// No near cache.
     Off,
 }
@@ -278,6 +296,7 @@ impl Default for Settings {
             redis_tls_ca_file: None,
             cache_l1: L1Mode::Strict,
             cache_l1_max_mb: DEFAULT_CACHE_L1_MAX_MB,
+            cache_l1_bound_ms: DEFAULT_CACHE_L1_BOUND_MS,
             database_pool_size: None,
             cache_ack_timeout_ms: DEFAULT_CACHE_ACK_TIMEOUT_MS,
             cache_audit_interval_ms: DEFAULT_CACHE_AUDIT_INTERVAL_MS,
@@ -361,6 +380,22 @@ mod tests {
         let shown = format!("{:?}", cli.settings);
         assert!(!shown.contains("s3cret-token"), "{shown}");
         assert!(!shown.contains("pw123"), "{shown}");
+    }
+
+    #[test]
+    fn the_near_cache_staleness_bound_is_configurable_and_checked() {
+        let cli = Cli::parse_from([
+            "api-server",
+            "--cache-l1",
+            "bounded",
+            "--cache-l1-bound-ms",
+            "25",
+        ]);
+        assert_eq!(cli.settings.cache_l1, L1Mode::Bounded);
+        assert_eq!(cli.settings.cache_l1_bound_ms, 25);
+        let error = Cli::try_parse_from(["api-server", "--cache-l1-bound-ms", "0"])
+            .expect_err("a bound of 0 is refused");
+        assert!(error.to_string().contains("--cache-l1-bound-ms"), "{error}");
     }
 
     #[test]

@@ -14,8 +14,9 @@
 //!   the result. Every error leaves as `application/problem+json`. `api::fields` is the
 //!   one parser from a JSON value (or a CSV cell) to a domain type, and documents each
 //!   field with the domain type's bounds.
-//! - `middleware`: body limit and HTTP metrics.
-//! - `telemetry`: the Prometheus recorder behind `/metrics`.
+//! - [`middleware`]: body limit, problem documents, `Allow`, HTTP metrics, tracing, applied
+//!   together by [`middleware::stack`].
+//! - [`telemetry`]: the Prometheus recorder behind `/metrics`.
 //!
 //! # Invariants
 //!
@@ -25,13 +26,13 @@
 
 pub mod config;
 pub mod import;
+pub mod middleware;
 pub mod startup;
+pub mod telemetry;
 
 mod api;
 #[cfg(test)]
 mod docs_tests;
-mod middleware;
-mod telemetry;
 
 pub use config::{Cli, Command, Settings};
 pub use import::{ImportOptions, ImportReport, Progress, RowFailure};

@@ -1,10 +1,25 @@
-//! Middleware: the request body limit, the `Allow` header of 405s, and HTTP metrics.
+//! Middleware: the request body limit, problem documents for errors, the `Allow` header
+//! of 405s, HTTP metrics and tracing, applied together by [`stack`].
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use poem::http::{HeaderValue, StatusCode, header};
-use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response, Result};
+use poem::middleware::Tracing;
+use poem::{Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Result};
+
+use crate::api::problem::problem_response;
+
+/// `app` behind the server's middleware, innermost first: the body limit, every error
+/// as a problem document, `Allow` on 405s, HTTP metrics, tracing. Public so that the
+/// `http_ceiling` example measures the very chain the server runs.
+pub fn stack(app: impl Endpoint + 'static) -> impl Endpoint {
+    app.around(body_limit)
+        .catch_all_error(problem_response)
+        .around(allow_header)
+        .around(http_metrics)
+        .with(Tracing)
+}
 
 /// Bodies larger than this are refused with 413 before any parsing.
 pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -12,17 +27,25 @@ pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Refuses bodies over [`MAX_BODY_BYTES`], whether announced by `Content-Length` or
 /// streamed in chunks. (poem's own `SizeLimit` demands a `Content-Length` on every
 /// request, which would refuse plain GETs.)
-pub(crate) struct BodyLimit;
-
-impl<E: Endpoint> Middleware<E> for BodyLimit {
-    type Output = BodyLimitEndpoint<E>;
-
-    fn transform(&self, ep: E) -> Self::Output {
-        BodyLimitEndpoint(ep)
+async fn body_limit<E: Endpoint>(next: Arc<E>, mut req: Request) -> Result<Response> {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
     }
+    if announced.is_none() && req.headers().contains_key(header::TRANSFER_ENCODING) {
+        let body = req
+            .take_body()
+            .into_bytes_limit(MAX_BODY_BYTES)
+            .await
+            .map_err(|_| too_large())?;
+        req.set_body(Body::from_bytes(body));
+    }
+    Ok(next.call(req).await?.into_response())
 }
-
-pub(crate) struct BodyLimitEndpoint<E>(E);
 
 fn too_large() -> poem::Error {
     poem::Error::from_string(
@@ -31,33 +54,8 @@ fn too_large() -> poem::Error {
     )
 }
 
-impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
-    type Output = E::Output;
-
-    async fn call(&self, mut req: Request) -> Result<Self::Output> {
-        let announced = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-            return Err(too_large());
-        }
-        if announced.is_none() && req.headers().contains_key(header::TRANSFER_ENCODING) {
-            let body = req
-                .take_body()
-                .into_bytes_limit(MAX_BODY_BYTES)
-                .await
-                .map_err(|_| too_large())?;
-            req.set_body(Body::from_bytes(body));
-        }
-        self.0.call(req).await
-    }
-}
-
-/// Adds `Allow` to `405 Method Not Allowed` responses, as RFC 9110 requires. Used with
-/// `EndpointExt::around`.
-pub(crate) async fn allow_header<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> {
+/// Adds `Allow` to `405 Method Not Allowed` responses, as RFC 9110 requires.
+async fn allow_header<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> {
     let allow = allowed_methods(route_template(req.uri().path()));
     let mut response = next.call(req).await?.into_response();
     if response.status() == StatusCode::METHOD_NOT_ALLOWED
@@ -83,36 +81,20 @@ pub(crate) fn allowed_methods(template: &str) -> Option<&'static str> {
 }
 
 /// Counts and times every request by method, route template and status.
-pub(crate) struct HttpMetrics;
-
-impl<E: Endpoint> Middleware<E> for HttpMetrics {
-    type Output = HttpMetricsEndpoint<E>;
-
-    fn transform(&self, ep: E) -> Self::Output {
-        HttpMetricsEndpoint(ep)
-    }
-}
-
-pub(crate) struct HttpMetricsEndpoint<E>(E);
-
-impl<E: Endpoint> Endpoint for HttpMetricsEndpoint<E> {
-    type Output = Response;
-
-    async fn call(&self, req: Request) -> Result<Self::Output> {
-        let method = req.method().as_str().to_owned();
-        let path = route_template(req.uri().path());
-        let started = Instant::now();
-        let response = match self.0.call(req).await {
-            Ok(output) => output.into_response(),
-            Err(error) => error.into_response(),
-        };
-        let status = response.status().as_u16().to_string();
-        metrics::counter!("http_requests_total", "method" => method.clone(), "path" => path, "status" => status)
-            .increment(1);
-        metrics::histogram!("http_request_duration_seconds", "method" => method, "path" => path)
-            .record(started.elapsed().as_secs_f64());
-        Ok(response)
-    }
+async fn http_metrics<E: Endpoint>(next: Arc<E>, req: Request) -> Result<Response> {
+    let method = req.method().as_str().to_owned();
+    let path = route_template(req.uri().path());
+    let started = Instant::now();
+    let response = match next.call(req).await {
+        Ok(output) => output.into_response(),
+        Err(error) => error.into_response(),
+    };
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "path" => path, "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "path" => path)
+        .record(started.elapsed().as_secs_f64());
+    Ok(response)
 }
 
 /// The route template of a path, so label values stay few (`/api/products/{id}`, never

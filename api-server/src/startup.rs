@@ -6,16 +6,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cache_service::{
-    AuditConfig, CacheConfig, CacheService, CoherenceConfig, NearCacheConfig, RedisConfig,
+    AuditConfig, CacheConfig, CacheService, CoherenceConfig, NearCacheConfig, NearCacheConsistency,
+    RedisConfig,
 };
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::middleware::Tracing;
 use poem::{EndpointExt, Route, Server};
 use product_service::{JobConfig, ProductService};
 
 use crate::api::{self, ApiToken};
 use crate::config::{L1Mode, Settings, redact_url};
-use crate::middleware::{BodyLimit, HttpMetrics, allow_header};
 
 /// A server that is connected, migrated and bound, but not yet serving.
 pub struct Application {
@@ -91,13 +90,8 @@ impl Application {
         let app = Route::new()
             .nest("/", api)
             .nest("/docs", docs)
-            .at("/openapi.json", api::document_endpoint(document))
-            .with(BodyLimit)
-            .catch_all_error(api::problem::problem_response)
-            .around(allow_header)
-            .with(HttpMetrics)
-            .with(Tracing)
-            .data(ApiToken(self.token.clone()));
+            .at("/openapi.json", api::document_endpoint(document));
+        let app = crate::middleware::stack(app).data(ApiToken(self.token.clone()));
         let upkeep = crate::telemetry::spawn_upkeep();
         self.products.coherence().check_eviction_policy().await;
         let relay = self.products.coherence().start_relay().await.context(
@@ -174,12 +168,17 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<ProductService> {
                 reconnect_max_delay: Duration::from_millis(settings.redis_reconnect_max_ms),
                 tls_ca_file: settings.redis_tls_ca_file.clone(),
                 near_cache: match settings.cache_l1 {
-                    L1Mode::Strict => Some(NearCacheConfig {
-                        max_bytes: settings.cache_l1_max_mb << 20,
-                        ..NearCacheConfig::default()
-                    }),
+                    L1Mode::Strict => Some(NearCacheConsistency::Strict),
+                    L1Mode::Bounded => Some(NearCacheConsistency::Bounded(Duration::from_millis(
+                        settings.cache_l1_bound_ms,
+                    ))),
                     L1Mode::Off => None,
-                },
+                }
+                .map(|consistency| NearCacheConfig {
+                    max_bytes: settings.cache_l1_max_mb << 20,
+                    consistency,
+                    ..NearCacheConfig::default()
+                }),
                 ..RedisConfig::new(url)
             };
             let cache = CacheService::connect_redis_in_background(&redis, config)

@@ -16,7 +16,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// The recorder's handle, installing it on first use.
-pub(crate) fn prometheus() -> &'static PrometheusHandle {
+pub fn prometheus() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new();
         // Fails only for an empty bucket list, which LATENCY_BUCKETS is not.
@@ -78,7 +78,7 @@ fn describe() {
 /// Keeps the recorder's memory bounded: histogram samples are only folded into their
 /// buckets by upkeep (or a scrape), so without it an unscraped server grows ~2 MiB per
 /// 100 000 requests. Runs until the returned task is aborted.
-pub(crate) fn spawn_upkeep() -> tokio::task::JoinHandle<()> {
+pub fn spawn_upkeep() -> tokio::task::JoinHandle<()> {
     let handle = prometheus();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(5));

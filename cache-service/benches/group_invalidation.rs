@@ -166,13 +166,8 @@ fn criterion_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, dbs: &[Siz
     let mut group = c.benchmark_group("group_invalidation/invalidate_group");
     for db in dbs {
         group.bench_function(BenchmarkId::from_parameter(label(db.size)), |b| {
-            b.to_async(rt).iter_custom(|iters| async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += db.bump().await;
-                }
-                total
-            });
+            b.to_async(rt)
+                .iter_custom(|iters| support::summed(iters, || db.bump()));
         });
     }
     group.finish();
@@ -190,13 +185,8 @@ fn criterion_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, dbs: &[Siz
         };
         group.measurement_time(Duration::from_secs(seconds));
         group.bench_function(BenchmarkId::from_parameter(label(db.size)), |b| {
-            b.to_async(rt).iter_custom(|iters| async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += db.scan_del().await;
-                }
-                total
-            });
+            b.to_async(rt)
+                .iter_custom(|iters| support::summed(iters, || db.scan_del()));
         });
     }
     group.finish();
@@ -204,7 +194,7 @@ fn criterion_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, dbs: &[Siz
 
 /// All sizes back to back in every round; ratios are medians of per-round ratios.
 fn interleaved(rt: &tokio::runtime::Runtime, dbs: &[SizedDb], smoke: bool) {
-    let (rounds, bumps) = if smoke { (1, 5) } else { (9, 200) };
+    let (rounds, bumps) = if smoke { (1, 5_u32) } else { (9, 200) };
     let n = dbs.len();
     let mut bump = vec![Vec::new(); n];
     let mut scan = vec![Vec::new(); n];
@@ -215,10 +205,7 @@ fn interleaved(rt: &tokio::runtime::Runtime, dbs: &[SizedDb], smoke: bool) {
         for round in 0..rounds {
             for k in 0..n {
                 let db = &dbs[(round + k) % n];
-                let mut total = Duration::ZERO;
-                for _ in 0..bumps {
-                    total += db.bump().await;
-                }
+                let total = support::summed(u64::from(bumps), || db.bump()).await;
                 bump[(round + k) % n].push(total.as_secs_f64() * 1e6 / f64::from(bumps));
             }
             for k in 0..n {
@@ -267,7 +254,6 @@ fn interleaved(rt: &tokio::runtime::Runtime, dbs: &[SizedDb], smoke: bool) {
 }
 
 fn main() {
-    let smoke = support::smoke();
     // Private server only: this benchmark fills a million keys into databases 1..=4.
     if std::env::var_os(support::BENCH_REDIS_URL).is_some() {
         eprintln!(
@@ -276,30 +262,21 @@ fn main() {
     }
     let redis = Redis::start_private();
     assert!(redis.is_private());
-    let sizes: &[u64] = if smoke {
-        &[1_000, 10_000]
-    } else {
-        &[1_000, 10_000, 100_000, 1_000_000]
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("bench: tokio runtime");
-    let dbs: Vec<SizedDb> = rt.block_on(async {
-        let mut dbs = Vec::new();
-        for (i, size) in sizes.iter().enumerate() {
-            dbs.push(SizedDb::new(redis.url(), i + 1, *size).await);
-        }
-        dbs
-    });
-    let mut criterion = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .configure_from_args();
-    criterion_benches(&mut criterion, &rt, &dbs);
-    criterion.final_summary();
-    interleaved(&rt, &dbs, smoke);
-    drop(dbs);
-    drop(rt);
-    drop(redis);
+    support::run(
+        redis,
+        async |url, smoke| {
+            let sizes: &[u64] = if smoke {
+                &[1_000, 10_000]
+            } else {
+                &[1_000, 10_000, 100_000, 1_000_000]
+            };
+            let mut dbs = Vec::new();
+            for (i, size) in sizes.iter().enumerate() {
+                dbs.push(SizedDb::new(url, i + 1, *size).await);
+            }
+            dbs
+        },
+        |c, rt, dbs| criterion_benches(c, rt, dbs),
+        |rt, dbs, smoke| interleaved(rt, dbs, smoke),
+    );
 }

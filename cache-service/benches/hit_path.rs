@@ -22,66 +22,19 @@
 mod support;
 
 use std::hint::black_box;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use cache_service::{
-    CacheConfig, CacheError, CacheKey, CacheService, Cacheable, Namespace, RedisBackend,
-    RedisConfig,
-};
+use cache_service::CacheError;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use fred::prelude::*;
-use serde::{Deserialize, Serialize};
-use support::{Redis, Summary};
+use support::{Item, Redis, Summary, WarmKey};
 
-const ITEM: Namespace = Namespace::new("item");
 /// Concurrent tasks of the throughput variants.
 const TASKS: usize = 64;
 
-/// A small value shaped like a product (≈ 230 bytes of JSON).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Item {
-    id: u64,
-    sku: String,
-    name: String,
-    description: String,
-    price_cents: i64,
-    stock: i64,
-    category: String,
-    version: u64,
-    created_at: String,
-    updated_at: String,
-}
-
-impl Cacheable for Item {
-    fn version(&self) -> u64 {
-        self.version
-    }
-}
-
-fn item() -> Item {
-    Item {
-        id: 42,
-        sku: "KB-001".to_owned(),
-        name: "Mechanical keyboard".to_owned(),
-        description: "Tenkeyless, brown switches".to_owned(),
-        price_cents: 8999,
-        stock: 12,
-        category: "keyboards".to_owned(),
-        version: 3,
-        created_at: "2026-11-26T10:00:00Z".to_owned(),
-        updated_at: "2026-11-26T10:05:00Z".to_owned(),
-    }
-}
-
 /// Everything one variant needs, cheap to clone into tasks.
-#[derive(Debug, Clone)]
-struct Fixture {
-    cache: CacheService,
-    pool: Pool,
-    key: CacheKey,
-}
+type Fixture = WarmKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -114,25 +67,9 @@ impl Variant {
 }
 
 impl Fixture {
-    async fn new(url: &str) -> Self {
-        let backend = RedisBackend::connect(&RedisConfig::new(url))
-            .await
-            .expect("bench: Redis");
-        let pool = backend.pool().expect("a standalone Redis").clone();
-        let cache = CacheService::new(
-            Arc::new(backend),
-            CacheConfig::with_prefix(support::unique_prefix("hit")),
-        )
-        .expect("bench: cache");
-        let key = cache.key(ITEM, 42);
-        let fixture = Self { cache, pool, key };
-        // Warm the key, and check that every variant sees the same value.
-        let loaded: Option<Item> = fixture
-            .cache
-            .get_or_load(&fixture.key, || async { Ok::<_, ()>(Some(item())) })
-            .await
-            .expect("bench: warm-up");
-        assert_eq!(loaded, Some(item()));
+    /// The warm key, read once by every variant to check that each finds the value.
+    async fn warmed(url: &str) -> Self {
+        let fixture = WarmKey::new(url, "hit").await;
         for variant in VARIANTS {
             fixture.op(variant).await;
         }
@@ -144,22 +81,10 @@ impl Fixture {
     async fn op(&self, variant: Variant) {
         match variant {
             Variant::RawGet => {
-                let bytes: Option<Bytes> = self
-                    .pool
-                    .next()
-                    .get(self.key.as_str())
-                    .await
-                    .expect("bench: GET");
-                assert!(black_box(bytes).is_some(), "the key is warm");
+                assert!(black_box(self.raw_get().await).is_some(), "the key is warm");
             }
             Variant::RawGetDecode => {
-                let bytes: Option<Bytes> = self
-                    .pool
-                    .next()
-                    .get(self.key.as_str())
-                    .await
-                    .expect("bench: GET");
-                black_box(decode(bytes));
+                black_box(decode(self.raw_get().await));
             }
             Variant::Hit => {
                 let value: Option<Item> = self
@@ -186,32 +111,28 @@ impl Fixture {
         }
     }
 
+    /// `GET` of the key on the pool, as `fred` hands it back.
+    async fn raw_get(&self) -> Option<Bytes> {
+        self.pool
+            .next()
+            .get(self.key.as_str())
+            .await
+            .expect("bench: GET")
+    }
+
     async fn sequential(&self, variant: Variant, n: u64) -> Duration {
-        let started = Instant::now();
-        for _ in 0..n {
-            self.op(variant).await;
-        }
-        started.elapsed()
+        support::timed(n, || self.op(variant)).await
     }
 
     /// `n` operations spread over [`TASKS`] concurrent tasks.
     async fn concurrent(&self, variant: Variant, n: u64) -> Duration {
         let per_task = n.div_ceil(TASKS as u64);
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|_| {
-                let fixture = self.clone();
-                tokio::spawn(async move {
-                    for _ in 0..per_task {
-                        fixture.op(variant).await;
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.expect("bench: task");
-        }
-        started.elapsed()
+        support::timed_tasks(TASKS, self, |fixture| async move {
+            for _ in 0..per_task {
+                fixture.op(variant).await;
+            }
+        })
+        .await
     }
 }
 
@@ -223,13 +144,6 @@ fn decode(bytes: Option<Bytes>) -> Item {
         }
         _ => panic!("the key holds a present entry"),
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("bench: tokio runtime")
 }
 
 fn criterion_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, fixture: &Fixture) {
@@ -322,18 +236,10 @@ fn pass(ok: bool) -> &'static str {
 }
 
 fn main() {
-    let smoke = support::smoke();
-    let redis = Redis::start();
-    let rt = runtime();
-    let fixture = rt.block_on(Fixture::new(redis.url()));
-    let mut criterion = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .configure_from_args();
-    criterion_benches(&mut criterion, &rt, &fixture);
-    criterion.final_summary();
-    interleaved(&rt, &fixture, smoke);
-    drop(fixture);
-    drop(rt);
-    drop(redis);
+    support::run(
+        Redis::start(),
+        async |url, _| Fixture::warmed(url).await,
+        criterion_benches,
+        interleaved,
+    );
 }

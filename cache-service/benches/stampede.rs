@@ -175,14 +175,12 @@ fn criterion_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, fixture: &
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
     for variant in VARIANTS {
         group.bench_function(BenchmarkId::from_parameter(variant.name()), |b| {
-            b.to_async(rt).iter_custom(|iters| async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
+            b.to_async(rt).iter_custom(|iters| {
+                support::summed(iters, move || async move {
                     let (elapsed, loads) = fixture.stampede(variant).await;
                     check(variant, loads);
-                    total += elapsed;
-                }
-                total
+                    elapsed
+                })
             });
         });
     }
@@ -240,21 +238,10 @@ fn counted(rt: &tokio::runtime::Runtime, fixture: &Fixture, smoke: bool) {
 }
 
 fn main() {
-    let smoke = support::smoke();
-    let redis = Redis::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("bench: tokio runtime");
-    let fixture = rt.block_on(Fixture::new(redis.url()));
-    let mut criterion = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .configure_from_args();
-    criterion_benches(&mut criterion, &rt, &fixture);
-    criterion.final_summary();
-    counted(&rt, &fixture, smoke);
-    drop(fixture);
-    drop(rt);
-    drop(redis);
+    support::run(
+        Redis::start(),
+        async |url, _| Fixture::new(url).await,
+        criterion_benches,
+        counted,
+    );
 }

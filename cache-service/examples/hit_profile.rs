@@ -18,37 +18,12 @@
 #[path = "../benches/support/mod.rs"]
 mod support;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use cache_service::{
-    CacheConfig, CacheError, CacheService, Cacheable, Namespace, RedisBackend, RedisConfig,
-};
+use cache_service::CacheError;
 use fred::prelude::*;
-use serde::{Deserialize, Serialize};
-
-const ITEM: Namespace = Namespace::new("item");
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Item {
-    id: u64,
-    sku: String,
-    name: String,
-    description: String,
-    price_cents: i64,
-    stock: i64,
-    category: String,
-    version: u64,
-    created_at: String,
-    updated_at: String,
-}
-
-impl Cacheable for Item {
-    fn version(&self) -> u64 {
-        self.version
-    }
-}
+use support::{Item, WarmKey};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -60,32 +35,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let backend = RedisBackend::connect(&RedisConfig::new(redis.url()))
-            .await
-            .expect("Redis");
-        let pool = backend.pool().expect("a standalone Redis").clone();
-        let cache = CacheService::new(
-            Arc::new(backend),
-            CacheConfig::with_prefix(support::unique_prefix("profile")),
-        )
-        .expect("cache");
-        let key = cache.key(ITEM, 42);
-        let item = Item {
-            id: 42,
-            sku: "KB-001".to_owned(),
-            name: "Mechanical keyboard".to_owned(),
-            description: "Tenkeyless, brown switches".to_owned(),
-            price_cents: 8999,
-            stock: 12,
-            category: "keyboards".to_owned(),
-            version: 3,
-            created_at: "2026-11-26T10:00:00Z".to_owned(),
-            updated_at: "2026-11-26T10:05:00Z".to_owned(),
-        };
-        let _: Option<Item> = cache
-            .get_or_load(&key, || async { Ok::<_, ()>(Some(item.clone())) })
-            .await
-            .expect("warm-up");
+        let WarmKey { cache, pool, key } = WarmKey::new(redis.url(), "profile").await;
         let started = Instant::now();
         for _ in 0..n {
             match mode.as_str() {

@@ -46,6 +46,7 @@
 
 mod after_commit;
 pub mod audit;
+mod background;
 mod cache_epoch;
 mod change;
 mod relay;
@@ -68,7 +69,7 @@ pub use audit::{AuditConfig, AuditReport, AuditTotals, AuditorHandle};
 pub use change::{Applied, Change, CoherenceConfig};
 pub use relay::RelayHandle;
 pub use schema::{NOTIFY_SETTING, OutboxTable, ScopedGroup, tables_migration};
-pub use session::{SessionSetting, check_session, missing_settings};
+pub use session::{SessionSetting, check_session, connect_options, missing_settings};
 
 use schema::{CHANNEL, outbox};
 

@@ -189,14 +189,31 @@ pub struct NearCacheConfig {
     /// Longest time an entry stays in the near cache (Redis's own expiry also removes it,
     /// through tracking).
     pub max_age: Duration,
+    /// When an entry may be served.
+    pub consistency: NearCacheConsistency,
+}
+
+/// When a near cache may serve what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NearCacheConsistency {
+    /// Only after a round trip on the tracking connection that began after the read did:
+    /// never staler than Redis, across every process.
+    #[default]
+    Strict,
+    /// At once, while the newest round trip that passed began at most this long before
+    /// the read; otherwise as `Strict`. A read then reflects every write (from any
+    /// process) that returned at least this long before the read began, and every write
+    /// of this process. A zero bound is `Strict`.
+    Bounded(Duration),
 }
 
 impl Default for NearCacheConfig {
-    /// 64 MiB, entries kept at most 5 minutes.
+    /// 64 MiB, entries kept at most 5 minutes, strict.
     fn default() -> Self {
         Self {
             max_bytes: 64 << 20,
             max_age: Duration::from_secs(300),
+            consistency: NearCacheConsistency::Strict,
         }
     }
 }

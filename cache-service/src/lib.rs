@@ -148,7 +148,7 @@ pub use coherence::{
     Applied, AuditConfig, AuditReport, AuditTotals, AuditorHandle, Change, Coherence,
     CoherenceConfig, OutboxTable, RelayHandle, ScopedGroup,
 };
-pub use config::{CacheConfig, NearCacheConfig, RedisConfig};
+pub use config::{CacheConfig, NearCacheConfig, NearCacheConsistency, RedisConfig};
 pub use error::{CacheError, Result};
 /// The Redis client this crate uses, for [`RedisBackend::from_pool`].
 pub use fred;

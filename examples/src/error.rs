@@ -25,22 +25,10 @@ pub enum Error {
     /// set-up, or the database behind its registration failed. Reads and writes never
     /// fail because of the cache.
     #[error("cache error")]
-    Cache(#[source] cache_service::CacheError),
+    Cache(#[from] cache_service::CacheError),
     /// The database failed.
     #[error("database error")]
-    Database(#[source] sea_orm::DbErr),
-}
-
-impl From<sea_orm::DbErr> for Error {
-    fn from(error: sea_orm::DbErr) -> Self {
-        Self::Database(error)
-    }
-}
-
-impl From<cache_service::CacheError> for Error {
-    fn from(error: cache_service::CacheError) -> Self {
-        Self::Cache(error)
-    }
+    Database(#[from] sea_orm::DbErr),
 }
 
 /// Result type of this crate.

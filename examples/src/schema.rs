@@ -1,48 +1,21 @@
 //! The `orders` table: connecting, migrating (the coherence tables, the table, its outbox
 //! triggers), and the sea-orm entity, private to the crate.
 
-use std::time::Duration;
-
 use sea_orm::sea_query::{Alias, IntoIden};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use sea_orm::{Database, DatabaseConnection, DbErr};
 use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
 
 use crate::service::ORDERS_TABLE;
 
-/// Connects to `url` (`sqlite://…`, `sqlite::memory:` or `postgres://…`).
-///
-/// - An SQLite file gets WAL and a 5 s busy timeout: readers do not block the writer,
-///   and writers queue instead of failing.
-/// - `sqlite::memory:` is a private database per connection that vanishes with it, so
-///   the pool holds exactly one connection and never recycles it.
-/// - PostgreSQL sessions of this pool skip the outbox trigger's `NOTIFY`
-///   ([`NOTIFY_SETTING`](cache_service::coherence::NOTIFY_SETTING)): the service
-///   invalidates inline after each commit, and a notifying commit holds PostgreSQL's
-///   notify lock through its WAL flush, serializing concurrent writers. Other writers
-///   (`psql`, an admin tool) still wake the relays.
+/// Connects to `url` (`sqlite://…`, `sqlite::memory:` or `postgres://…`) with
+/// [`connect_options`](cache_service::coherence::connect_options): every connection has
+/// the session settings the coherence component needs (WAL and a busy timeout on an
+/// SQLite file, the outbox trigger's `NOTIFY` off on PostgreSQL, since the service
+/// invalidates inline after each commit), and `sqlite::memory:` keeps its one
+/// connection.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
-    let mut options = ConnectOptions::new(url);
-    options
-        .sqlx_logging(false)
-        .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(5));
-    if url.starts_with("sqlite:") {
-        if url.contains(":memory:") || url.contains("mode=memory") {
-            options
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None);
-        }
-        options.map_sqlx_sqlite_opts(|o| {
-            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                .busy_timeout(Duration::from_secs(5))
-        });
-    } else {
-        let quiet = [(cache_service::coherence::NOTIFY_SETTING, "off")];
-        options.map_sqlx_postgres_opts(move |o| o.options(quiet));
-    }
-    Database::connect(options).await
+    Database::connect(cache_service::coherence::connect_options(url, None)).await
 }
 
 /// Applies the migrations not applied yet: the coherence tables (shared with any other
@@ -100,23 +73,12 @@ impl MigrationTrait for CreateOrders {
                 Table::create()
                     .table(Orders::Table)
                     .if_not_exists()
-                    .col(
-                        ColumnDef::new(Orders::Id)
-                            .big_integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
-                    .col(ColumnDef::new(Orders::CustomerId).big_integer().not_null())
-                    .col(ColumnDef::new(Orders::TotalCents).big_integer().not_null())
-                    .col(ColumnDef::new(Orders::Status).text().not_null())
+                    .col(big_pk_auto(Orders::Id))
+                    .col(big_integer(Orders::CustomerId))
+                    .col(big_integer(Orders::TotalCents))
+                    .col(text(Orders::Status))
                     // The outbox triggers rely on it: starts at 1, grows on every change.
-                    .col(
-                        ColumnDef::new(Orders::Version)
-                            .big_integer()
-                            .not_null()
-                            .default(1),
-                    )
+                    .col(big_integer(Orders::Version).default(1))
                     .to_owned(),
             )
             .await?;

@@ -1,19 +1,20 @@
 //! Connecting to the database and migrating it.
 
-use std::time::Duration;
-
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use cache_service::coherence::connect_options;
+use sea_orm::{Database, DatabaseConnection, DbErr};
 use sea_orm_migration::MigratorTrait;
 
-use crate::migration::{Migrator, NOTIFY_SETTING, adopt_legacy_rows};
+use crate::migration::{Migrator, adopt_legacy_rows};
 
-/// Connects to `url` (`sqlite://…` or `postgres://…`).
+/// Connects to `url` (`sqlite://…` or `postgres://…`) with
+/// [`connect_options`].
 ///
 /// SQLite files get WAL and a 5 s busy timeout, so readers do not block the writer and
 /// concurrent writers queue instead of failing. `sqlite::memory:` gets a single
-/// connection, because every connection to it would be a separate, empty database.
-/// PostgreSQL sessions skip the outbox trigger's `NOTIFY`: the service invalidates
-/// inline, and the relays' poll picks up what an inline invalidation could not apply.
+/// connection, never recycled, because every connection to it would be a separate,
+/// empty database. PostgreSQL sessions skip the outbox trigger's `NOTIFY`: the service
+/// invalidates inline, and the relays' poll picks up what an inline invalidation could
+/// not apply.
 ///
 /// # Examples
 ///
@@ -51,28 +52,12 @@ pub async fn connect_with_pool_size(
     url: &str,
     pool_size: Option<u32>,
 ) -> Result<DatabaseConnection, DbErr> {
-    let mut options = ConnectOptions::new(url.to_owned());
-    options
-        .sqlx_logging(false)
-        .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(5));
-    if url.starts_with("sqlite:") {
-        if url.contains(":memory:") || url.contains("mode=memory") {
-            options.max_connections(1).min_connections(1);
-        } else {
-            options.max_connections(pool_size.unwrap_or(8));
-        }
-        options.map_sqlx_sqlite_opts(|o| {
-            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                .busy_timeout(Duration::from_secs(5))
-                .foreign_keys(true)
-        });
-    } else {
-        options.max_connections(pool_size.unwrap_or(16));
-        // This pool's writes invalidate inline; see `NOTIFY_SETTING`.
-        options.map_sqlx_postgres_opts(|o| o.options([(NOTIFY_SETTING, "off")]));
-    }
-    Database::connect(options).await
+    let default_size = if url.starts_with("sqlite:") { 8 } else { 16 };
+    Database::connect(connect_options(
+        url,
+        Some(pool_size.unwrap_or(default_size)),
+    ))
+    .await
 }
 
 /// Applies the migrations that have not been applied yet.

@@ -50,7 +50,7 @@ pub enum Error {
     /// The cache failed where it cannot fail open (replaying owed invalidations, or
     /// serializing a value for a JSON read).
     #[error("cache error")]
-    Cache(#[source] cache_service::CacheError),
+    Cache(#[from] cache_service::CacheError),
     /// The database connection handed to
     /// [`ProductService::new`](crate::ProductService::new) lacks session settings that
     /// [`connect`](crate::connect) applies; build the pool with them (or with
@@ -59,19 +59,7 @@ pub enum Error {
     MissingSessionSettings(Vec<cache_service::coherence::SessionSetting>),
     /// The database failed.
     #[error("database error")]
-    Database(#[source] sea_orm::DbErr),
-}
-
-impl From<sea_orm::DbErr> for Error {
-    fn from(error: sea_orm::DbErr) -> Self {
-        Self::Database(error)
-    }
-}
-
-impl From<cache_service::CacheError> for Error {
-    fn from(error: cache_service::CacheError) -> Self {
-        Self::Cache(error)
-    }
+    Database(#[from] sea_orm::DbErr),
 }
 
 /// Result type of this crate.

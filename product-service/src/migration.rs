@@ -9,6 +9,7 @@
 use sea_orm::TransactionTrait;
 use sea_orm::sea_query::{Alias, IntoIden};
 use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
 
 mod legacy;
 
@@ -71,50 +72,16 @@ impl MigrationTrait for CreateProduct {
                 Table::create()
                     .table(Product::Table)
                     .if_not_exists()
-                    .col(
-                        ColumnDef::new(Product::Id)
-                            .big_integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
-                    .col(
-                        ColumnDef::new(Product::Sku)
-                            .string_len(64)
-                            .not_null()
-                            .unique_key(),
-                    )
-                    .col(ColumnDef::new(Product::Name).string_len(200).not_null())
-                    .col(
-                        ColumnDef::new(Product::Description)
-                            .text()
-                            .not_null()
-                            .default(""),
-                    )
-                    .col(ColumnDef::new(Product::PriceCents).big_integer().not_null())
-                    .col(ColumnDef::new(Product::Stock).big_integer().not_null())
-                    .col(
-                        ColumnDef::new(Product::Category)
-                            .string_len(100)
-                            .not_null()
-                            .default(""),
-                    )
-                    .col(
-                        ColumnDef::new(Product::Version)
-                            .big_integer()
-                            .not_null()
-                            .default(1),
-                    )
-                    .col(
-                        ColumnDef::new(Product::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Product::UpdatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(big_pk_auto(Product::Id))
+                    .col(string_len_uniq(Product::Sku, 64))
+                    .col(string_len(Product::Name, 200))
+                    .col(text(Product::Description).default(""))
+                    .col(big_integer(Product::PriceCents))
+                    .col(big_integer(Product::Stock))
+                    .col(string_len(Product::Category, 100).default(""))
+                    .col(big_integer(Product::Version).default(1))
+                    .col(timestamp_with_time_zone(Product::CreatedAt))
+                    .col(timestamp_with_time_zone(Product::UpdatedAt))
                     .to_owned(),
             )
             .await?;
@@ -289,49 +256,17 @@ impl MigrationTrait for CreateRepriceJob {
                 Table::create()
                     .table(RepriceJob::Table)
                     .if_not_exists()
-                    .col(
-                        ColumnDef::new(RepriceJob::Id)
-                            .string_len(36)
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(ColumnDef::new(RepriceJob::Category).string_len(100).null())
-                    .col(ColumnDef::new(RepriceJob::Percent).double().not_null())
-                    .col(ColumnDef::new(RepriceJob::Status).string_len(16).not_null())
-                    .col(
-                        ColumnDef::new(RepriceJob::Matched)
-                            .big_integer()
-                            .not_null()
-                            .default(0),
-                    )
-                    .col(
-                        ColumnDef::new(RepriceJob::Updated)
-                            .big_integer()
-                            .not_null()
-                            .default(0),
-                    )
-                    .col(
-                        ColumnDef::new(RepriceJob::Cursor)
-                            .big_integer()
-                            .not_null()
-                            .default(0),
-                    )
-                    .col(ColumnDef::new(RepriceJob::Error).text().null())
-                    .col(
-                        ColumnDef::new(RepriceJob::HeartbeatAt)
-                            .timestamp_with_time_zone()
-                            .null(),
-                    )
-                    .col(
-                        ColumnDef::new(RepriceJob::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(RepriceJob::UpdatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(string_len(RepriceJob::Id, 36).primary_key())
+                    .col(string_len_null(RepriceJob::Category, 100))
+                    .col(double(RepriceJob::Percent))
+                    .col(string_len(RepriceJob::Status, 16))
+                    .col(big_integer(RepriceJob::Matched).default(0))
+                    .col(big_integer(RepriceJob::Updated).default(0))
+                    .col(big_integer(RepriceJob::Cursor).default(0))
+                    .col(text_null(RepriceJob::Error))
+                    .col(timestamp_with_time_zone_null(RepriceJob::HeartbeatAt))
+                    .col(timestamp_with_time_zone(RepriceJob::CreatedAt))
+                    .col(timestamp_with_time_zone(RepriceJob::UpdatedAt))
                     .to_owned(),
             )
             .await?;
@@ -382,18 +317,9 @@ impl MigrationTrait for CreateCacheEpoch {
                 Table::create()
                     .table(CacheEpoch::Table)
                     .if_not_exists()
-                    .col(
-                        ColumnDef::new(CacheEpoch::Id)
-                            .integer()
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(ColumnDef::new(CacheEpoch::Epoch).big_integer().not_null())
-                    .col(
-                        ColumnDef::new(CacheEpoch::RedisId)
-                            .string_len(64)
-                            .not_null(),
-                    )
+                    .col(integer(CacheEpoch::Id).primary_key())
+                    .col(big_integer(CacheEpoch::Epoch))
+                    .col(string_len(CacheEpoch::RedisId, 64))
                     .to_owned(),
             )
             .await
@@ -406,12 +332,9 @@ impl MigrationTrait for CreateCacheEpoch {
     }
 }
 
-/// The setting that silences the outbox trigger's `NOTIFY` for one session (see
-/// [`cache_service::coherence::NOTIFY_SETTING`]).
-pub(crate) use cache_service::coherence::NOTIFY_SETTING;
-
-/// Makes the outbox trigger's `NOTIFY` skippable with [`NOTIFY_SETTING`]. SQLite has no
-/// `NOTIFY`; nothing changes there.
+/// Makes the outbox trigger's `NOTIFY` skippable with
+/// [`NOTIFY_SETTING`](cache_service::coherence::NOTIFY_SETTING) (off for one session).
+/// SQLite has no `NOTIFY`; nothing changes there.
 struct QuietServiceWrites;
 
 impl MigrationName for QuietServiceWrites {
@@ -484,7 +407,7 @@ impl MigrationTrait for RepriceJobOwner {
             .alter_table(
                 Table::alter()
                     .table(RepriceJob::Table)
-                    .add_column(ColumnDef::new(RepriceJob::Owner).string_len(36).null())
+                    .add_column(string_len_null(RepriceJob::Owner, 36))
                     .to_owned(),
             )
             .await

@@ -1,13 +1,16 @@
 //! Product-service fixtures: a [`ProductService`] over a fresh, migrated database (SQLite
 //! file or PostgreSQL) and a Redis under a unique prefix, plus input builders.
 
-use cache_service::{CacheConfig, CacheService, RedisConfig};
+use std::time::Duration;
+
+use cache_service::{CacheConfig, CacheService, RedisConfig, RelayHandle};
 use fred::prelude::{Client, KeysInterface};
 use product_service::{
     Category, CoherenceConfig, Description, NewProduct, PageQuery, PriceCents, Product, ProductId,
     ProductName, ProductPatch, ProductService, Sku, Stock,
 };
 
+use crate::cluster::RedisCluster;
 use crate::{RedisServer, TestDatabase, postgres_url_or_skip, redis_url_or_skip, unique_prefix};
 
 /// A service over a migrated database and a Redis under a unique prefix.
@@ -109,12 +112,36 @@ impl Fixture {
                 .is_some()
     }
 
+    /// The service's relay, polling the outbox every `poll_interval`.
+    pub fn spawn_relay_polling(&self, poll_interval: Duration) -> RelayHandle {
+        self.service.spawn_relay(CoherenceConfig {
+            poll_interval,
+            ..CoherenceConfig::default()
+        })
+    }
+
     /// Creates [`new_product`]`(sku, price)` through the service.
     pub async fn create(&self, sku: &str, price: i64) -> Product {
         self.service
             .create(new_product(sku, price))
             .await
             .expect("create")
+    }
+
+    /// Product `id` as the service reads it (from the cache when it can).
+    pub async fn read(&self, id: i64) -> Product {
+        self.service
+            .find_by_id(self::id(id))
+            .await
+            .expect("read through the service")
+    }
+
+    /// Sets product `id`'s price through the service, with no version condition.
+    pub async fn patch_price(&self, id: i64, price: i64) -> Product {
+        self.service
+            .patch(self::id(id), price_patch(price), None)
+            .await
+            .expect("patch through the service")
     }
 
     /// The Redis key of product `id`, in the cache's current epoch.
@@ -171,6 +198,32 @@ pub async fn create_products(
         );
     }
     ids
+}
+
+/// Creates products `{sku_prefix}-0`, `{sku_prefix}-1`, … at `price` through `service`
+/// until each of `cluster`'s first `masters` nodes (its masters) holds one, at most
+/// `limit` products; returns each product's id with the node holding its key.
+pub async fn products_on_every_master(
+    service: &ProductService,
+    cluster: &RedisCluster,
+    masters: usize,
+    sku_prefix: &str,
+    limit: usize,
+) -> Vec<(i64, usize)> {
+    let mut products: Vec<(i64, usize)> = Vec::new();
+    for n in 0..limit {
+        let p = service
+            .create(new_product(&format!("{sku_prefix}-{n}"), 100))
+            .await
+            .expect("create");
+        let key = service.cache().key(product_service::PRODUCT, p.id);
+        products.push((p.id, cluster.master_of(key.as_str()).expect("master")));
+        let held: std::collections::BTreeSet<usize> = products.iter().map(|(_, m)| *m).collect();
+        if held.len() == masters {
+            break;
+        }
+    }
+    products
 }
 
 /// A patch of the price only.

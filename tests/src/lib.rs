@@ -14,12 +14,14 @@
 //! - [`redis_client`]: a plain `fred` client, to look at what a test stored.
 //! - [`binary`]: the real `api-server` executable as a child process
 //!   ([`api_server_or_skip`], [`api_server_command`], [`start_server`]).
+//! - [`wait_until`] / [`eventually`]: polling a condition with a time limit, and
+//!   [`end_storm`] for tests that race writers against readers.
 //!
 //! # Layout
 //!
 //! `redis` (private Redis servers and clients), `postgres` (fresh databases), [`binary`],
 //! [`fixtures`] (services over both databases, for [`on_both_databases!`]),
-//! [`tcp_relay`] and [`cluster`]; every helper is re-exported at the root.
+//! [`tcp_relay`], [`cluster`] and `wait`; every helper is re-exported at the root.
 //!
 //! # Rules every test relies on
 //!
@@ -40,6 +42,7 @@ pub mod cluster;
 pub mod fixtures;
 mod postgres;
 mod redis;
+mod wait;
 
 /// Runs each `async fn scenario(f: Fixture)` twice, as `sqlite::scenario` and
 /// `postgres::scenario`, each on a fresh [`fixtures::Fixture`] named
@@ -79,6 +82,7 @@ pub use redis::{
     RedisServer, delete_keys_with_prefix, redis_client, redis_server_or_skip, redis_url_or_skip,
     unused_port,
 };
+pub use wait::{end_storm, eventually, wait_until};
 
 /// Environment variable naming a Redis to use instead of a private server.
 pub const TEST_REDIS_URL: &str = "TEST_REDIS_URL";

@@ -97,7 +97,7 @@ async fn no_mismatch_across_concurrent_writes_and_reads_on_two_processes(f: Fixt
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for product in &ids {
-        f.service.find_by_id(id(*product)).await.expect("read");
+        f.read(*product).await;
         assert!(f.is_cached(*product).await, "product {product} is cached");
     }
     let last = f
@@ -123,13 +123,9 @@ async fn a_planted_stale_entry_is_caught_and_an_owed_one_is_not(f: Fixture) {
         .create(new_product("PLANT-1", 100))
         .await
         .expect("create");
-    let patched = f
-        .service
-        .patch(id(created.id), price_patch(200), None)
-        .await
-        .expect("patch");
+    let patched = f.patch_price(created.id, 200).await;
     assert_eq!(patched.version, 2);
-    f.service.find_by_id(id(created.id)).await.expect("read");
+    f.read(created.id).await;
     let fresh = coherence.audit(4).await.expect("audit");
     assert_eq!((fresh.checks, fresh.mismatches), (1, 0), "{fresh:?}");
 

@@ -4,7 +4,9 @@
 //! slots off the cache. One cluster for the whole binary's test.
 
 use integration_tests::cluster::RedisCluster;
-use integration_tests::fixtures::{id, new_product, price_patch, service_over, settled_price};
+use integration_tests::fixtures::{
+    id, price_patch, products_on_every_master, service_over, settled_price,
+};
 use product_service::{PRODUCT, Product};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,20 +17,9 @@ async fn on_a_cluster_the_epoch_moves_once_per_restored_master_and_never_on_a_re
     let (service, relay, _dir) = service_over(&cluster.url(), "cluster").await;
     let start = service.cache().epoch();
 
-    // Products until every master holds one.
-    let mut products: Vec<(i64, usize)> = Vec::new();
-    for n in 0..30 {
-        let p = service
-            .create(new_product(&format!("CLUSTER-{n}"), 100))
-            .await
-            .expect("create");
-        let key = service.cache().key(PRODUCT, p.id);
-        products.push((p.id, cluster.master_of(key.as_str()).expect("master")));
-        let held: std::collections::BTreeSet<usize> = products.iter().map(|(_, m)| *m).collect();
-        if held.len() == cluster.nodes.len() {
-            break;
-        }
-    }
+    // Products at 100 until every master holds one.
+    let products =
+        products_on_every_master(&service, &cluster, cluster.nodes.len(), "CLUSTER", 30).await;
     for (product, _) in &products {
         assert_eq!(settled_price(&service, *product).await, 100);
     }

@@ -6,7 +6,9 @@
 
 use fred::prelude::KeysInterface;
 use integration_tests::cluster::RedisCluster;
-use integration_tests::fixtures::{id, new_product, price_patch, service_over, settled_price};
+use integration_tests::fixtures::{
+    id, price_patch, products_on_every_master, service_over, settled_price,
+};
 use integration_tests::redis_client;
 use product_service::PRODUCT;
 
@@ -18,20 +20,8 @@ async fn after_a_cluster_failover_no_read_is_older_than_an_acknowledged_write() 
     let (service, relay, _dir) = service_over(&cluster.url(), "cluster-failover").await;
     let start = service.cache().epoch();
 
-    // Products until every master holds one, each cached at its first price.
-    let mut products: Vec<(i64, usize)> = Vec::new();
-    for n in 0..40 {
-        let p = service
-            .create(new_product(&format!("FAILOVER-{n}"), 100))
-            .await
-            .expect("create");
-        let key = service.cache().key(PRODUCT, p.id);
-        products.push((p.id, cluster.master_of(key.as_str()).expect("master")));
-        let held: std::collections::BTreeSet<usize> = products.iter().map(|(_, m)| *m).collect();
-        if held.len() == 3 {
-            break;
-        }
-    }
+    // Products at 100 until every master holds one, each cached at its first price.
+    let products = products_on_every_master(&service, &cluster, 3, "FAILOVER", 40).await;
     for (product, _) in &products {
         assert_eq!(settled_price(&service, *product).await, 100);
     }

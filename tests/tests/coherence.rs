@@ -41,11 +41,7 @@ async fn raw_sql(database_url: &str, sql: &str) {
 }
 
 async fn cached_price(f: &Fixture, product: i64) -> i64 {
-    f.service
-        .find_by_id(id(product))
-        .await
-        .expect("read")
-        .price_cents
+    f.read(product).await.price_cents
 }
 
 /// Audit item 5: a restored row (its version set back) used to leave the cached copy
@@ -53,10 +49,7 @@ async fn cached_price(f: &Fixture, product: i64) -> i64 {
 async fn raw_sql_that_lowers_a_version_still_invalidates_the_cached_copy(f: Fixture) {
     let p = f.create("LOW-1", 100).await;
     for price in [200, 300] {
-        f.service
-            .patch(id(p.id), price_patch(price), None)
-            .await
-            .expect("patch");
+        f.patch_price(p.id, price).await;
     }
     assert_eq!(cached_price(&f, p.id).await, 300);
     assert!(f.is_cached(p.id).await, "v3 is cached");
@@ -71,7 +64,7 @@ async fn raw_sql_that_lowers_a_version_still_invalidates_the_cached_copy(f: Fixt
     .await;
     f.service.relay(100).drain().await.expect("drain");
 
-    let read = f.service.find_by_id(id(p.id)).await.expect("read");
+    let read = f.read(p.id).await;
     assert_eq!(
         read.price_cents, 7,
         "the restored row is served, not the cached v3"
@@ -140,10 +133,7 @@ async fn a_write_made_while_the_cache_recovers_returns_after_its_invalidation_is
     redis.thaw().expect("thaw");
     assert!(f.service.cache().is_degraded(), "reads wait for the replay");
 
-    f.service
-        .patch(id(p.id), price_patch(250), None)
-        .await
-        .expect("patch");
+    f.patch_price(p.id, 250).await;
     assert!(
         !f.is_cached(p.id).await,
         "when the write returns, its invalidation has been applied"
@@ -314,10 +304,7 @@ async fn on_sqlite_insert_or_replace_invalidates_the_cached_copy() {
         return;
     };
     let p = f.create("REPL-1", 100).await;
-    f.service
-        .patch(id(p.id), price_patch(200), None)
-        .await
-        .expect("patch");
+    f.patch_price(p.id, 200).await;
     assert_eq!(cached_price(&f, p.id).await, 200);
     assert!(f.is_cached(p.id).await);
 
@@ -339,20 +326,25 @@ async fn on_sqlite_insert_or_replace_invalidates_the_cached_copy() {
     );
 }
 
+/// Sets the fixture's Redis `maxmemory-policy`.
+async fn set_eviction_policy(f: &Fixture, policy: &str) {
+    let _: () = f
+        .redis
+        .custom(
+            fred::cmd!("CONFIG"),
+            vec!["SET", "maxmemory-policy", policy],
+        )
+        .await
+        .expect("CONFIG SET");
+}
+
 /// Audit item 6: an eviction policy that may drop fences and leases is reported.
 #[tokio::test]
 async fn the_eviction_policy_of_redis_is_checked() {
     let Some(f) = Fixture::sqlite("coherence_eviction").await else {
         return;
     };
-    let _: () = f
-        .redis
-        .custom(
-            fred::cmd!("CONFIG"),
-            vec!["SET", "maxmemory-policy", "volatile-lru"],
-        )
-        .await
-        .expect("CONFIG SET");
+    set_eviction_policy(&f, "volatile-lru").await;
     assert_eq!(
         f.service
             .coherence()
@@ -361,14 +353,7 @@ async fn the_eviction_policy_of_redis_is_checked() {
             .as_deref(),
         Some("volatile-lru")
     );
-    let _: () = f
-        .redis
-        .custom(
-            fred::cmd!("CONFIG"),
-            vec!["SET", "maxmemory-policy", "noeviction"],
-        )
-        .await
-        .expect("CONFIG SET");
+    set_eviction_policy(&f, "noeviction").await;
 }
 
 /// The measured defect: two servers on one database with in-process caches served 78 of
@@ -412,6 +397,21 @@ async fn an_in_process_cache_refuses_to_share_its_database() {
     again.shutdown().await;
 }
 
+/// Creates a table with `create_table` and the coherence tables on `db`; the schema
+/// manager, to install the table's triggers with.
+async fn table_and_coherence_tables<'a>(
+    db: &'a sea_orm::DatabaseConnection,
+    create_table: &str,
+) -> sea_orm_migration::SchemaManager<'a> {
+    db.execute_unprepared(create_table).await.expect("table");
+    let manager = sea_orm_migration::SchemaManager::new(db);
+    cache_service::coherence::tables_migration()
+        .up(&manager)
+        .await
+        .expect("coherence tables");
+    manager
+}
+
 /// The coherence component works for any table: a second entity declares its table and
 /// gets the triggers (created rows, changes and deletes all owe their invalidation).
 #[tokio::test]
@@ -430,16 +430,11 @@ async fn any_table_gets_the_outbox_triggers() {
     let db = product_service::connect("sqlite::memory:")
         .await
         .expect("connect");
-    db.execute_unprepared(
+    let manager = table_and_coherence_tables(
+        &db,
         "CREATE TABLE orders (id INTEGER PRIMARY KEY, total INTEGER NOT NULL, version INTEGER NOT NULL DEFAULT 1)",
     )
-    .await
-    .expect("table");
-    let manager = sea_orm_migration::SchemaManager::new(&db);
-    cache_service::coherence::tables_migration()
-        .up(&manager)
-        .await
-        .expect("coherence tables");
+    .await;
     ORDERS
         .migration("m_orders_outbox")
         .up(&manager)
@@ -553,16 +548,11 @@ async fn reinstalling_triggers_on_a_pooled_sqlite_file_never_meets_a_stale_schem
         let mut options = sea_orm::ConnectOptions::new(url);
         options.max_connections(POOL).min_connections(POOL);
         let db = Database::connect(options).await.expect("connect");
-        db.execute_unprepared(
+        let manager = table_and_coherence_tables(
+            &db,
             "CREATE TABLE items (id INTEGER PRIMARY KEY, version INTEGER NOT NULL DEFAULT 1)",
         )
-        .await
-        .expect("table");
-        let manager = sea_orm_migration::SchemaManager::new(&db);
-        cache_service::coherence::tables_migration()
-            .up(&manager)
-            .await
-            .expect("coherence tables");
+        .await;
         let install = ITEMS.migration("m_items_outbox");
         install.up(&manager).await.expect("first install");
         // Every pooled connection caches the schema with the triggers in it.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use integration_tests::fixtures::{Fixture, create_products, first_page, id, new_product};
+use integration_tests::fixtures::{Fixture, create_products, first_page, new_product};
 use product_service::{Category, JobConfig, JobStatus, ProductService, RepriceJob, RepricePercent};
 
 async fn wait_for(
@@ -26,8 +26,32 @@ async fn wait_for(
     }
 }
 
-fn percent(p: f64) -> RepricePercent {
-    RepricePercent::parse(p).expect("valid percent")
+/// The job as stored now.
+async fn stored_job(f: &Fixture, job: &str) -> RepriceJob {
+    f.service
+        .find_job(job)
+        .await
+        .expect("read job")
+        .expect("job exists")
+}
+
+/// Every product (up to 100), through the cache.
+async fn every_product(f: &Fixture) -> product_service::ProductPage {
+    f.service
+        .find_in_page(&product_service::PageQuery::parse(1, 100, None).expect("valid"))
+        .await
+        .expect("list")
+}
+
+/// Queues a reprice job of `category` (all: `None`) by `percent`.
+async fn enqueue(f: &Fixture, category: Option<Category>, percent: f64) -> RepriceJob {
+    f.service
+        .enqueue_reprice(
+            category,
+            RepricePercent::parse(percent).expect("valid percent"),
+        )
+        .await
+        .expect("enqueue")
 }
 
 fn category(c: &str) -> Option<Category> {
@@ -51,18 +75,14 @@ async fn a_job_reprices_its_category_and_the_cache_shows_it_at_once() {
     let mut other = new_product("OTHER-1", 1000);
     other.category = Category::parse("other").expect("valid");
     let other = f.service.create(other).await.expect("create");
-    f.service.find_by_id(id(ids[0])).await.expect("warm item");
+    f.read(ids[0]).await;
     f.service
         .find_in_page(&first_page())
         .await
         .expect("warm list");
 
     let worker = f.service.spawn_job_worker(quick());
-    let job = f
-        .service
-        .enqueue_reprice(category("cat"), percent(10.0))
-        .await
-        .expect("enqueue");
+    let job = enqueue(&f, category("cat"), 10.0).await;
     assert_eq!(job.status, JobStatus::Queued);
     let job = wait_for(&f.service, &job.id, Duration::from_secs(10), |j| {
         j.status == JobStatus::Succeeded
@@ -74,7 +94,7 @@ async fn a_job_reprices_its_category_and_the_cache_shows_it_at_once() {
         (job.status, job.matched, job.updated, job.error),
         (JobStatus::Succeeded, 25, 25, None)
     );
-    let item = f.service.find_by_id(id(ids[0])).await.expect("read");
+    let item = f.read(ids[0]).await;
     assert_eq!(
         (item.price_cents, item.version),
         (1100, 2),
@@ -92,7 +112,7 @@ async fn a_job_reprices_its_category_and_the_cache_shows_it_at_once() {
             .all(|p| p.price_cents == 1100),
         "the cached list page shows the new prices"
     );
-    let untouched = f.service.find_by_id(id(other.id)).await.expect("read");
+    let untouched = f.read(other.id).await;
     assert_eq!(
         untouched.price_cents, 1000,
         "other categories are left alone"
@@ -110,11 +130,7 @@ async fn a_job_survives_a_restart_in_the_middle_and_reprices_each_product_once()
         ..quick()
     };
     let worker = f.service.spawn_job_worker(slow.clone());
-    let job = f
-        .service
-        .enqueue_reprice(category("cat"), percent(10.0))
-        .await
-        .expect("enqueue");
+    let job = enqueue(&f, category("cat"), 10.0).await;
     let midway = wait_for(&f.service, &job.id, Duration::from_secs(10), |j| {
         j.updated >= 10
     })
@@ -122,12 +138,7 @@ async fn a_job_survives_a_restart_in_the_middle_and_reprices_each_product_once()
     assert_eq!(midway.status, JobStatus::Running);
 
     worker.shutdown().await; // the server stops
-    let stopped = f
-        .service
-        .find_job(&job.id)
-        .await
-        .expect("read")
-        .expect("exists");
+    let stopped = stored_job(&f, &job.id).await;
     assert_eq!(
         stopped.status,
         JobStatus::Queued,
@@ -149,11 +160,7 @@ async fn a_job_survives_a_restart_in_the_middle_and_reprices_each_product_once()
         (done.status, done.matched, done.updated),
         (JobStatus::Succeeded, 60, 60)
     );
-    let page = f
-        .service
-        .find_in_page(&product_service::PageQuery::parse(1, 100, None).expect("valid"))
-        .await
-        .expect("list");
+    let page = every_product(&f).await;
     assert!(
         page.items
             .iter()
@@ -172,12 +179,7 @@ async fn two_workers_run_each_job_once() {
     let b = f.service.spawn_job_worker(quick());
     let mut jobs = Vec::new();
     for _ in 0..3 {
-        jobs.push(
-            f.service
-                .enqueue_reprice(None, percent(10.0))
-                .await
-                .expect("enqueue"),
-        );
+        jobs.push(enqueue(&f, None, 10.0).await);
     }
     for job in &jobs {
         let done = wait_for(&f.service, &job.id, Duration::from_secs(20), |j| {
@@ -189,11 +191,7 @@ async fn two_workers_run_each_job_once() {
     a.shutdown().await;
     b.shutdown().await;
     // 1000 → 1100 → 1210 → 1331: three jobs, each applied once.
-    let page = f
-        .service
-        .find_in_page(&product_service::PageQuery::parse(1, 100, None).expect("valid"))
-        .await
-        .expect("list");
+    let page = every_product(&f).await;
     assert!(
         page.items
             .iter()
@@ -212,11 +210,7 @@ async fn a_job_that_would_break_a_price_rule_fails_and_keeps_its_committed_batch
     let huge = f.create("F-HUGE", 500_000_000_000).await;
 
     let worker = f.service.spawn_job_worker(quick());
-    let job = f
-        .service
-        .enqueue_reprice(None, percent(1000.0))
-        .await
-        .expect("enqueue");
+    let job = enqueue(&f, None, 1000.0).await;
     let job = wait_for(&f.service, &job.id, Duration::from_secs(10), |j| {
         j.status == JobStatus::Failed
     })
@@ -227,9 +221,9 @@ async fn a_job_that_would_break_a_price_rule_fails_and_keeps_its_committed_batch
     let error = job.error.expect("an error is recorded");
     assert!(error.contains(&format!("product {}", huge.id)), "{error}");
     assert_eq!(job.updated, 10, "the first batch of 10 committed");
-    let first = f.service.find_by_id(id(1)).await.expect("read");
+    let first = f.read(1).await;
     assert_eq!(first.price_cents, 11_000, "committed batches stay applied");
-    let unchanged = f.service.find_by_id(id(huge.id)).await.expect("read");
+    let unchanged = f.read(huge.id).await;
     assert_eq!(unchanged.price_cents, 500_000_000_000);
 }
 
@@ -287,6 +281,20 @@ async fn claim(f: &Fixture, who: &str) -> product_service::jobs::JobClaim {
         .unwrap_or_else(|| panic!("{who}: no job to claim"))
 }
 
+/// Runs the batches of `claim`'s job, `batch` products each, until the job is done.
+async fn run_to_the_end(f: &Fixture, claim: &product_service::jobs::JobClaim, batch: u64) {
+    let mut batches = 0;
+    while !f
+        .service
+        .run_batch_for_test(claim, batch)
+        .await
+        .expect("B's batch")
+    {
+        batches += 1;
+        assert!(batches < 10, "B never finishes");
+    }
+}
+
 fn wrong_prices(rows: &[(i64, i64, i64)]) -> Vec<(i64, i64, i64)> {
     rows.iter()
         .copied()
@@ -297,11 +305,7 @@ fn wrong_prices(rows: &[(i64, i64, i64)]) -> Vec<(i64, i64, i64)> {
 async fn a_worker_that_lost_its_job_changes_nothing_more(f: Fixture) {
     create_products(&f.service, "L", 30, 1000).await;
     let db = raw(&f).await;
-    let job = f
-        .service
-        .enqueue_reprice(category("cat"), percent(10.0))
-        .await
-        .expect("enqueue");
+    let job = enqueue(&f, category("cat"), 10.0).await;
 
     // Worker A claims the job and commits one batch, then stalls (a long GC pause, a
     // slow disk): its heartbeat expires and worker B takes the job over.
@@ -340,31 +344,12 @@ async fn a_worker_that_lost_its_job_changes_nothing_more(f: Fixture) {
         matches!(released, Err(product_service::Error::JobLost)),
         "a worker whose job was taken over queued it again: {released:?}"
     );
-    let current = f
-        .service
-        .find_job(&job.id)
-        .await
-        .expect("read")
-        .expect("exists");
+    let current = stored_job(&f, &job.id).await;
     assert_eq!(current.status, JobStatus::Running, "B still runs the job");
 
     // B finishes the job: every product repriced exactly once.
-    let mut batches = 0;
-    while !f
-        .service
-        .run_batch_for_test(&b, 10)
-        .await
-        .expect("B's batch")
-    {
-        batches += 1;
-        assert!(batches < 10, "B never finishes");
-    }
-    let done = f
-        .service
-        .find_job(&job.id)
-        .await
-        .expect("read")
-        .expect("exists");
+    run_to_the_end(&f, &b, 10).await;
+    let done = stored_job(&f, &job.id).await;
     assert_eq!(
         (done.status, done.matched, done.updated, done.error),
         (JobStatus::Succeeded, 30, 30, None)
@@ -395,8 +380,7 @@ async fn a_worker_that_lost_its_job_changes_nothing_more_on_postgres() {
 /// Waits until `n` sessions of this database wait for a lock.
 async fn wait_for_lock_waiters(db: &sea_orm::DatabaseConnection, n: i64) {
     use sea_orm::{ConnectionTrait, Statement};
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    integration_tests::wait_until(Duration::from_secs(10), async || {
         let row = db
             .query_one_raw(Statement::from_string(
                 db.get_database_backend(),
@@ -408,14 +392,12 @@ async fn wait_for_lock_waiters(db: &sea_orm::DatabaseConnection, n: i64) {
             .expect("one row");
         let waiting: i64 = row.try_get("", "waiting").expect("count");
         if waiting >= n {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{waiting} of {n} sessions wait for a lock"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{waiting} of {n} sessions wait for a lock"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
 }
 
 /// The double application itself. On PostgreSQL two batch transactions can overlap: A's
@@ -432,11 +414,7 @@ async fn overlapping_batches_of_a_slow_worker_and_its_successor_apply_once_on_po
     };
     create_products(&f.service, "O", 10, 1000).await;
     let db = raw(&f).await;
-    let job = f
-        .service
-        .enqueue_reprice(category("cat"), percent(10.0))
-        .await
-        .expect("enqueue");
+    let job = enqueue(&f, category("cat"), 10.0).await;
 
     // Hold the first product's row, so each batch stops inside its transaction, after it
     // read the cursor and the products, at its first price update.
@@ -480,27 +458,13 @@ async fn overlapping_batches_of_a_slow_worker_and_its_successor_apply_once_on_po
     assert!(!last, "B's batch was not the last one");
 
     // B goes on with the job.
-    let mut batches = 0;
-    while !f
-        .service
-        .run_batch_for_test(&b_claim, 5)
-        .await
-        .expect("B's batch")
-    {
-        batches += 1;
-        assert!(batches < 10, "B never finishes");
-    }
+    run_to_the_end(&f, &b_claim, 5).await;
     assert_eq!(
         wrong_prices(&prices(&db).await),
         [],
         "each product repriced exactly once"
     );
-    let done = f
-        .service
-        .find_job(&job.id)
-        .await
-        .expect("read")
-        .expect("exists");
+    let done = stored_job(&f, &job.id).await;
     assert_eq!(
         (done.status, done.matched, done.updated),
         (JobStatus::Succeeded, 10, 10)

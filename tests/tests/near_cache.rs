@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cache_service::{
     CacheConfig, CacheKey, CacheService, Cacheable, Invalidation, Namespace, NearCache,
-    NearCacheConfig, RedisConfig,
+    NearCacheConfig, NearCacheConsistency, RedisConfig,
 };
 use integration_tests::{RedisServer, redis_server_or_skip, unique_prefix};
 use serde::{Deserialize, Serialize};
@@ -36,12 +36,11 @@ struct Setup {
     _redis: RedisServer,
 }
 
-async fn setup(test: &str) -> Option<Setup> {
-    let redis = redis_server_or_skip(test).await?;
-    let prefix = unique_prefix(test);
+/// A near cache over `redis` whose tracking is on, and a service over it.
+async fn tracking_near_cache(redis: &RedisServer, prefix: &str) -> (NearCache, CacheService) {
     let near = NearCache::connect(
         &RedisConfig::new(redis.url()),
-        &prefix,
+        prefix,
         &NearCacheConfig::default(),
     )
     .await
@@ -50,8 +49,25 @@ async fn setup(test: &str) -> Option<Setup> {
         near.wait_until_tracking(Duration::from_secs(5)).await,
         "tracking is on"
     );
-    let cache = CacheService::new(Arc::new(near.clone()), CacheConfig::with_prefix(&prefix))
+    let cache = CacheService::new(Arc::new(near.clone()), CacheConfig::with_prefix(prefix))
         .expect("service");
+    (near, cache)
+}
+
+impl Setup {
+    /// Another process's write of `key`'s row, now at `version`: its invalidation.
+    async fn other_writes(&self, key: &CacheKey, version: u64) {
+        self.other
+            .invalidate(&[Invalidation::at_version(key.clone(), version)])
+            .await
+            .expect("invalidate");
+    }
+}
+
+async fn setup(test: &str) -> Option<Setup> {
+    let redis = redis_server_or_skip(test).await?;
+    let prefix = unique_prefix(test);
+    let (near, cache) = tracking_near_cache(&redis, &prefix).await;
     let other = CacheService::connect_redis(
         &RedisConfig::new(redis.url()),
         CacheConfig::with_prefix(&prefix),
@@ -77,12 +93,16 @@ async fn read(cache: &CacheService, key: &CacheKey, version: u64) -> u64 {
         .version
 }
 
-/// Reads `key` until L1 holds it (the first read fills Redis, the next ones L1).
-async fn warm(setup: &Setup, key: &CacheKey, version: u64) {
+/// [`setup`], with item 1 at v1 read until L1 holds it (the first read fills Redis, the
+/// next ones L1); its key.
+async fn setup_with_item_in_l1(test: &str) -> Option<(Setup, CacheKey)> {
+    let setup = setup(test).await?;
+    let key = setup.cache.key(ITEM, 1);
     for _ in 0..3 {
-        assert_eq!(read(&setup.cache, key, version).await, version);
+        assert_eq!(read(&setup.cache, &key, 1).await, 1);
     }
     assert!(setup.near.holds_for_tests(key.as_str()), "L1 holds {key}");
+    Some((setup, key))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,11 +136,7 @@ async fn an_invalidation_that_lands_during_an_l1_fill_drops_the_fill() {
     };
     reached.notified().await;
     // Another process's write lands now; its push is applied before the fill goes on.
-    setup
-        .other
-        .invalidate(&[Invalidation::at_version(key.clone(), 2)])
-        .await
-        .expect("invalidate");
+    setup.other_writes(&key, 2).await;
     assert!(setup.near.barrier_for_tests().await);
     go.notify_one();
     assert_eq!(reader.await.expect("reader"), 1, "it read before the write");
@@ -199,18 +215,12 @@ async fn a_fill_overtaken_by_an_invalidation_is_never_served_while_it_sits_in_l1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_racing_the_barrier_reply_is_applied_before_the_read_is_served() {
-    let Some(setup) = setup("near_push_race").await else {
+    let Some((setup, key)) = setup_with_item_in_l1("near_push_race").await else {
         return;
     };
-    let key = setup.cache.key(ITEM, 1);
-    warm(&setup, &key, 1).await;
     // Pushes now wait in the channel until a barrier drains it.
     assert!(setup.near.apply_pushes_at_once_for_tests(false).await);
-    setup
-        .other
-        .invalidate(&[Invalidation::at_version(key.clone(), 2)])
-        .await
-        .expect("invalidate");
+    setup.other_writes(&key, 2).await;
     assert!(
         setup.near.holds_for_tests(key.as_str()),
         "the push is not applied yet"
@@ -226,11 +236,9 @@ async fn a_push_racing_the_barrier_reply_is_applied_before_the_read_is_served() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_tracking_connection_empties_l1_and_a_write_in_the_gap_is_not_served() {
-    let Some(setup) = setup("near_tracking_lost").await else {
+    let Some((setup, key)) = setup_with_item_in_l1("near_tracking_lost").await else {
         return;
     };
-    let key = setup.cache.key(ITEM, 1);
-    warm(&setup, &key, 1).await;
     let hits = setup.near.stats().hits;
 
     // The tracking connection (the RESP3 one) is killed, and a write lands while it is
@@ -249,11 +257,7 @@ async fn losing_the_tracking_connection_empties_l1_and_a_write_in_the_gap_is_not
         ._redis
         .command(&["CLIENT", "KILL", "ID", &tracking])
         .expect("CLIENT KILL");
-    setup
-        .other
-        .invalidate(&[Invalidation::at_version(key.clone(), 2)])
-        .await
-        .expect("invalidate");
+    setup.other_writes(&key, 2).await;
 
     assert_eq!(read(&setup.cache, &key, 2).await, 2, "no read serves v1");
     assert!(
@@ -270,11 +274,9 @@ async fn losing_the_tracking_connection_empties_l1_and_a_write_in_the_gap_is_not
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_of_redis_empties_l1() {
-    let Some(setup) = setup("near_flush").await else {
+    let Some((setup, key)) = setup_with_item_in_l1("near_flush").await else {
         return;
     };
-    let key = setup.cache.key(ITEM, 1);
-    warm(&setup, &key, 1).await;
 
     setup._redis.command(&["FLUSHALL"]).expect("FLUSHALL");
 
@@ -294,18 +296,8 @@ async fn two_instances_read_each_others_writes_at_once_in_a_storm() {
     let mut caches = Vec::new();
     let mut nears = Vec::new();
     for _ in 0..2 {
-        let near = NearCache::connect(
-            &RedisConfig::new(redis.url()),
-            &prefix,
-            &NearCacheConfig::default(),
-        )
-        .await
-        .expect("near cache");
-        assert!(near.wait_until_tracking(Duration::from_secs(5)).await);
-        caches.push(
-            CacheService::new(Arc::new(near.clone()), CacheConfig::with_prefix(&prefix))
-                .expect("service"),
-        );
+        let (near, cache) = tracking_near_cache(&redis, &prefix).await;
+        caches.push(cache);
         nears.push(near);
     }
     // The "database": each key's current version.
@@ -359,13 +351,7 @@ async fn two_instances_read_each_others_writes_at_once_in_a_storm() {
         }));
     }
     let started = Instant::now();
-    for writer in writers {
-        writer.await.expect("writer");
-    }
-    done.store(true, Ordering::SeqCst);
-    for reader in readers {
-        reader.await.expect("reader");
-    }
+    integration_tests::end_storm(writers, &done, readers).await;
     assert_eq!(
         stale.load(Ordering::SeqCst),
         0,
@@ -417,4 +403,166 @@ async fn dropping_the_last_handle_closes_the_tracking_connection() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_mode_reflects_every_write_older_than_its_bound_and_measures_its_staleness() {
+    const BOUND: Duration = Duration::from_millis(50);
+    const KEYS: u64 = 4;
+    let Some(redis) = redis_server_or_skip("near_bounded").await else {
+        return;
+    };
+    let prefix = unique_prefix("near_bounded");
+    let near = NearCache::connect(
+        &RedisConfig::new(redis.url()),
+        &prefix,
+        &NearCacheConfig {
+            consistency: NearCacheConsistency::Bounded(BOUND),
+            ..NearCacheConfig::default()
+        },
+    )
+    .await
+    .expect("near cache");
+    assert!(near.wait_until_tracking(Duration::from_secs(5)).await);
+    // The worst case: pushes are applied only by barrier rounds (as if each arrived as
+    // late as it may), so only the rounds' timing keeps reads within the bound.
+    assert!(near.apply_pushes_at_once_for_tests(false).await);
+    let reader = CacheService::new(Arc::new(near.clone()), CacheConfig::with_prefix(&prefix))
+        .expect("service");
+    let writer = CacheService::connect_redis(
+        &RedisConfig::new(redis.url()),
+        CacheConfig::with_prefix(&prefix),
+    )
+    .await
+    .expect("writer");
+    // The "database", and when each version's write returned (index: version - 1).
+    let db: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(1)).collect());
+    let acked: Arc<Vec<std::sync::Mutex<Vec<Instant>>>> = Arc::new(
+        (0..KEYS)
+            .map(|_| std::sync::Mutex::new(vec![Instant::now()]))
+            .collect(),
+    );
+    let load = |db: Arc<Vec<AtomicU64>>, k: u64| async move {
+        Ok::<_, std::convert::Infallible>(Some(Item {
+            version: db[k as usize].load(Ordering::SeqCst),
+        }))
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let (reader, db, acked, done) = (reader.clone(), db.clone(), acked.clone(), done.clone());
+        readers.push(tokio::spawn(async move {
+            // (reads, stale reads, the longest a stale read began after the write that
+            // superseded what it returned)
+            let (mut reads, mut stale, mut staleness) = (0u64, 0u64, Duration::ZERO);
+            while !done.load(Ordering::SeqCst) {
+                for k in 0..KEYS {
+                    let began = Instant::now();
+                    let version = reader
+                        .get_or_load(&reader.key(ITEM, k), || load(db.clone(), k))
+                        .await
+                        .expect("read")
+                        .expect("item")
+                        .version;
+                    reads += 1;
+                    let acks = acked[k as usize].lock().expect("acks").clone();
+                    let newer = acks.get(version as usize).filter(|&&at| at < began);
+                    if let Some(&superseded) = newer {
+                        stale += 1;
+                        staleness = staleness.max(began - superseded);
+                    }
+                }
+                // Reads served from L1 never wait: let the other tasks run.
+                tokio::task::yield_now().await;
+            }
+            (reads, stale, staleness)
+        }));
+    }
+    for _ in 0..100 {
+        for k in 0..KEYS {
+            let version = db[k as usize].fetch_add(1, Ordering::SeqCst) + 1;
+            writer
+                .invalidate(&[Invalidation::at_version(writer.key(ITEM, k), version)])
+                .await
+                .expect("invalidate");
+            acked[k as usize].lock().expect("acks").push(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Past the bound, the last writes are read.
+    tokio::time::sleep(BOUND).await;
+    for k in 0..KEYS {
+        let version = reader
+            .get_or_load(&reader.key(ITEM, k), || load(db.clone(), k))
+            .await
+            .expect("read")
+            .expect("item")
+            .version;
+        assert_eq!(version, db[k as usize].load(Ordering::SeqCst));
+    }
+    done.store(true, Ordering::SeqCst);
+    let (mut reads, mut stale, mut staleness) = (0, 0, Duration::ZERO);
+    for task in readers {
+        let (r, s, st) = task.await.expect("reader");
+        (reads, stale, staleness) = (reads + r, stale + s, staleness.max(st));
+    }
+    println!(
+        "bounded near cache (bound {BOUND:?}): {reads} reads, {stale} older than a write \
+         that returned before they began, the longest by {staleness:?}; {:?}",
+        near.stats()
+    );
+    assert!(
+        staleness <= BOUND,
+        "a read returned what a write {staleness:?} older than it had replaced"
+    );
+    assert!(near.stats().hits > 0, "L1 served reads: {:?}", near.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_mode_stops_serving_l1_once_its_newest_round_is_older_than_the_bound() {
+    const BOUND: Duration = Duration::from_millis(50);
+    let Some(mut redis) = redis_server_or_skip("near_bounded_silent").await else {
+        return;
+    };
+    let prefix = unique_prefix("near_bounded_silent");
+    let near = NearCache::connect(
+        &RedisConfig::new(redis.url()),
+        &prefix,
+        &NearCacheConfig {
+            consistency: NearCacheConsistency::Bounded(BOUND),
+            ..NearCacheConfig::default()
+        },
+    )
+    .await
+    .expect("near cache");
+    assert!(near.wait_until_tracking(Duration::from_secs(5)).await);
+    let cache = CacheService::new(Arc::new(near.clone()), CacheConfig::with_prefix(&prefix))
+        .expect("service");
+    let writer = CacheService::connect_redis(
+        &RedisConfig::new(redis.url()),
+        CacheConfig::with_prefix(&prefix),
+    )
+    .await
+    .expect("writer");
+    let key = cache.key(ITEM, 1);
+    for _ in 0..3 {
+        assert_eq!(read(&cache, &key, 1).await, 1);
+    }
+    assert!(near.holds_for_tests(key.as_str()));
+
+    // The write's push waits for a round that cannot come: Redis stops answering.
+    assert!(near.apply_pushes_at_once_for_tests(false).await);
+    writer
+        .invalidate(&[Invalidation::at_version(key.clone(), 2)])
+        .await
+        .expect("invalidate");
+    redis.freeze().expect("freeze");
+    tokio::time::sleep(BOUND * 2).await;
+    assert!(near.holds_for_tests(key.as_str()), "L1 still holds v1");
+    assert_eq!(
+        read(&cache, &key, 2).await,
+        2,
+        "a copy is not served once no round has passed within the bound"
+    );
+    redis.thaw().expect("thaw");
 }

@@ -4,27 +4,10 @@
 use std::time::{Duration, Instant};
 
 use fred::prelude::{ClientLike, KeysInterface};
-use integration_tests::fixtures::{Fixture, create_products, id, price_patch};
-use product_service::{CoherenceConfig, ProductService};
+use integration_tests::eventually;
+use integration_tests::fixtures::{Fixture, create_products, id};
+use product_service::{CoherenceConfig, Product, ProductService, RelayHandle};
 use sea_orm::{ConnectionTrait, Database};
-
-/// Polls `check` until it holds or `limit` passes; returns whether it held.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Reads product `product` until it is cached (the relay's first pass may hold reads).
 async fn warm(f: &Fixture, product: i64) {
@@ -33,6 +16,23 @@ async fn warm(f: &Fixture, product: i64) {
     })
     .await;
     assert!(cached, "product {product} is cached");
+}
+
+/// A fixture on SQLite whose private Redis the test may stop and restart (a loud skip,
+/// or a failure in CI, without one), its relay polling every `poll_interval`, and a
+/// product at 100, cached.
+async fn cached_product_over_private_redis(
+    test: &str,
+    poll_interval: Duration,
+) -> Option<(Fixture, RelayHandle, Product)> {
+    let f = Fixture::sqlite(test).await?;
+    if !f.has_private_redis(test) {
+        return None;
+    }
+    let relay = f.spawn_relay_polling(poll_interval);
+    let p = f.create("CACHED-1", 100).await;
+    warm(&f, p.id).await;
+    Some((f, relay, p))
 }
 
 /// Takes an RDB snapshot of the fixture's Redis, as a persistent Redis would.
@@ -54,19 +54,9 @@ async fn raw_sql(database_url: &str, sql: &str) {
 }
 
 async fn a_raw_sql_update_reaches_the_cache(f: Fixture, poll_interval: Duration) {
-    let relay = f.service.spawn_relay(CoherenceConfig {
-        poll_interval,
-        ..CoherenceConfig::default()
-    });
+    let relay = f.spawn_relay_polling(poll_interval);
     let p = f.create("RAW-1", 100).await;
-    assert_eq!(
-        f.service
-            .find_by_id(id(p.id))
-            .await
-            .expect("warm")
-            .price_cents,
-        100
-    );
+    assert_eq!(f.read(p.id).await.price_cents, 100);
 
     // No version bump in the statement: the trigger bumps it.
     raw_sql(
@@ -89,7 +79,7 @@ async fn a_raw_sql_update_reaches_the_cache(f: Fixture, poll_interval: Duration)
         committed.elapsed()
     );
     assert!(seen, "the cached product shows the raw UPDATE");
-    let read = f.service.find_by_id(id(p.id)).await.expect("read");
+    let read = f.read(p.id).await;
     assert_eq!(read.version, 2, "the trigger bumped the version");
     relay.shutdown().await;
     assert_eq!(f.service.relay(100).backlog().await.expect("backlog"), 0);
@@ -126,10 +116,7 @@ async fn on_postgres_only_writes_from_outside_the_service_notify_the_relays() {
     listener.listen("cache_outbox").await.expect("LISTEN");
 
     let p = f.create("QUIET-1", 100).await;
-    f.service
-        .patch(id(p.id), price_patch(200), None)
-        .await
-        .expect("patch");
+    f.patch_price(p.id, 200).await;
     f.service.delete(id(p.id), None).await.expect("delete");
     let mut admin = PgConnection::connect(&f.database_url)
         .await
@@ -165,7 +152,7 @@ async fn raw_sql_deletes_and_inserts_owe_invalidations_too() {
         return;
     };
     let p = f.create("DEL-1", 1).await;
-    f.service.find_by_id(id(p.id)).await.expect("warm");
+    f.read(p.id).await;
     let relay = f.service.relay(100);
     relay.drain().await.expect("drain the create");
 
@@ -192,11 +179,8 @@ async fn replaying_an_applied_invalidation_costs_no_load() {
         return;
     };
     let p = f.create("REP-1", 1).await;
-    f.service
-        .patch(id(p.id), price_patch(2), None)
-        .await
-        .expect("patch");
-    f.service.find_by_id(id(p.id)).await.expect("refill at v2");
+    f.patch_price(p.id, 2).await;
+    f.read(p.id).await;
     let generation = f.list_generation().await;
 
     let applied = f.service.relay(100).drain().await.expect("drain");
@@ -218,27 +202,19 @@ async fn replaying_an_applied_invalidation_costs_no_load() {
 
 #[tokio::test]
 async fn a_redis_outage_loses_no_invalidation() {
-    let Some(mut f) = Fixture::sqlite("redis_outage").await else {
+    let Some((mut f, relay, p)) = cached_product_over_private_redis(
+        "a_redis_outage_loses_no_invalidation",
+        Duration::from_millis(50),
+    )
+    .await
+    else {
         return;
     };
-    if !f.has_private_redis("a_redis_outage_loses_no_invalidation") {
-        return;
-    }
-    let relay = f.service.spawn_relay(CoherenceConfig {
-        poll_interval: Duration::from_millis(50),
-        ..CoherenceConfig::default()
-    });
-    let p = f.create("OUT-1", 100).await;
-    warm(&f, p.id).await;
 
     f.redis_server.as_mut().expect("private").stop();
-    let patched = f
-        .service
-        .patch(id(p.id), price_patch(200), None)
-        .await
-        .expect("writes succeed");
+    let patched = f.patch_price(p.id, 200).await;
     assert_eq!(patched.price_cents, 200);
-    let read = f.service.find_by_id(id(p.id)).await.expect("reads succeed");
+    let read = f.read(p.id).await;
     assert_eq!(
         read.price_cents, 200,
         "read from the database while Redis is down"
@@ -260,14 +236,7 @@ async fn a_redis_outage_loses_no_invalidation() {
     })
     .await;
     assert!(drained, "the backlog drains and the cache is used again");
-    assert_eq!(
-        f.service
-            .find_by_id(id(p.id))
-            .await
-            .expect("read")
-            .price_cents,
-        200
-    );
+    assert_eq!(f.read(p.id).await.price_cents, 200);
     let refilled = eventually(Duration::from_secs(5), || async {
         f.service
             .find_by_id(id(p.id))
@@ -282,27 +251,20 @@ async fn a_redis_outage_loses_no_invalidation() {
 
 #[tokio::test]
 async fn a_redis_restored_from_an_old_snapshot_never_serves_the_old_value() {
-    let Some(mut f) = Fixture::sqlite("redis_old_snapshot").await else {
-        return;
-    };
-    if !f.has_private_redis("a_redis_restored_from_an_old_snapshot_never_serves_the_old_value") {
-        return;
-    }
     // The relay wakes later than the breaker's 1 s cool-down ends, so reads in between
     // must be held by the resync gate, not by the cool-down.
-    let relay = f.service.spawn_relay(CoherenceConfig {
-        poll_interval: Duration::from_secs(2),
-        ..CoherenceConfig::default()
-    });
-    let p = f.create("RDB-1", 100).await;
-    warm(&f, p.id).await;
+    let Some((mut f, relay, p)) = cached_product_over_private_redis(
+        "a_redis_restored_from_an_old_snapshot_never_serves_the_old_value",
+        Duration::from_secs(2),
+    )
+    .await
+    else {
+        return;
+    };
     save_snapshot(&f).await;
 
     f.redis_server.as_mut().expect("private").stop();
-    f.service
-        .patch(id(p.id), price_patch(200), None)
-        .await
-        .expect("patch while down");
+    f.patch_price(p.id, 200).await;
     f.redis_server
         .as_mut()
         .expect("private")
@@ -313,7 +275,7 @@ async fn a_redis_restored_from_an_old_snapshot_never_serves_the_old_value() {
 
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(2500) {
-        let read = f.service.find_by_id(id(p.id)).await.expect("read");
+        let read = f.read(p.id).await;
         assert_eq!(read.price_cents, 200, "never the old value");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -331,7 +293,7 @@ async fn invalidations_owed_before_a_crash_are_applied_at_the_next_start() {
         .drain()
         .await
         .expect("drain the create");
-    f.service.find_by_id(id(p.id)).await.expect("warm");
+    f.read(p.id).await;
     // A write whose process died between commit and invalidation leaves exactly this: a
     // committed row change and its outbox row, and nothing done in Redis.
     raw_sql(
@@ -339,15 +301,7 @@ async fn invalidations_owed_before_a_crash_are_applied_at_the_next_start() {
         &format!("UPDATE product SET price_cents = 9 WHERE id = {}", p.id),
     )
     .await;
-    assert_eq!(
-        f.service
-            .find_by_id(id(p.id))
-            .await
-            .expect("read")
-            .price_cents,
-        1,
-        "stale before"
-    );
+    assert_eq!(f.read(p.id).await.price_cents, 1, "stale before");
 
     // The next start runs a relay.
     let relay = f.service.spawn_relay(CoherenceConfig::default());
@@ -364,35 +318,19 @@ async fn invalidations_owed_before_a_crash_are_applied_at_the_next_start() {
 
 #[tokio::test]
 async fn a_redis_restarted_from_a_snapshot_older_than_an_applied_invalidation_is_not_trusted() {
-    let Some(mut f) = Fixture::sqlite("redis_identity").await else {
+    let Some((mut f, relay, p)) = cached_product_over_private_redis(
+        "a_redis_restarted_from_a_snapshot_older_than_an_applied_invalidation_is_not_trusted",
+        Duration::from_millis(50),
+    )
+    .await
+    else {
         return;
     };
-    if !f.has_private_redis(
-        "a_redis_restarted_from_a_snapshot_older_than_an_applied_invalidation_is_not_trusted",
-    ) {
-        return;
-    }
-    let relay = f.service.spawn_relay(CoherenceConfig {
-        poll_interval: Duration::from_millis(50),
-        ..CoherenceConfig::default()
-    });
-    let p = f.create("EPOCH-1", 100).await;
-    warm(&f, p.id).await;
     save_snapshot(&f).await;
 
     // While Redis is up: the write is invalidated inline, and the new value cached.
-    f.service
-        .patch(id(p.id), price_patch(200), None)
-        .await
-        .expect("patch");
-    assert_eq!(
-        f.service
-            .find_by_id(id(p.id))
-            .await
-            .expect("read")
-            .price_cents,
-        200
-    );
+    f.patch_price(p.id, 200).await;
+    assert_eq!(f.read(p.id).await.price_cents, 200);
 
     // Redis dies and comes back from the snapshot, which still holds the old value.
     f.redis_server
@@ -408,7 +346,7 @@ async fn a_redis_restarted_from_a_snapshot_older_than_an_applied_invalidation_is
 
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(1500) {
-        let read = f.service.find_by_id(id(p.id)).await.expect("read");
+        let read = f.read(p.id).await;
         assert_eq!(
             read.price_cents, 200,
             "never the value from the old snapshot"

@@ -24,7 +24,7 @@ async fn reads_are_cached_under_the_prefix_and_writes_show_at_once(f: Fixture) {
     let created = f.create("A-1", 100).await;
     assert_eq!(created.version, 1);
 
-    let read = f.service.find_by_id(id(created.id)).await.expect("read");
+    let read = f.read(created.id).await;
     assert_eq!(read, created);
     assert!(
         f.is_cached(created.id).await,
@@ -32,13 +32,9 @@ async fn reads_are_cached_under_the_prefix_and_writes_show_at_once(f: Fixture) {
         f.item_key(created.id)
     );
 
-    let patched = f
-        .service
-        .patch(id(created.id), price_patch(250), None)
-        .await
-        .expect("patch");
+    let patched = f.patch_price(created.id, 250).await;
     assert_eq!((patched.price_cents, patched.version), (250, 2));
-    let read = f.service.find_by_id(id(created.id)).await.expect("read");
+    let read = f.read(created.id).await;
     assert_eq!(
         read.price_cents, 250,
         "a read after PATCH shows the new price"
@@ -50,7 +46,7 @@ async fn reads_are_cached_under_the_prefix_and_writes_show_at_once(f: Fixture) {
         .await
         .expect("replace");
     assert_eq!((replaced.sku.as_str(), replaced.version), ("A-1b", 3));
-    let read = f.service.find_by_id(id(created.id)).await.expect("read");
+    let read = f.read(created.id).await;
     assert_eq!(
         (read.sku.as_str(), read.price_cents),
         ("A-1b", 300),
@@ -71,10 +67,7 @@ async fn list_pages_reflect_create_update_and_delete(f: Fixture) {
         "create shows"
     );
 
-    f.service
-        .patch(id(b.id), price_patch(99), None)
-        .await
-        .expect("patch");
+    f.patch_price(b.id, 99).await;
     let page = f.service.find_in_page(&first_page()).await.expect("page");
     assert_eq!(page.items[1].price_cents, 99, "update shows in the list");
 
@@ -97,14 +90,11 @@ async fn list_pages_reflect_create_update_and_delete(f: Fixture) {
 async fn a_write_invalidates_its_product_and_leaves_others_cached(f: Fixture) {
     let a = f.create("W-1", 1).await;
     let b = f.create("W-2", 2).await;
-    f.service.find_by_id(id(a.id)).await.expect("warm a");
-    f.service.find_by_id(id(b.id)).await.expect("warm b");
+    f.read(a.id).await;
+    f.read(b.id).await;
     let generation = f.list_generation().await;
 
-    f.service
-        .patch(id(a.id), price_patch(5), None)
-        .await
-        .expect("patch a");
+    f.patch_price(a.id, 5).await;
 
     assert!(
         !f.is_cached(a.id).await,
@@ -121,7 +111,7 @@ async fn a_write_invalidates_its_product_and_leaves_others_cached(f: Fixture) {
 async fn a_rolled_back_write_invalidates_nothing(f: Fixture) {
     let a = f.create("R-1", 1).await;
     f.create("R-2", 2).await;
-    f.service.find_by_id(id(a.id)).await.expect("warm");
+    f.read(a.id).await;
     f.service
         .find_in_page(&first_page())
         .await
@@ -141,7 +131,7 @@ async fn a_rolled_back_write_invalidates_nothing(f: Fixture) {
         generation,
         "nor moved the list group"
     );
-    let read = f.service.find_by_id(id(a.id)).await.expect("read");
+    let read = f.read(a.id).await;
     assert_eq!(
         (read.sku.as_str(), read.version),
         ("R-1", 1),
@@ -160,10 +150,7 @@ async fn duplicate_skus_are_a_typed_error(f: Fixture) {
 
 async fn a_stale_expected_version_changes_nothing(f: Fixture) {
     let a = f.create("V-1", 1).await;
-    f.service
-        .patch(id(a.id), price_patch(2), None)
-        .await
-        .expect("patch to v2");
+    f.patch_price(a.id, 2).await;
 
     let stale = Some(Version::parse(1).expect("valid"));
     let result = f.service.patch(id(a.id), price_patch(3), stale).await;
@@ -177,7 +164,7 @@ async fn a_stale_expected_version_changes_nothing(f: Fixture) {
         "{result:?}"
     );
 
-    let read = f.service.find_by_id(id(a.id)).await.expect("still there");
+    let read = f.read(a.id).await;
     assert_eq!((read.price_cents, read.version), (2, 2));
     let current = Some(Version::parse(2).expect("valid"));
     let patched = f
@@ -208,7 +195,7 @@ async fn concurrent_patches_each_bump_the_version_once(f: Fixture) {
         task.await.expect("task");
     }
     assert_eq!(done.load(Ordering::SeqCst), 20);
-    let read = f.service.find_by_id(id(a.id)).await.expect("read");
+    let read = f.read(a.id).await;
     assert_eq!(read.version, 21, "no update was lost");
 }
 
@@ -233,13 +220,13 @@ async fn of_concurrent_patches_expecting_one_version_one_wins_and_the_rest_misma
         }
     }
     assert_eq!(won, 1, "exactly one patch saw version 1");
-    let read = f.service.find_by_id(id(a.id)).await.expect("read");
+    let read = f.read(a.id).await;
     assert_eq!(read.version, 2);
 }
 
 async fn deleted_products_read_as_not_found(f: Fixture) {
     let a = f.create("X-1", 1).await;
-    f.service.find_by_id(id(a.id)).await.expect("warm");
+    f.read(a.id).await;
     f.service.delete(id(a.id), None).await.expect("delete");
     let read = f.service.find_by_id(id(a.id)).await;
     assert!(matches!(read, Err(Error::NotFound { .. })), "{read:?}");
@@ -289,5 +276,5 @@ async fn creating_a_product_replaces_its_cached_absence() {
     assert!(f.is_cached(1).await, "the absence was cached");
     let created = f.create("N-1", 1).await;
     assert_eq!(created.id, 1);
-    assert_eq!(f.service.find_by_id(id(1)).await.expect("found").sku, "N-1");
+    assert_eq!(f.read(1).await.sku, "N-1");
 }

@@ -7,10 +7,11 @@
 //! read that returns the marker was a hit (its loader did not run); a read that returns
 //! the database's rows was a miss.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cache_service::{Scope, codec};
 use fred::prelude::{ClientLike, KeysInterface};
+use integration_tests::eventually;
 use integration_tests::fixtures::{Fixture, id, new_product, price_patch};
 use product_service::{
     Category, CoherenceConfig, NewProduct, PRODUCT_LIST, PRODUCT_TABLE, PageQuery, Product,
@@ -26,6 +27,9 @@ integration_tests::on_both_databases!("scopes_":
     a_raw_sql_move_overtaken_by_a_service_write_still_reaches_its_old_category,
     a_database_migrated_before_scoped_lists_upgrades_and_its_owed_rows_drain,
 );
+
+/// How long a relay gets to show a raw SQL write.
+const WAIT: Duration = Duration::from_secs(5);
 
 /// The `total` of a planted page: no real page has it.
 const MARKER: u64 = 424_242;
@@ -233,7 +237,7 @@ async fn a_raw_sql_move_reaches_both_categories_through_the_relay(f: Fixture) {
     )
     .await;
 
-    let moved = eventually(|| async {
+    let moved = eventually(WAIT, async || {
         read_page(&f, Some("a")).await.total == 0
             && ids(&read_page(&f, Some("b")).await) == vec![p.id, q.id]
     })
@@ -252,7 +256,10 @@ async fn a_raw_sql_move_reaches_both_categories_through_the_relay(f: Fixture) {
         &format!("DELETE FROM product WHERE id = {}", p.id),
     )
     .await;
-    let deleted = eventually(|| async { ids(&read_page(&f, Some("b")).await) == vec![q.id] }).await;
+    let deleted = eventually(WAIT, async || {
+        ids(&read_page(&f, Some("b")).await) == vec![q.id]
+    })
+    .await;
     assert!(deleted, "b's page shows the raw DELETE");
     settled(&f).await;
     assert!(
@@ -368,26 +375,11 @@ async fn a_database_migrated_before_scoped_lists_upgrades_and_its_owed_rows_drai
 /// Waits until the relay has applied everything owed.
 async fn settled(f: &Fixture) {
     let coherence = f.service.relay(100);
-    let done = eventually(|| async { coherence.backlog().await.is_ok_and(|n| n == 0) }).await;
+    let done = eventually(WAIT, async || {
+        coherence.backlog().await.is_ok_and(|n| n == 0)
+    })
+    .await;
     assert!(done, "the relay applied what was owed");
-}
-
-/// Polls `check` for up to 5 s; returns whether it held.
-async fn eventually<F, Fut>(mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A write made with plain SQL on a separate connection, as an admin tool would.

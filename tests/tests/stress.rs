@@ -17,51 +17,58 @@ const WRITERS: usize = 4;
 const READERS: usize = 12;
 const RUN_FOR: Duration = Duration::from_secs(2);
 
+/// What every writer and reader task shares.
+#[derive(Clone)]
+struct Shared {
+    service: ProductService,
+    ids: Arc<Vec<i64>>,
+    /// Per product: the highest version any write has returned so far.
+    returned: Arc<Vec<AtomicI64>>,
+    stop: Arc<AtomicBool>,
+}
+
 async fn readers_never_go_back_in_time(f: Fixture) {
     let ids = create_products(&f.service, "STRESS", PRODUCTS, 1).await;
-    let ids = Arc::new(ids);
-    // Per product: the highest version any write has returned so far.
-    let returned: Arc<Vec<AtomicI64>> =
-        Arc::new((0..PRODUCTS).map(|_| AtomicI64::new(1)).collect());
-    let stop = Arc::new(AtomicBool::new(false));
+    let shared = Shared {
+        service: f.service.clone(),
+        ids: Arc::new(ids),
+        returned: Arc::new((0..PRODUCTS).map(|_| AtomicI64::new(1)).collect()),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let ids = shared.ids.clone();
 
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
-        let (service, ids, returned, stop) = (
-            f.service.clone(),
-            ids.clone(),
-            returned.clone(),
-            stop.clone(),
-        );
+        let shared = shared.clone();
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
+            while !shared.stop.load(Ordering::Relaxed) {
                 let slot = rand::random_range(0..PRODUCTS);
                 let price = (w as i64) * 1_000_000 + n as i64;
-                let written = service
-                    .patch(id(ids[slot]), price_patch(price), None)
+                let written = shared
+                    .service
+                    .patch(id(shared.ids[slot]), price_patch(price), None)
                     .await
                     .expect("patch");
-                returned[slot].fetch_max(written.version, Ordering::SeqCst);
+                shared.returned[slot].fetch_max(written.version, Ordering::SeqCst);
                 n += 1;
             }
             n
         }));
     }
     for _ in 0..READERS {
-        let (service, ids, returned, stop) = (
-            f.service.clone(),
-            ids.clone(),
-            returned.clone(),
-            stop.clone(),
-        );
+        let shared = shared.clone();
         tasks.push(tokio::spawn(async move {
             let mut seen = [0i64; PRODUCTS];
             let mut reads = 0u64;
-            while !stop.load(Ordering::Relaxed) {
+            while !shared.stop.load(Ordering::Relaxed) {
                 let slot = rand::random_range(0..PRODUCTS);
-                let floor = returned[slot].load(Ordering::SeqCst);
-                let read = service.find_by_id(id(ids[slot])).await.expect("read");
+                let floor = shared.returned[slot].load(Ordering::SeqCst);
+                let read = shared
+                    .service
+                    .find_by_id(id(shared.ids[slot]))
+                    .await
+                    .expect("read");
                 assert!(
                     read.version >= floor,
                     "read v{} after a write of v{floor} had returned",
@@ -80,7 +87,7 @@ async fn readers_never_go_back_in_time(f: Fixture) {
         }));
     }
     tokio::time::sleep(RUN_FOR).await;
-    stop.store(true, Ordering::Relaxed);
+    shared.stop.store(true, Ordering::Relaxed);
     let mut counts = Vec::new();
     for task in tasks {
         counts.push(task.await.expect("no assertion failed in a task"));
@@ -100,8 +107,8 @@ async fn readers_never_go_back_in_time(f: Fixture) {
     .await
     .expect("service");
     for product in ids.iter() {
-        let cached = f.service.find_by_id(id(*product)).await.expect("read");
-        let again = f.service.find_by_id(id(*product)).await.expect("read");
+        let cached = f.read(*product).await;
+        let again = f.read(*product).await;
         let row = truth.find_by_id(id(*product)).await.expect("read the row");
         assert!(f.is_cached(*product).await, "the product is cached");
         assert_eq!(cached, row, "the cached value equals the database row");

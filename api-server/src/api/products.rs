@@ -6,8 +6,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::{Example, MaybeUndefined};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use product_service::{
-    Category, Description, NewProduct, PageQuery, PriceCents, ProductId, ProductName, ProductPatch,
-    ProductService, Sku, Stock, ValidationError, Version,
+    Category, Description, NewProduct, PageQuery, PriceCents, Product, ProductId, ProductName,
+    ProductPatch, ProductService, Sku, Stock, ValidationError, Version,
 };
 
 use super::ApiTags;
@@ -322,14 +322,8 @@ impl ProductsApi {
         if_match: Header<Option<String>>,
         body: Json<ProductInput>,
     ) -> Result<UpdateProductResponse, ApiError> {
-        let id = ProductId::parse(id.0)?;
-        let expected = parse_if_match(if_match.0.as_deref())?;
-        let product = self.service.replace(id, body.0.into(), expected).await?;
-        let etag = etag(product.version);
-        Ok(UpdateProductResponse::Ok(
-            JsonBytes::encode(&product)?,
-            etag,
-        ))
+        let (id, expected) = write_target(&id, &if_match)?;
+        changed(&self.service.replace(id, body.0.into(), expected).await?)
     }
 
     /// Change some fields of a product
@@ -355,14 +349,8 @@ impl ProductsApi {
         if_match: Header<Option<String>>,
         body: Json<ProductPatchBody>,
     ) -> Result<UpdateProductResponse, ApiError> {
-        let id = ProductId::parse(id.0)?;
-        let expected = parse_if_match(if_match.0.as_deref())?;
-        let product = self.service.patch(id, body.0.try_into()?, expected).await?;
-        let etag = etag(product.version);
-        Ok(UpdateProductResponse::Ok(
-            JsonBytes::encode(&product)?,
-            etag,
-        ))
+        let (id, expected) = write_target(&id, &if_match)?;
+        changed(&self.service.patch(id, body.0.try_into()?, expected).await?)
     }
 
     /// Delete a product
@@ -386,11 +374,30 @@ impl ProductsApi {
         )]
         if_match: Header<Option<String>>,
     ) -> Result<DeleteProductResponse, ApiError> {
-        let id = ProductId::parse(id.0)?;
-        let expected = parse_if_match(if_match.0.as_deref())?;
+        let (id, expected) = write_target(&id, &if_match)?;
         self.service.delete(id, expected).await?;
         Ok(DeleteProductResponse::NoContent)
     }
+}
+
+/// `200` with the product after a change; its version is the `ETag`.
+fn changed(product: &Product) -> Result<UpdateProductResponse, ApiError> {
+    Ok(UpdateProductResponse::Ok(
+        JsonBytes::encode(product)?,
+        etag(product.version),
+    ))
+}
+
+/// The product a write names (the path's id) and the version `If-Match` asks it to be
+/// at.
+fn write_target(
+    id: &Path<i64>,
+    if_match: &Header<Option<String>>,
+) -> Result<(ProductId, Option<Version>), ValidationError> {
+    Ok((
+        ProductId::parse(id.0)?,
+        parse_if_match(if_match.0.as_deref())?,
+    ))
 }
 
 /// The strong entity tag of a version.
@@ -427,7 +434,7 @@ fn parse_if_match(header: Option<&str>) -> Result<Option<Version>, ValidationErr
 #[cfg(test)]
 mod tests {
     use poem_openapi::types::ToJSON;
-    use product_service::{Product, ProductPage};
+    use product_service::ProductPage;
 
     use super::*;
 

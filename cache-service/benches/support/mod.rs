@@ -9,14 +9,27 @@
 //!   The machine is shared and noisy, so the variants being compared are measured in
 //!   alternating batches within one run, and the reported ratio is the median of the
 //!   per-round ratios rather than a ratio of two medians taken minutes apart.
+//! - [`run`]: a benchmark binary's course (fixture, criterion, interleaved summary);
+//!   [`timed`], [`summed`] and [`timed_tasks`]: the timing loops the benchmarks share;
+//!   [`Item`]: a value shaped like a product, and [`WarmKey`]: a cache whose key holds it.
 
 #![allow(dead_code)] // each bench binary uses a different part of the harness
 
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use cache_service::fred::prelude::Pool;
+use cache_service::{
+    CacheConfig, CacheKey, CacheService, Cacheable, Namespace, RedisBackend, RedisConfig,
+};
+use criterion::Criterion;
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Runtime;
 
 /// Environment variable naming a Redis to use instead of a private server.
 pub const BENCH_REDIS_URL: &str = "BENCH_REDIS_URL";
@@ -26,6 +39,153 @@ pub const BENCH_REDIS_URL: &str = "BENCH_REDIS_URL";
 pub fn smoke() -> bool {
     let args: Vec<String> = std::env::args().collect();
     args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench")
+}
+
+/// The multi-threaded runtime the benchmarks run on.
+pub fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("bench: tokio runtime")
+}
+
+/// A benchmark binary's course: `setup` builds the fixture against `redis` (its URL, and
+/// whether this is a smoke run); criterion's benchmarks (`benches`: 1 s of warm-up, 3 s
+/// of measurement, then the command line's options) and the interleaved `summary` use
+/// it. The fixture is dropped before the runtime, and the runtime before the Redis its
+/// connections talk to.
+pub fn run<F>(
+    redis: Redis,
+    setup: impl AsyncFnOnce(&str, bool) -> F,
+    benches: impl FnOnce(&mut Criterion, &Runtime, &F),
+    summary: impl FnOnce(&Runtime, &F, bool),
+) {
+    let smoke = smoke();
+    let rt = runtime();
+    let fixture = rt.block_on(setup(redis.url(), smoke));
+    let mut criterion = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    benches(&mut criterion, &rt, &fixture);
+    criterion.final_summary();
+    summary(&rt, &fixture, smoke);
+    drop(fixture);
+    drop(rt);
+    drop(redis);
+}
+
+/// The time `n` runs of `op`, one after the other, take.
+pub async fn timed<Fut: Future<Output = ()>>(n: u64, mut op: impl FnMut() -> Fut) -> Duration {
+    let started = Instant::now();
+    for _ in 0..n {
+        op().await;
+    }
+    started.elapsed()
+}
+
+/// The sum of the durations `op` reports over `n` runs, one after the other (for
+/// criterion's `iter_custom` and the interleaved rounds).
+pub async fn summed<Fut: Future<Output = Duration>>(
+    n: u64,
+    mut op: impl FnMut() -> Fut,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..n {
+        total += op().await;
+    }
+    total
+}
+
+/// Spawns `tasks` tasks, each the future `task` makes of its own clone of `state`, and
+/// returns the time until all of them have finished (spawning included).
+pub async fn timed_tasks<T: Clone, Fut>(
+    tasks: usize,
+    state: &T,
+    task: impl Fn(T) -> Fut,
+) -> Duration
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| tokio::spawn(task(state.clone())))
+        .collect();
+    for handle in handles {
+        handle.await.expect("bench: task");
+    }
+    started.elapsed()
+}
+
+/// A small value shaped like a product (≈ 230 bytes of JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    id: u64,
+    sku: String,
+    name: String,
+    description: String,
+    price_cents: i64,
+    stock: i64,
+    category: String,
+    version: u64,
+    created_at: String,
+    updated_at: String,
+}
+
+impl Item {
+    /// The item every read of the hit-path benchmarks finds.
+    pub fn warm() -> Self {
+        Self {
+            id: 42,
+            sku: "KB-001".to_owned(),
+            name: "Mechanical keyboard".to_owned(),
+            description: "Tenkeyless, brown switches".to_owned(),
+            price_cents: 8999,
+            stock: 12,
+            category: "keyboards".to_owned(),
+            version: 3,
+            created_at: "2026-11-26T10:00:00Z".to_owned(),
+            updated_at: "2026-11-26T10:05:00Z".to_owned(),
+        }
+    }
+}
+
+impl Cacheable for Item {
+    fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+/// A cache over a Redis whose key `item:42` holds [`Item::warm`], and the connection
+/// pool behind it (for raw `GET`s of the same bytes). Cheap to clone into tasks.
+#[derive(Debug, Clone)]
+pub struct WarmKey {
+    pub cache: CacheService,
+    pub pool: Pool,
+    pub key: CacheKey,
+}
+
+impl WarmKey {
+    /// Connects to the standalone Redis at `url` under a key prefix made unique from
+    /// `name`, and fills the key.
+    pub async fn new(url: &str, name: &str) -> Self {
+        let backend = RedisBackend::connect(&RedisConfig::new(url))
+            .await
+            .expect("bench: Redis");
+        let pool = backend.pool().expect("a standalone Redis").clone();
+        let cache = CacheService::new(
+            Arc::new(backend),
+            CacheConfig::with_prefix(unique_prefix(name)),
+        )
+        .expect("bench: cache");
+        let key = cache.key(Namespace::new("item"), 42);
+        let loaded: Option<Item> = cache
+            .get_or_load(&key, || async { Ok::<_, ()>(Some(Item::warm())) })
+            .await
+            .expect("bench: warm-up");
+        assert_eq!(loaded, Some(Item::warm()));
+        Self { cache, pool, key }
+    }
 }
 
 /// A key prefix no other run uses.

@@ -12,6 +12,11 @@
 //!   in order and writes a write's invalidations into the tracking connection as the write
 //!   executes, so every write that returned before the read began has been applied to L1
 //!   by then. All reads waiting at one moment share one `PING`.
+//! - **Bounded mode** ([`NearCacheConsistency::Bounded`]) trades that wait for a stated
+//!   bound: a read is served at once while the newest passed round was sent at most the
+//!   bound before the read began, so it reflects every write that returned at least the
+//!   bound before it (and every write of this process, whose invalidations drop their
+//!   keys from L1 at once); an older round sends the read through the barrier.
 //! - **Fills cannot resurrect.** A fill notes an invalidation counter of its key (striped)
 //!   and the flush count before its Redis read, and stores them with the value. A read
 //!   serves an entry only if, past its barrier, both counters are still what the entry
@@ -27,7 +32,7 @@ use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::prelude::*;
@@ -37,7 +42,7 @@ mod backend;
 mod tracking;
 
 use super::RedisBackend;
-use crate::config::{NearCacheConfig, RedisConfig};
+use crate::config::{NearCacheConfig, NearCacheConsistency, RedisConfig};
 use crate::error::{CacheError, Result};
 
 /// Stripes of the per-key invalidation counters a fill checks.
@@ -79,6 +84,11 @@ struct Shared {
     stripes: Box<[AtomicU64]>,
     hasher: std::collections::hash_map::RandomState,
     barrier: Barrier,
+    /// Bounded mode: how old (ns) the newest passed round may be for a read to be served
+    /// without waiting; 0 in strict mode.
+    bound: u64,
+    /// The origin of the nanosecond clock the barrier's times are read on.
+    started: Instant,
     command_timeout: Duration,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -122,11 +132,15 @@ struct Barrier {
     done: [Notify; 2],
     /// Rounds passed so far.
     passes: AtomicU64,
+    /// When the newest passed round was sent (see [`Shared::clock`]); 0: none since
+    /// tracking was last lost.
+    fresh: AtomicU64,
 }
 
 impl Barrier {
-    fn pass(&self, round: u64) {
+    fn pass(&self, round: u64, sent: u64) {
         self.passes.fetch_add(1, Ordering::Relaxed);
+        self.fresh.fetch_max(sent, Ordering::AcqRel);
         self.passed.fetch_max(round, Ordering::AcqRel);
         self.done[(round % 2) as usize].notify_waiters();
     }
@@ -141,7 +155,14 @@ impl Barrier {
 
     /// Fails every round a reader may be waiting for now.
     fn fail_all_waiting(&self) {
+        self.fresh.store(0, Ordering::Release);
         self.fail(self.next_round.load(Ordering::SeqCst));
+    }
+
+    /// Asks for a round without waiting for it.
+    fn ask(&self) {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        self.wake.notify_one();
     }
 }
 
@@ -187,7 +208,15 @@ impl NearCache {
                 failed: AtomicU64::new(0),
                 done: [Notify::new(), Notify::new()],
                 passes: AtomicU64::new(0),
+                fresh: AtomicU64::new(0),
             },
+            bound: match config.consistency {
+                NearCacheConsistency::Strict => 0,
+                NearCacheConsistency::Bounded(bound) => {
+                    u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX)
+                }
+            },
+            started: Instant::now(),
             command_timeout,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -468,12 +497,36 @@ impl Shared {
         }
     }
 
+    /// Nanoseconds since the near cache started, plus one (0 means never).
+    fn clock(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
+    /// Whether an entry may be served to a read that began at `began` ([`Self::clock`]):
+    /// in bounded mode at once while the newest passed round was sent at most `bound`
+    /// before it (a new round is asked for once that one is half as old); otherwise
+    /// past a round sent after this call. False if that round failed.
+    async fn may_serve(&self, began: u64) -> bool {
+        if self.bound != 0 {
+            let fresh = self.barrier.fresh.load(Ordering::Acquire);
+            let age = began.saturating_sub(fresh);
+            if fresh != 0 && age <= self.bound {
+                if age > self.bound / 2 {
+                    self.barrier.ask();
+                }
+                return true;
+            }
+        }
+        self.pass_barrier().await
+    }
+
     /// Waits for a barrier round sent after this call; false if it failed.
     async fn pass_barrier(&self) -> bool {
         let barrier = &self.barrier;
         let need = barrier.next_round.load(Ordering::SeqCst);
-        barrier.waiting.fetch_add(1, Ordering::Relaxed);
-        barrier.wake.notify_one();
+        barrier.ask();
         let done = &barrier.done[(need % 2) as usize];
         loop {
             let notified = done.notified();
@@ -496,13 +549,14 @@ impl Shared {
             .unwrap_or(false)
     }
 
-    /// Reads `key` from L1, past a barrier.
+    /// Reads `key` from L1, past a barrier (see [`Self::may_serve`]).
     async fn get_past_barrier(&self, key: &str) -> Option<Bytes> {
         if !self.is_ready() {
             return None;
         }
+        let began = self.clock();
         let entry = self.l1.get(key)?;
-        if !self.pass_barrier().await {
+        if !self.may_serve(began).await {
             return None;
         }
         self.still_good(key, entry)

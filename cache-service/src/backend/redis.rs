@@ -130,6 +130,25 @@ impl RedisBackend {
         let node = self.node(keys.first().map_or("", String::as_str))?;
         node.eval(script, keys, args).await
     }
+
+    /// Runs a script that answers with the group generation at `key` (created from the
+    /// clock if missing), and parses it.
+    async fn eval_generation(
+        &self,
+        script: &fred::types::scripts::Script,
+        key: &str,
+    ) -> Result<u64> {
+        let reply: String = self
+            .eval(
+                script,
+                vec![key.to_owned()],
+                vec![Value::from(clock_generation().to_string())],
+            )
+            .await?;
+        reply
+            .parse()
+            .map_err(|_| CacheError::Protocol(format!("generation {reply:?}")))
+    }
 }
 
 /// The script argument of an invalidation's version ('' for an unconditional one).
@@ -271,16 +290,7 @@ impl CacheBackend for RedisBackend {
     }
 
     async fn generation(&self, key: &str) -> Result<u64> {
-        let reply: String = self
-            .eval(
-                &self.scripts.generation,
-                vec![key.to_owned()],
-                vec![Value::from(clock_generation().to_string())],
-            )
-            .await?;
-        reply
-            .parse()
-            .map_err(|_| CacheError::Protocol(format!("generation {reply:?}")))
+        self.eval_generation(&self.scripts.generation, key).await
     }
 
     async fn get_member(
@@ -319,16 +329,8 @@ impl CacheBackend for RedisBackend {
     }
 
     async fn bump_generation(&self, key: &str) -> Result<u64> {
-        let reply: String = self
-            .eval(
-                &self.scripts.bump_generation,
-                vec![key.to_owned()],
-                vec![Value::from(clock_generation().to_string())],
-            )
-            .await?;
-        reply
-            .parse()
-            .map_err(|_| CacheError::Protocol(format!("generation {reply:?}")))
+        self.eval_generation(&self.scripts.bump_generation, key)
+            .await
     }
 
     /// Standalone (or behind Sentinel): the master's `run_id`, as every pooled

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, Statement};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
+use super::background::Background;
 use super::{Change, Coherence, OutboxTable};
 use crate::codec;
 use crate::error::Result;
@@ -96,32 +96,25 @@ pub struct AuditTotals {
 /// The running auditor. [`shutdown`](Self::shutdown) stops it and returns its totals;
 /// dropping the handle stops it without waiting (the task sees its stop channel close).
 #[derive(Debug)]
-pub struct AuditorHandle {
-    stop: watch::Sender<bool>,
-    totals: watch::Receiver<AuditTotals>,
-    task: JoinHandle<()>,
-}
+pub struct AuditorHandle(Background<AuditTotals>);
 
 impl AuditorHandle {
     /// The totals so far.
     pub fn totals(&self) -> AuditTotals {
-        *self.totals.borrow()
+        *self.0.progress().borrow()
     }
 
     /// Waits until `passes` passes have completed.
     pub async fn passes(&self, passes: u64) -> AuditTotals {
-        let mut totals = self.totals.clone();
+        let mut totals = self.0.progress().clone();
         let reached = totals.wait_for(|t| t.passes >= passes).await;
         reached.map_or_else(|_| self.totals(), |t| *t)
     }
 
     /// Stops the auditor (a pass under way is abandoned) and returns its totals.
     pub async fn shutdown(self) -> AuditTotals {
-        let _ = self.stop.send(true);
-        if let Err(error) = self.task.await {
-            tracing::error!(%error, "cache auditor task failed");
-        }
-        *self.totals.borrow()
+        let totals = self.0.stop("cache auditor").await;
+        *totals.borrow()
     }
 }
 
@@ -167,10 +160,11 @@ impl Coherence {
     /// # }
     /// ```
     pub fn spawn_auditor(&self, config: AuditConfig) -> AuditorHandle {
-        let (stop, stopped) = watch::channel(false);
-        let (report, totals) = watch::channel(AuditTotals::default());
-        let task = tokio::spawn(run(self.clone(), config, stopped, report));
-        AuditorHandle { stop, totals, task }
+        let coherence = self.clone();
+        AuditorHandle(Background::spawn(
+            AuditTotals::default(),
+            |stopped, report| run(coherence, config, stopped, report),
+        ))
     }
 
     /// One audit pass: `sample` rows of each table, each compared with its cached entry.

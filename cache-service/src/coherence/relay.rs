@@ -7,9 +7,9 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
 };
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::Coherence;
+use super::background::Background;
 use super::schema::{CHANNEL, instance};
 use crate::error::{CacheError, Result};
 
@@ -51,26 +51,19 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// # }
 /// ```
 #[derive(Debug)]
-pub struct RelayHandle {
-    stop: watch::Sender<bool>,
-    passes: watch::Receiver<u64>,
-    task: JoinHandle<()>,
-}
+pub struct RelayHandle(Background<u64>);
 
 impl RelayHandle {
     /// Waits until the relay has made its first pass (checked which Redis this is and
     /// applied what was owed), so a server can start serving with its cache open.
     pub async fn first_pass(&self) {
-        let mut passes = self.passes.clone();
+        let mut passes = self.0.progress().clone();
         let _ = passes.wait_for(|n| *n > 0).await;
     }
 
     /// Applies what is still owed, then stops.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        if let Err(error) = self.task.await {
-            tracing::error!(%error, "outbox relay task failed");
-        }
+        self.0.stop("outbox relay").await;
     }
 }
 
@@ -83,10 +76,9 @@ pub(super) fn spawn_registered(coherence: Coherence, instance: Option<Instance>)
     cache.hold_reads_after_outage(true);
     // Until the first pass has checked which Redis this is, its entries wait.
     cache.hold_reads_until_resync();
-    let (stop, stopped) = watch::channel(false);
-    let (passed, passes) = watch::channel(0);
-    let task = tokio::spawn(run(coherence, instance, stopped, passed));
-    RelayHandle { stop, passes, task }
+    RelayHandle(Background::spawn(0, |stopped, passed| {
+        run(coherence, instance, stopped, passed)
+    }))
 }
 
 async fn run(

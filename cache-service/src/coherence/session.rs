@@ -1,5 +1,6 @@
-//! The per-connection settings the coherence component relies on, checked on a
-//! connection the caller built.
+//! The per-connection settings the coherence component relies on: the connect options
+//! that give them to every connection of a pool ([`connect_options`]), and the check on
+//! a connection the caller built.
 //!
 //! Why a check and not a fix: they are session settings, so they must hold on every
 //! connection of the pool, including the ones it opens later. Only the pool's own
@@ -10,8 +11,9 @@
 //! connections are all opened with the same options, so one stands for all.
 
 use std::fmt;
+use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
 use crate::error::{CacheError, Result};
 
@@ -51,6 +53,59 @@ impl fmt::Display for SessionSetting {
             Self::PostgresQuietNotify => write!(f, "PostgreSQL {NOTIFY_SETTING}=off"),
         }
     }
+}
+
+/// sea-orm connect options for `url` (`sqlite://…`, `sqlite::memory:` or `postgres://…`)
+/// under which every connection of the pool has the [`SessionSetting`]s, with
+/// `pool_size` connections at most (`None`: sqlx's default).
+///
+/// - An SQLite file gets WAL and a 5 s busy timeout: readers do not block the writer,
+///   and writers queue instead of failing.
+/// - `sqlite::memory:` is a private database per connection that vanishes with it, so
+///   the pool holds exactly one connection and never recycles it (`pool_size` aside).
+/// - PostgreSQL sessions skip the outbox trigger's `NOTIFY` ([`NOTIFY_SETTING`]) for a
+///   process that invalidates inline after each commit (as a service over
+///   [`Coherence::after_commit`](super::Coherence::after_commit) does); other writers
+///   (`psql`, an admin tool) still wake the relays.
+/// - Connecting and acquiring a connection give up after 5 s; statements are not
+///   logged.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// use cache_service::coherence::{check_session, connect_options};
+///
+/// let db = sea_orm::Database::connect(connect_options("sqlite::memory:", None)).await?;
+/// check_session(&db).await?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn connect_options(url: &str, pool_size: Option<u32>) -> ConnectOptions {
+    let mut options = ConnectOptions::new(url);
+    options
+        .sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5));
+    if url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory")) {
+        options
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
+    } else if let Some(size) = pool_size {
+        options.max_connections(size);
+    }
+    if url.starts_with("sqlite:") {
+        options.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(5))
+        });
+    } else {
+        options.map_sqlx_postgres_opts(|o| o.options([(NOTIFY_SETTING, "off")]));
+    }
+    options
 }
 
 /// The settings among [`SessionSetting`] that a session of `db` lacks (none for a

@@ -1,8 +1,8 @@
 //! The read path: a hit, or a miss that loads once per key (single-flight), under a
 //! lease, and fills unless the value may predate a write.
 
+use std::borrow::Cow;
 use std::fmt;
-use std::future::Future;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -12,7 +12,7 @@ use super::{CacheService, Cacheable};
 use crate::backend::{FillOutcome, LeaseToken, Lookup};
 use crate::codec::{self, Entry};
 use crate::error::{CacheError, Result};
-use crate::flight::{self, Role};
+use crate::flight::{self, Leader, Role};
 use crate::key::{CacheKey, Invalidation, MemberKey, Scope, generation_key};
 
 /// How many times a reader joins another's load before loading on its own.
@@ -53,13 +53,12 @@ impl CacheService {
     ///
     /// Never fails because of the cache: a backend error is counted and logged and the
     /// loader's value is returned. Errors are the loader's own.
-    pub async fn get_or_load<T, E, F, Fut>(&self, key: &CacheKey, loader: F) -> Result<Option<T>, E>
-    where
-        T: Cacheable,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Option<T>, E>>,
-    {
-        self.read::<T, E, Decoded, _, _>(key, loader).await
+    pub async fn get_or_load<T: Cacheable, E>(
+        &self,
+        key: &CacheKey,
+        loader: impl AsyncFnOnce() -> Result<Option<T>, E>,
+    ) -> Result<Option<T>, E> {
+        self.read::<Decoded, _, _>(Target::Key(key), loader).await
     }
 
     /// Like [`get_or_load`](Self::get_or_load), but hands back the value's JSON as it is
@@ -98,18 +97,12 @@ impl CacheService {
     /// that changes that shape must also change the key prefix (or the epoch): entries
     /// are not decoded on a hit, so nothing else would notice the old shape before they
     /// expire.
-    pub async fn get_or_load_json<T, E, F, Fut>(
+    pub async fn get_or_load_json<T: Cacheable, E: From<CacheError>>(
         &self,
         key: &CacheKey,
-        loader: F,
-    ) -> Result<Option<CachedJson>, E>
-    where
-        T: Cacheable,
-        E: From<CacheError>,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Option<T>, E>>,
-    {
-        self.read::<T, E, AsJson, _, _>(key, loader).await
+        loader: impl AsyncFnOnce() -> Result<Option<T>, E>,
+    ) -> Result<Option<CachedJson>, E> {
+        self.read::<AsJson, _, _>(Target::Key(key), loader).await
     }
 
     /// Like [`get_or_load`](Self::get_or_load) for a member of `group` (a [`Group`],
@@ -147,19 +140,14 @@ impl CacheService {
     /// ```
     ///
     /// [`Group`]: crate::Group
-    pub async fn get_or_load_in<T, E, F, Fut>(
+    pub async fn get_or_load_in<T: Cacheable, E>(
         &self,
         group: impl Into<Scope>,
         member: impl fmt::Display,
-        loader: F,
-    ) -> Result<Option<T>, E>
-    where
-        T: Cacheable,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Option<T>, E>>,
-    {
-        self.read_in::<T, E, Decoded, _, _>(group, member, loader)
-            .await
+        loader: impl AsyncFnOnce() -> Result<Option<T>, E>,
+    ) -> Result<Option<T>, E> {
+        let target = self.member_target(&group.into(), &member);
+        self.read::<Decoded, _, _>(target, loader).await
     }
 
     /// [`get_or_load_json`](Self::get_or_load_json) for a member of `group` (see
@@ -183,63 +171,99 @@ impl CacheService {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn get_or_load_json_in<T, E, F, Fut>(
+    pub async fn get_or_load_json_in<T: Cacheable, E: From<CacheError>>(
         &self,
         group: impl Into<Scope>,
         member: impl fmt::Display,
-        loader: F,
-    ) -> Result<Option<CachedJson>, E>
-    where
-        T: Cacheable,
-        E: From<CacheError>,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Option<T>, E>>,
-    {
-        self.read_in::<T, E, AsJson, _, _>(group, member, loader)
-            .await
+        loader: impl AsyncFnOnce() -> Result<Option<T>, E>,
+    ) -> Result<Option<CachedJson>, E> {
+        let target = self.member_target(&group.into(), &member);
+        self.read::<AsJson, _, _>(target, loader).await
     }
 
-    async fn read<T, E, Fm, F, Fut>(
+    /// The one read behind the four public forms: a hit is served by
+    /// [`look_up`](Self::look_up), which does not know the loader's type; a miss goes on
+    /// to [`load`](Self::load).
+    async fn read<Fm: Form<T, E>, T: Cacheable, E>(
         &self,
-        key: &CacheKey,
-        loader: F,
-    ) -> Result<Option<Fm::Output>, E>
+        target: Target<'_>,
+        loader: impl AsyncFnOnce() -> Result<Option<T>, E>,
+    ) -> Result<Option<Fm::Output>, E> {
+        let key = match self.look_up::<T, E, Fm>(&target).await {
+            Found::Value(value) => return Ok(value),
+            Found::Miss(key) => key,
+        };
+        // Boxed: the miss path holds the loader's future (a database query, of any size)
+        // and the lease and single-flight waits; unboxed, every read's future carries
+        // their size, hits included (`ProductService::find_by_id_json`'s future: 448
+        // bytes boxed, 2 112 not).
+        Box::pin(self.load::<Fm, T, E>(key, loader)).await
+    }
+
+    /// The target of a read of a member of `group` (the whole group, or one scope).
+    /// Members are invalidated only by moving the generation: they are as fresh as the
+    /// generation's shard.
+    fn member_target(&self, group: &Scope, member: &dyn fmt::Display) -> Target<'static> {
+        let prefix = self.prefix();
+        Target::Member(Box::new((
+            generation_key(&prefix, group),
+            MemberKey::new(&prefix, group, member),
+        )))
+    }
+
+    /// The hit path: the entry if it can be served; otherwise the key whose miss path
+    /// runs, or `None` when the cache is skipped (breaker open, unchecked connection, a
+    /// failed read), counted as an error and a load.
+    async fn look_up<'a, T, E, Fm>(
+        &'a self,
+        target: &'a Target<'_>,
+    ) -> Found<Fm::Output, Option<Cow<'a, CacheKey>>>
     where
         T: Cacheable,
         Fm: Form<T, E>,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Option<T>, E>>,
     {
-        let namespace = key.namespace().name();
-        if !self.inner.breaker.allows_reads(self.shard_of(key.as_str())) {
-            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
-        }
-        let read = self.inner.backend.get(key).await;
-        if !self.connection_checked() {
-            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
-        }
-        self.serve::<T, E, Fm, _, _>(key, read, loader).await
-    }
-
-    /// What follows a read of `key`'s entry: a hit, or the miss path.
-    async fn serve<T, E, Fm, F, Fut>(
-        &self,
-        key: &CacheKey,
-        read: Result<Option<Bytes>>,
-        loader: F,
-    ) -> Result<Option<Fm::Output>, E>
-    where
-        T: Cacheable,
-        Fm: Form<T, E>,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Option<T>, E>>,
-    {
+        let (key, read) = match *target {
+            Target::Key(key) => {
+                let namespace = key.namespace().name();
+                if !self.inner.breaker.allows_reads(self.shard_of(key.as_str())) {
+                    return bypass(namespace);
+                }
+                let read = self.inner.backend.get(key).await;
+                if !self.connection_checked() {
+                    return bypass(namespace);
+                }
+                (Cow::Borrowed(key), read)
+            }
+            Target::Member(ref member) => {
+                let (generation_key, member) = &**member;
+                let namespace = member.namespace().name();
+                if !self
+                    .inner
+                    .breaker
+                    .allows_reads(self.shard_of(generation_key))
+                {
+                    return bypass(namespace);
+                }
+                let read = self.inner.backend.get_member(generation_key, member).await;
+                if !self.connection_checked() {
+                    return bypass(namespace);
+                }
+                match read {
+                    Ok((generation, entry)) => (Cow::Owned(member.at(generation)), Ok(entry)),
+                    Err(error) => {
+                        self.trip(generation_key);
+                        tracing::warn!(group = namespace, %error, "cache read of a group member failed; loading from the source");
+                        return bypass(namespace);
+                    }
+                }
+            }
+        };
         let namespace = key.namespace().name();
         match read {
             Ok(Some(bytes)) => match Fm::from_entry(bytes) {
                 Some(value) => {
                     count_request(namespace, "hit");
-                    return Ok(value);
+                    return Found::Value(value);
                 }
                 None => {
                     count_request(namespace, "miss");
@@ -248,7 +272,7 @@ impl CacheService {
                         .inner
                         .backend
                         .invalidate(
-                            &Invalidation::remove(key.clone()),
+                            &Invalidation::remove(key.as_ref().clone()),
                             self.inner.config.fence_ttl,
                         )
                         .await;
@@ -258,119 +282,89 @@ impl CacheService {
             Err(error) => {
                 self.trip(key.as_str());
                 tracing::warn!(%key, %error, "cache read failed; loading from the source");
-                return bypass::<T, E, Fm, _, _>(namespace, loader).await;
+                return bypass(namespace);
             }
         }
-        // Boxed, as is the loader in `bypass`: the miss path holds the loader's future
-        // (a database query), which can be large, and every read's future would carry
-        // its size, hits included.
-        Box::pin(self.load_once::<T, E, Fm, _, _>(key, loader)).await
+        Found::Miss(Some(key))
     }
 
-    async fn read_in<T, E, Fm, F, Fut>(
+    /// The miss path: joins or leads the key's single flight (none when the cache is
+    /// skipped), runs the loader, fills.
+    async fn load<Fm: Form<T, E>, T: Cacheable, E>(
         &self,
-        group: impl Into<Scope>,
-        member: impl fmt::Display,
-        loader: F,
-    ) -> Result<Option<Fm::Output>, E>
+        key: Option<Cow<'_, CacheKey>>,
+        loader: impl AsyncFnOnce() -> Result<Option<T>, E>,
+    ) -> Result<Option<Fm::Output>, E> {
+        let miss = match key {
+            Some(key) => match self.single_flight::<T, E, Fm>(key).await {
+                Found::Value(value) => return Ok(value),
+                Found::Miss(miss) => miss,
+            },
+            None => Miss {
+                lease: None,
+                leader: None,
+            },
+        };
+        // An error drops `miss`, which releases the followers (they read again).
+        let value = loader().await?;
+        self.fill::<T, E, Fm>(miss, value).await
+    }
+
+    /// Shares one load per key in this process: a follower is served what its leader
+    /// stored; a leader goes on to the lease.
+    async fn single_flight<'a, T, E, Fm>(
+        &'a self,
+        key: Cow<'a, CacheKey>,
+    ) -> Found<Fm::Output, Miss<'a>>
     where
         T: Cacheable,
         Fm: Form<T, E>,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Option<T>, E>>,
-    {
-        let group = group.into();
-        let namespace = group.group().namespace().name();
-        let prefix = self.prefix();
-        // Members are invalidated only by moving the generation: they are as fresh as
-        // the generation's shard.
-        let generation_key = generation_key(&prefix, &group);
-        if !self
-            .inner
-            .breaker
-            .allows_reads(self.shard_of(&generation_key))
-        {
-            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
-        }
-        let member = MemberKey::new(&prefix, &group, &member);
-        let read = self
-            .inner
-            .backend
-            .get_member(&generation_key, &member)
-            .await;
-        if !self.connection_checked() {
-            return bypass::<T, E, Fm, _, _>(namespace, loader).await;
-        }
-        match read {
-            Ok((generation, entry)) => {
-                let key = member.at(generation);
-                self.serve::<T, E, Fm, _, _>(&key, Ok(entry), loader).await
-            }
-            Err(error) => {
-                self.trip(&generation_key);
-                tracing::warn!(group = namespace, %error, "cache read of a group member failed; loading from the source");
-                bypass::<T, E, Fm, _, _>(namespace, loader).await
-            }
-        }
-    }
-
-    /// The miss path: share one load per key in this process.
-    async fn load_once<T, E, Fm, F, Fut>(
-        &self,
-        key: &CacheKey,
-        loader: F,
-    ) -> Result<Option<Fm::Output>, E>
-    where
-        T: Cacheable,
-        Fm: Form<T, E>,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Option<T>, E>>,
     {
         for _ in 0..MAX_JOINS {
             match self.inner.flights.join(key.as_str()) {
                 Role::Leader(leader) => {
-                    let (result, shared) = self.lead::<T, E, Fm, _, _>(key, loader).await;
-                    leader.finish(shared);
-                    return result;
+                    return self.lease::<T, E, Fm>(key, Some(leader)).await;
                 }
                 Role::Follower(rx) => {
                     if let Some(value) = flight::follow(rx).await.and_then(Fm::from_entry) {
-                        return Ok(value);
+                        return Found::Value(value);
                     }
                 }
             }
         }
-        self.lead::<T, E, Fm, _, _>(key, loader).await.0
+        self.lease::<T, E, Fm>(key, None).await
     }
 
-    /// Takes the lease (or waits for another's fill), loads, fills. Returns the value and
-    /// what followers may use.
-    async fn lead<T, E, Fm, F, Fut>(
-        &self,
-        key: &CacheKey,
-        loader: F,
-    ) -> (Result<Option<Fm::Output>, E>, flight::Shared)
+    /// Takes the lease (or waits for another's fill): a hit if the entry was filled
+    /// meanwhile, else the miss to load (filled only if the lease was taken).
+    async fn lease<'a, T, E, Fm>(
+        &'a self,
+        key: Cow<'a, CacheKey>,
+        leader: Option<Leader<'a>>,
+    ) -> Found<Fm::Output, Miss<'a>>
     where
         T: Cacheable,
         Fm: Form<T, E>,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Option<T>, E>>,
     {
         let config = &self.inner.config;
-        let backend = &self.inner.backend;
         let namespace = key.namespace().name();
         let token = LeaseToken::random();
         let mut waited = Duration::ZERO;
         let mut pause = Duration::from_millis(5);
         let leased = loop {
-            let lookup = backend.get_or_lease(key, token, config.lease_ttl).await;
+            let lookup = self
+                .inner
+                .backend
+                .get_or_lease(&key, token, config.lease_ttl)
+                .await;
             if !self.connection_checked() {
                 break false;
             }
             match lookup {
                 Ok(Lookup::Hit(bytes)) => {
                     if let Some(value) = Fm::from_entry(bytes) {
-                        return (Ok(value), None);
+                        // `leader` goes without sharing: its followers read again.
+                        return Found::Value(value);
                     }
                     break false;
                 }
@@ -397,13 +391,29 @@ impl CacheService {
             }
         };
         count_load(namespace);
-        let value = match loader().await {
-            Ok(value) => value,
-            Err(error) => return (Err(error), None),
+        Found::Miss(Miss {
+            lease: leased.then_some((key, token)),
+            leader,
+        })
+    }
+
+    /// Fills the entry with the loaded `value` if the miss holds the lease, and shares
+    /// what was stored with the followers. Returns the value in the read's form.
+    async fn fill<T, E, Fm>(
+        &self,
+        miss: Miss<'_>,
+        value: Option<T>,
+    ) -> Result<Option<Fm::Output>, E>
+    where
+        T: Cacheable,
+        Fm: Form<T, E>,
+    {
+        let Miss { lease, leader } = miss;
+        let Some((key, token)) = lease else {
+            return Fm::from_loaded(value, None);
         };
-        if !leased {
-            return (Fm::from_loaded(value, None), None);
-        }
+        let config = &self.inner.config;
+        let namespace = key.namespace().name();
         let (entry, ttl) = match &value {
             Some(v) => match codec::encode(v.version(), v) {
                 Ok(entry) => (
@@ -412,7 +422,7 @@ impl CacheService {
                 ),
                 Err(error) => {
                     tracing::error!(%key, %error, "value cannot be serialized; not cached");
-                    return (Fm::from_loaded(value, None), None);
+                    return Fm::from_loaded(value, None);
                 }
             },
             None => (
@@ -420,7 +430,7 @@ impl CacheService {
                 jittered(config.negative_ttl, config.ttl_jitter),
             ),
         };
-        let shared = match backend.fill(key, token, &entry, ttl).await {
+        let shared = match self.inner.backend.fill(&key, token, &entry, ttl).await {
             Ok(FillOutcome::Stored) => Some(entry.clone()),
             Ok(refused) => {
                 let reason = if refused == FillOutcome::Fenced {
@@ -438,8 +448,45 @@ impl CacheService {
                 None
             }
         };
-        (Fm::from_loaded(value, Some(&entry)), shared)
+        if let Some(leader) = leader {
+            leader.finish(shared);
+        }
+        Fm::from_loaded(value, Some(&entry))
     }
+}
+
+/// What a read reads: an entry's key, or a group member's key and its group's
+/// generation key (the generation is read first, in the same step). Boxed, so that an
+/// item read's future does not carry the member's size.
+enum Target<'a> {
+    Key(&'a CacheKey),
+    Member(Box<(String, MemberKey)>),
+}
+
+/// A step of a read: a value to serve (`None`: "no such row" was cached), or what the
+/// next step needs.
+enum Found<V, M> {
+    Value(Option<V>),
+    Miss(M),
+}
+
+/// A read that skips the cache (breaker open, unchecked connection, a failed read):
+/// counted as an error and a load.
+fn bypass<V, K>(namespace: &'static str) -> Found<V, Option<K>> {
+    count_request(namespace, "error");
+    count_load(namespace);
+    Found::Miss(None)
+}
+
+/// What becomes of a loaded value.
+struct Miss<'a> {
+    /// The key and the lease this reader holds on it: the value is filled under it.
+    /// `None`: nothing is filled (the cache is skipped or failed, or another reader held
+    /// the lease too long).
+    lease: Option<(Cow<'a, CacheKey>, LeaseToken)>,
+    /// The flight this reader leads, if any: its followers get what the fill stored
+    /// (dropped unfinished, it sends them to read again).
+    leader: Option<Leader<'a>>,
 }
 
 /// A cached value as the JSON it is stored as (see
@@ -518,23 +565,6 @@ fn json_of(mut entry: Bytes) -> Option<Option<CachedJson>> {
         version,
         json: entry,
     }))
-}
-
-/// A read that skips the cache (breaker open, or the backend failed): counted as an
-/// error and a load.
-async fn bypass<T, E, Fm, F, Fut>(
-    namespace: &'static str,
-    loader: F,
-) -> Result<Option<Fm::Output>, E>
-where
-    T: Cacheable,
-    Fm: Form<T, E>,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<Option<T>, E>>,
-{
-    count_request(namespace, "error");
-    count_load(namespace);
-    Fm::from_loaded(Box::pin(loader()).await?, None)
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<Option<T>> {

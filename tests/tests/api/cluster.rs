@@ -159,13 +159,7 @@ async fn two_server_processes_on_postgresql_and_a_cluster_read_each_others_write
             }
         }));
     }
-    for writer in writers {
-        writer.await.expect("writer");
-    }
-    done.store(true, Ordering::SeqCst);
-    for reader in readers {
-        reader.await.expect("reader");
-    }
+    integration_tests::end_storm(writers, &done, readers).await;
     assert_eq!(
         stale.load(Ordering::SeqCst),
         0,

@@ -9,7 +9,7 @@
 //! waits, reporting how the server ended.
 
 use std::fmt::Display;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use api_server::{Application, Settings};
 use integration_tests::{
@@ -219,19 +219,15 @@ impl TestApp {
     /// (and reports it `degraded`) until the outbox relay's first pass, a few
     /// milliseconds after start; tests that expect cache hits start after that.
     pub async fn wait_until_the_cache_is_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let response = self.health().await;
-            let health: Value = response.json().await.unwrap_or_default();
+        integration_tests::wait_until(Duration::from_secs(10), async || {
+            let health: Value = self.health().await.json().await.unwrap_or_default();
             if health["cache"] == "ok" {
-                return;
+                Ok(())
+            } else {
+                Err(format!("the cache was not ready after start: {health}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "the cache was not ready 10 s after start: {health}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        })
+        .await;
     }
 
     /// Drops the PostgreSQL database under the running server, ending its connections:

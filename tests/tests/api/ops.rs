@@ -1,7 +1,8 @@
 //! `/health`, `/metrics`, `/openapi.json`, `/docs`, and shutting down.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use integration_tests::wait_until;
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
@@ -121,18 +122,15 @@ async fn metrics_show_the_invalidation_backlog_gauge() {
     assert_eq!(patched.status(), StatusCode::OK);
 
     // The outbox relay reports the backlog on each pass; give it a few.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_until(Duration::from_secs(10), async || {
         let text = app.metrics().await;
         if text.contains("# TYPE cache_invalidation_backlog gauge") {
-            break;
+            Ok(())
+        } else {
+            Err(format!("no cache_invalidation_backlog gauge in:\n{text}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "no cache_invalidation_backlog gauge in:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 /// The server runs the invalidation auditor (`CACHE_AUDIT_INTERVAL_MS`): it compares the
@@ -146,23 +144,20 @@ async fn the_auditor_runs_in_the_server_and_its_counters_are_served() {
     }
 
     let product = [("namespace", "product")];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let text = wait_until(Duration::from_secs(10), async || {
         let text = app.metrics().await;
         if metric(&text, "cache_audit_checks_total", &product) >= 1.0 {
-            assert_eq!(
-                metric(&text, "cache_audit_mismatches_total", &product),
-                0.0,
-                "no stale entry:\n{text}"
-            );
-            break;
+            Ok(text)
+        } else {
+            Err(format!("the auditor compared the cached product:\n{text}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the auditor compared the cached product:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert_eq!(
+        metric(&text, "cache_audit_mismatches_total", &product),
+        0.0,
+        "no stale entry:\n{text}"
+    );
 }
 
 #[tokio::test]

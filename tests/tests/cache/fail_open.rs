@@ -72,13 +72,19 @@ async fn assert_fails_open(cache: &CacheService, db: &Db) {
     assert!(within_10s(cache.invalidate_group(PAGES)).await.is_err());
 }
 
-#[tokio::test]
-async fn reads_return_the_loaders_value_and_invalidations_fail_when_redis_is_down() {
-    let Some((mut server, cache)) = service_over_private_redis(
-        "reads_return_the_loaders_value_and_invalidations_fail_when_redis_is_down",
-    )
-    .await
-    else {
+/// How Redis stops answering.
+enum Outage {
+    /// The server is killed: connections are refused.
+    Down,
+    /// The server is frozen (SIGSTOP): connections hang, and only the command timeout
+    /// gets a request out.
+    Frozen,
+}
+
+/// Caches widget 1 over a private Redis, takes Redis away as `outage` says, and checks
+/// [`assert_fails_open`].
+async fn fails_open_when(test_name: &str, outage: Outage) {
+    let Some((mut server, cache)) = service_over_private_redis(test_name).await else {
         return;
     };
     let db = Db::with(Widget::new(1, 1, "one"));
@@ -86,28 +92,33 @@ async fn reads_return_the_loaders_value_and_invalidations_fail_when_redis_is_dow
     read(&cache, &cache.key(WIDGET, 1), &db).await;
     assert_eq!(db.loads(), 1, "cached while Redis is up");
 
-    server.stop();
+    match outage {
+        Outage::Down => server.stop(),
+        Outage::Frozen => server.freeze().expect("SIGSTOP"),
+    }
 
     assert_fails_open(&cache, &db).await;
+    if let Outage::Frozen = outage {
+        server.thaw().expect("SIGCONT");
+    }
+}
+
+#[tokio::test]
+async fn reads_return_the_loaders_value_and_invalidations_fail_when_redis_is_down() {
+    fails_open_when(
+        "reads_return_the_loaders_value_and_invalidations_fail_when_redis_is_down",
+        Outage::Down,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn reads_return_the_loaders_value_and_invalidations_fail_when_redis_is_frozen() {
-    let Some((mut server, cache)) = service_over_private_redis(
+    fails_open_when(
         "reads_return_the_loaders_value_and_invalidations_fail_when_redis_is_frozen",
+        Outage::Frozen,
     )
-    .await
-    else {
-        return;
-    };
-    let db = Db::with(Widget::new(1, 1, "one"));
-    read(&cache, &cache.key(WIDGET, 1), &db).await;
-
-    server.freeze().expect("SIGSTOP");
-
-    // Only the command timeout gets a request out of a frozen Redis.
-    assert_fails_open(&cache, &db).await;
-    server.thaw().expect("SIGCONT");
+    .await;
 }
 
 #[tokio::test]

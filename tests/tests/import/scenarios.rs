@@ -1,7 +1,7 @@
 //! Imports through `ProductService` on both databases, with a real Redis.
 
 use api_server::import::import_file;
-use integration_tests::fixtures::{Fixture, first_page, id};
+use integration_tests::fixtures::{Fixture, first_page};
 
 use crate::helpers::*;
 
@@ -356,14 +356,7 @@ async fn imports_span_batches_and_a_reimport_changes_nothing(f: Fixture) {
 async fn a_cached_product_and_list_page_show_the_import_at_once(f: Fixture) {
     let files = Files::new();
     let kb = f.create("KB-1", 100).await;
-    assert_eq!(
-        f.service
-            .find_by_id(id(kb.id))
-            .await
-            .expect("read")
-            .price_cents,
-        100
-    );
+    assert_eq!(f.read(kb.id).await.price_cents, 100);
     let page = f.service.find_in_page(&first_page()).await.expect("list");
     assert_eq!(page.total, 1);
     assert!(f.is_cached(kb.id).await, "the product is cached");
@@ -383,7 +376,7 @@ async fn a_cached_product_and_list_page_show_the_import_at_once(f: Fixture) {
         generation,
         "the list group moved on"
     );
-    let read = f.service.find_by_id(id(kb.id)).await.expect("read");
+    let read = f.read(kb.id).await;
     assert_eq!(
         (read.price_cents, read.version),
         (250, 2),

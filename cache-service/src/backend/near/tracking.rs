@@ -103,6 +103,7 @@ async fn round(
     let barrier = &shared.barrier;
     let round = barrier.next_round.fetch_add(1, Ordering::SeqCst);
     let readers = barrier.waiting.swap(0, Ordering::Relaxed);
+    let sent = shared.clock();
     let reply = tokio::time::timeout(timeout, client.exists::<i64, _>(marker)).await;
     // A reply over a new connection says nothing: tracking is not on there yet, and
     // pushes were lost in between (fred announces a connection before using it).
@@ -137,6 +138,6 @@ async fn round(
         }
     }
     metrics::histogram!("cache_l1_barrier_reads").record(readers as f64);
-    barrier.pass(round);
+    barrier.pass(round, sent);
     true
 }
