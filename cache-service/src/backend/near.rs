@@ -445,6 +445,10 @@ impl Shared {
         if let Some(hook) = self.fill_hook.get() {
             hook().await;
         }
+        // A reply's bytes are a slice of the Redis client's read buffer; kept as they are,
+        // each entry would keep its whole buffer alive (measured: +86 MiB with 100 000
+        // entries, BENCHMARKS section 8).
+        let value = Bytes::copy_from_slice(&value);
         self.l1.insert(key.to_owned(), Entry { value, token });
         if let Some(hook) = self.inserted_hook.get() {
             hook().await;
