@@ -111,8 +111,10 @@ async fn an_invalidation_that_lands_during_an_l1_fill_drops_the_fill() {
         return;
     };
     let key = setup.cache.key(ITEM, 1);
-    // v1 in Redis, not yet in L1.
+    // v1 in Redis, not yet in L1; the push its Redis fill caused is applied, so the next
+    // fill's counters cannot move before the hook.
     assert_eq!(read(&setup.cache, &key, 1).await, 1);
+    assert!(setup.near.barrier_for_tests().await);
     assert!(!setup.near.holds_for_tests(key.as_str()));
 
     // The next read's L1 fill stops between its Redis read (v1) and its insert.
@@ -134,7 +136,7 @@ async fn an_invalidation_that_lands_during_an_l1_fill_drops_the_fill() {
         let (cache, key) = (setup.cache.clone(), key.clone());
         tokio::spawn(async move { read(&cache, &key, 1).await })
     };
-    reached.notified().await;
+    reach(&reached).await;
     // Another process's write lands now; its push is applied before the fill goes on.
     setup.other_writes(&key, 2).await;
     assert!(setup.near.barrier_for_tests().await);
@@ -146,6 +148,13 @@ async fn an_invalidation_that_lands_during_an_l1_fill_drops_the_fill() {
         "the fill that read before the invalidation was dropped"
     );
     assert_eq!(read(&setup.cache, &key, 2).await, 2);
+}
+
+/// Waits until a stopped fill reached its hook; fails instead of hanging if it never does.
+async fn reach(reached: &Notify) {
+    tokio::time::timeout(Duration::from_secs(10), reached.notified())
+        .await
+        .expect("the fill reached its hook");
 }
 
 /// A hook that stops the first call until `go` is notified (`reached` tells it got
@@ -175,6 +184,7 @@ async fn a_fill_overtaken_by_an_invalidation_is_never_served_while_it_sits_in_l1
     };
     let key = setup.cache.key(ITEM, 1);
     assert_eq!(read(&setup.cache, &key, 1).await, 1);
+    assert!(setup.near.barrier_for_tests().await);
     assert!(!setup.near.holds_for_tests(key.as_str()));
 
     // The next read's fill (v1) passes its first look at the counters and stops; a write
@@ -192,7 +202,7 @@ async fn a_fill_overtaken_by_an_invalidation_is_never_served_while_it_sits_in_l1
         let (cache, key) = (setup.cache.clone(), key.clone());
         tokio::spawn(async move { read(&cache, &key, 1).await })
     };
-    before_insert.notified().await;
+    reach(&before_insert).await;
     setup
         .other
         .invalidate(&[Invalidation::at_version(key.clone(), 2)])
@@ -200,7 +210,7 @@ async fn a_fill_overtaken_by_an_invalidation_is_never_served_while_it_sits_in_l1
         .expect("invalidate");
     assert!(setup.near.barrier_for_tests().await);
     go_insert.notify_one();
-    inserted.notified().await;
+    reach(&inserted).await;
     assert!(
         setup.near.holds_for_tests(key.as_str()),
         "the overtaken fill is in L1 now"
