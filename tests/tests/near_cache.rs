@@ -37,14 +37,14 @@ struct Setup {
 }
 
 /// A near cache over `redis` whose tracking is on, and a service over it.
-async fn tracking_near_cache(redis: &RedisServer, prefix: &str) -> (NearCache, CacheService) {
-    let near = NearCache::connect(
-        &RedisConfig::new(redis.url()),
-        prefix,
-        &NearCacheConfig::default(),
-    )
-    .await
-    .expect("near cache connects");
+async fn tracking_near_cache(
+    redis: &RedisServer,
+    prefix: &str,
+    config: &NearCacheConfig,
+) -> (NearCache, CacheService) {
+    let near = NearCache::connect(&RedisConfig::new(redis.url()), prefix, config)
+        .await
+        .expect("near cache connects");
     assert!(
         near.wait_until_tracking(Duration::from_secs(5)).await,
         "tracking is on"
@@ -65,9 +65,13 @@ impl Setup {
 }
 
 async fn setup(test: &str) -> Option<Setup> {
+    setup_with(test, &NearCacheConfig::default()).await
+}
+
+async fn setup_with(test: &str, config: &NearCacheConfig) -> Option<Setup> {
     let redis = redis_server_or_skip(test).await?;
     let prefix = unique_prefix(test);
-    let (near, cache) = tracking_near_cache(&redis, &prefix).await;
+    let (near, cache) = tracking_near_cache(&redis, &prefix, config).await;
     let other = CacheService::connect_redis(
         &RedisConfig::new(redis.url()),
         CacheConfig::with_prefix(&prefix),
@@ -306,7 +310,7 @@ async fn two_instances_read_each_others_writes_at_once_in_a_storm() {
     let mut caches = Vec::new();
     let mut nears = Vec::new();
     for _ in 0..2 {
-        let (near, cache) = tracking_near_cache(&redis, &prefix).await;
+        let (near, cache) = tracking_near_cache(&redis, &prefix, &NearCacheConfig::default()).await;
         caches.push(cache);
         nears.push(near);
     }
@@ -415,36 +419,29 @@ async fn dropping_the_last_handle_closes_the_tracking_connection() {
     }
 }
 
+fn bounded(bound: Duration) -> NearCacheConfig {
+    NearCacheConfig {
+        consistency: NearCacheConsistency::Bounded(bound),
+        ..NearCacheConfig::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounded_mode_reflects_every_write_older_than_its_bound_and_measures_its_staleness() {
     const BOUND: Duration = Duration::from_millis(50);
     const KEYS: u64 = 4;
-    let Some(redis) = redis_server_or_skip("near_bounded").await else {
+    let Some(Setup {
+        near,
+        cache: reader,
+        other: writer,
+        _redis,
+    }) = setup_with("near_bounded", &bounded(BOUND)).await
+    else {
         return;
     };
-    let prefix = unique_prefix("near_bounded");
-    let near = NearCache::connect(
-        &RedisConfig::new(redis.url()),
-        &prefix,
-        &NearCacheConfig {
-            consistency: NearCacheConsistency::Bounded(BOUND),
-            ..NearCacheConfig::default()
-        },
-    )
-    .await
-    .expect("near cache");
-    assert!(near.wait_until_tracking(Duration::from_secs(5)).await);
     // The worst case: pushes are applied only by barrier rounds (as if each arrived as
     // late as it may), so only the rounds' timing keeps reads within the bound.
     assert!(near.apply_pushes_at_once_for_tests(false).await);
-    let reader = CacheService::new(Arc::new(near.clone()), CacheConfig::with_prefix(&prefix))
-        .expect("service");
-    let writer = CacheService::connect_redis(
-        &RedisConfig::new(redis.url()),
-        CacheConfig::with_prefix(&prefix),
-    )
-    .await
-    .expect("writer");
     // The "database", and when each version's write returned (index: version - 1).
     let db: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(1)).collect());
     let acked: Arc<Vec<std::sync::Mutex<Vec<Instant>>>> = Arc::new(
@@ -531,29 +528,15 @@ async fn bounded_mode_reflects_every_write_older_than_its_bound_and_measures_its
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounded_mode_stops_serving_l1_once_its_newest_round_is_older_than_the_bound() {
     const BOUND: Duration = Duration::from_millis(50);
-    let Some(mut redis) = redis_server_or_skip("near_bounded_silent").await else {
+    let Some(Setup {
+        near,
+        cache,
+        other: writer,
+        _redis: mut redis,
+    }) = setup_with("near_bounded_silent", &bounded(BOUND)).await
+    else {
         return;
     };
-    let prefix = unique_prefix("near_bounded_silent");
-    let near = NearCache::connect(
-        &RedisConfig::new(redis.url()),
-        &prefix,
-        &NearCacheConfig {
-            consistency: NearCacheConsistency::Bounded(BOUND),
-            ..NearCacheConfig::default()
-        },
-    )
-    .await
-    .expect("near cache");
-    assert!(near.wait_until_tracking(Duration::from_secs(5)).await);
-    let cache = CacheService::new(Arc::new(near.clone()), CacheConfig::with_prefix(&prefix))
-        .expect("service");
-    let writer = CacheService::connect_redis(
-        &RedisConfig::new(redis.url()),
-        CacheConfig::with_prefix(&prefix),
-    )
-    .await
-    .expect("writer");
     let key = cache.key(ITEM, 1);
     for _ in 0..3 {
         assert_eq!(read(&cache, &key, 1).await, 1);

@@ -508,12 +508,14 @@ impl Shared {
             .saturating_add(1)
     }
 
-    /// Whether an entry may be served to a read that began at `began` ([`Self::clock`]):
-    /// in bounded mode at once while the newest passed round was sent at most `bound`
-    /// before it (a new round is asked for once that one is half as old); otherwise
-    /// past a round sent after this call. False if that round failed.
-    async fn may_serve(&self, began: u64) -> bool {
+    /// Whether an entry the caller just looked up may be served: in bounded mode at once
+    /// while the newest passed round was sent at most `bound` before now (now is no
+    /// earlier than the read began, so the bound holds for the read; a new round is asked
+    /// for once that one is half as old); otherwise past a round sent after this call.
+    /// False if that round failed.
+    async fn may_serve(&self) -> bool {
         if self.bound != 0 {
+            let began = self.clock();
             let fresh = self.barrier.fresh.load(Ordering::Acquire);
             let age = began.saturating_sub(fresh);
             if fresh != 0 && age <= self.bound {
@@ -558,9 +560,8 @@ impl Shared {
         if !self.is_ready() {
             return None;
         }
-        let began = self.clock();
         let entry = self.l1.get(key)?;
-        if !self.may_serve(began).await {
+        if !self.may_serve().await {
             return None;
         }
         self.still_good(key, entry)

@@ -45,14 +45,13 @@ impl CacheBackend for NearCache {
     ) -> Result<(u64, Option<Bytes>)> {
         let shared = &self.shared;
         let namespace = member.namespace().name();
-        let began = shared.clock();
         if shared.is_ready()
             && let Some(current) = shared.l1.get(generation_key)
             && let Some(generation) = parse(&current.value)
         {
             let key = member.at(generation);
             if let Some(entry) = shared.l1.get(key.as_str())
-                && shared.may_serve(began).await
+                && shared.may_serve().await
                 && shared.still_good(generation_key, current).is_some()
                 && let Some(entry) = shared.still_good(key.as_str(), entry)
             {
