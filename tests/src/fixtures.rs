@@ -10,6 +10,8 @@ use product_service::{
     ProductName, ProductPatch, ProductService, Sku, Stock,
 };
 
+use sea_orm::{ConnectionTrait, Database};
+
 use crate::cluster::RedisCluster;
 use crate::{RedisServer, TestDatabase, postgres_url_or_skip, redis_url_or_skip, unique_prefix};
 
@@ -35,10 +37,7 @@ pub struct Fixture {
 impl Fixture {
     pub async fn sqlite(test: &str) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("products.db").display()
-        );
+        let url = crate::sqlite_url(dir.path(), "products.db");
         Self::build(test, &url, None, Some(dir)).await
     }
 
@@ -112,6 +111,22 @@ impl Fixture {
                 .is_some()
     }
 
+    /// Runs `sql` on the fixture's database over a separate connection, behind the
+    /// service's back, as an admin tool would: only the outbox triggers see it.
+    pub async fn raw_sql(&self, sql: &str) {
+        let db = Database::connect(&self.database_url)
+            .await
+            .expect("separate connection");
+        db.execute_unprepared(sql).await.expect("raw SQL runs");
+        db.close().await.expect("closes");
+    }
+
+    /// The private Redis of a fixture that [`has_private_redis`](Self::has_private_redis),
+    /// to stop, freeze or restart.
+    pub fn private_redis(&mut self) -> &mut RedisServer {
+        self.redis_server.as_mut().expect("a private Redis")
+    }
+
     /// The service's relay, polling the outbox every `poll_interval`.
     pub fn spawn_relay_polling(&self, poll_interval: Duration) -> RelayHandle {
         self.service.spawn_relay(CoherenceConfig {
@@ -134,6 +149,15 @@ impl Fixture {
             .find_by_id(self::id(id))
             .await
             .expect("read through the service")
+    }
+
+    /// Whether the service reads product `id` at `price` now (`false` on any error), for
+    /// polling with [`eventually`](crate::eventually).
+    pub async fn serves_price(&self, id: i64, price: i64) -> bool {
+        self.service
+            .find_by_id(self::id(id))
+            .await
+            .is_ok_and(|p| p.price_cents == price)
     }
 
     /// Sets product `id`'s price through the service, with no version condition.
@@ -282,10 +306,7 @@ pub async fn service_over(
     tempfile::TempDir,
 ) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("products.db").display()
-    );
+    let url = crate::sqlite_url(dir.path(), "products.db");
     let db = product_service::connect(&url).await.expect("database");
     product_service::migrate(&db).await.expect("migrate");
     let cache = CacheService::connect_redis(

@@ -10,7 +10,8 @@
 //!   named by `TEST_REDIS_URL`, or a private server), or a loud skip.
 //! - [`postgres_url_or_skip`]: a fresh PostgreSQL database for one test, dropped with its
 //!   [`TestDatabase`] guard.
-//! - [`unique_prefix`]: a cache key prefix no other test uses.
+//! - [`unique_prefix`]: a cache key prefix no other test uses; [`sqlite_url`]: a
+//!   database file in a test's temporary directory.
 //! - [`redis_client`]: a plain `fred` client, to look at what a test stored.
 //! - [`binary`]: the real `api-server` executable as a child process
 //!   ([`api_server_or_skip`], [`api_server_command`], [`start_server`]).
@@ -20,7 +21,8 @@
 //! # Layout
 //!
 //! `redis` (private Redis servers and clients), `postgres` (fresh databases), [`binary`],
-//! [`fixtures`] (services over both databases, for [`on_both_databases!`]),
+//! [`fixtures`] (services over both databases, for [`on_database!`] and
+//! [`on_both_databases!`]),
 //! [`tcp_relay`], [`cluster`] and `wait`; every helper is re-exported at the root.
 //!
 //! # Rules every test relies on
@@ -44,33 +46,33 @@ mod postgres;
 mod redis;
 mod wait;
 
-/// Runs each `async fn scenario(f: Fixture)` twice, as `sqlite::scenario` and
-/// `postgres::scenario`, each on a fresh [`fixtures::Fixture`] named
-/// `{prefix}{db}_{scenario}`.
+/// Runs each `async fn scenario(f: Fixture)` as the test `{module}::scenario`, on a fresh
+/// [`fixtures::Fixture`] from `Fixture::{db}` (`sqlite` or `postgres`) named
+/// `{prefix}{db}_{scenario}`: `on_database!(on_sqlite = sqlite, "jobs_": a, b)`.
 /// A database or Redis that is not available skips the test loudly (fails in CI).
+#[macro_export]
+macro_rules! on_database {
+    ($module:ident = $db:ident, $prefix:literal: $($scenario:ident),* $(,)?) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    if let Some(f) = $crate::fixtures::Fixture::$db(concat!($prefix, stringify!($db), "_", stringify!($scenario))).await {
+                        super::$scenario(f).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Runs each `async fn scenario(f: Fixture)` twice, as `sqlite::scenario` and
+/// `postgres::scenario` (see [`on_database!`]).
 #[macro_export]
 macro_rules! on_both_databases {
     ($prefix:literal: $($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    if let Some(f) = $crate::fixtures::Fixture::sqlite(concat!($prefix, "sqlite_", stringify!($scenario))).await {
-                        super::$scenario(f).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    if let Some(f) = $crate::fixtures::Fixture::postgres(concat!($prefix, "postgres_", stringify!($scenario))).await {
-                        super::$scenario(f).await;
-                    }
-                }
-            )*
-        }
+        $crate::on_database!(sqlite = sqlite, $prefix: $($scenario),*);
+        $crate::on_database!(postgres = postgres, $prefix: $($scenario),*);
     };
 }
 pub mod tcp_relay;
@@ -100,6 +102,20 @@ pub fn unique_prefix(name: &str) -> String {
         .take(40)
         .collect();
     format!("it_{name}_{:08x}", rand::random::<u32>())
+}
+
+/// The URL of the SQLite file `file` in `dir`, created on first connect (`mode=rwc`).
+pub fn sqlite_url(dir: &std::path::Path, file: &str) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join(file).display())
+}
+
+/// The name of the running test (libtest names each test's thread after it), for skip
+/// notices and key prefixes.
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("integration test")
+        .to_owned()
 }
 
 /// Whether this run is in CI (`CI=true` or `CI=1`), where skipping is a failure.

@@ -69,10 +69,7 @@ impl Fresh {
     async fn sqlite(name: &'static str) -> Option<Self> {
         let redis = redis_server_or_skip(name).await?;
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("shared.db").display()
-        );
+        let url = integration_tests::sqlite_url(dir.path(), "shared.db");
         Some(Self {
             name,
             url,

@@ -66,10 +66,7 @@ impl Env {
     pub async fn sqlite(test: &str, relay: CoherenceConfig) -> Option<Self> {
         let redis = redis_server_or_skip(test).await?;
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("orders.db").display()
-        );
+        let url = integration_tests::sqlite_url(dir.path(), "orders.db");
         Some(Self::build(test, relay, redis, url, None, Some(dir)).await)
     }
 

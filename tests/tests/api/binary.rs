@@ -16,7 +16,8 @@ use tempfile::TempDir;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 
-use crate::helpers::{id_of, new_product, spawn_app_with_redis, test_name};
+use crate::helpers::{id_of, new_product, spawn_app_with_redis};
+use integration_tests::test_name;
 
 /// The `api-server` executable, or `None` after a loud notice (a panic in CI).
 pub(super) fn binary() -> Option<PathBuf> {
@@ -24,10 +25,7 @@ pub(super) fn binary() -> Option<PathBuf> {
 }
 
 pub(super) fn sqlite_url(dir: &TempDir) -> String {
-    format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("products.db").display()
-    )
+    integration_tests::sqlite_url(dir.path(), "products.db")
 }
 
 #[tokio::test]

@@ -112,8 +112,7 @@ async fn every_key_the_server_writes_starts_with_its_prefix() {
     app.fetch_page("").await;
     app.fetch_page("category=x").await;
     let _ = app.get_product(id + 100).await;
-    let patched = app.patch_product(id, &json!({"stock": 1}), None).await;
-    assert_eq!(patched.status(), StatusCode::OK);
+    app.patch(id, &json!({"stock": 1})).await;
     app.fetch(id).await;
 
     // The Redis is private: every key in it was written by this server.
@@ -135,53 +134,27 @@ async fn every_key_the_server_writes_starts_with_its_prefix() {
 
 // --- every write is seen by the next read ------------------------------------------------
 
-#[tokio::test]
-async fn with_the_memory_cache_a_patch_is_seen_by_the_next_item_and_list_reads() {
-    flows::patch_is_seen_by_the_next_reads(&spawn_app().await).await;
-}
+flows::scenario_tests!(async { Some(spawn_app().await) } =>
+    with_the_memory_cache_a_patch_is_seen_by_the_next_item_and_list_reads:
+        flows::patch_is_seen_by_the_next_reads,
+    with_the_memory_cache_a_put_is_seen_by_the_next_item_and_list_reads:
+        flows::put_is_seen_by_the_next_reads,
+    with_the_memory_cache_a_delete_is_seen_by_the_next_item_and_list_reads:
+        flows::delete_is_seen_by_the_next_reads,
+    with_the_memory_cache_a_post_is_seen_by_the_next_item_and_list_reads:
+        flows::post_is_seen_by_the_next_reads,
+);
 
-#[tokio::test]
-async fn with_the_memory_cache_a_put_is_seen_by_the_next_item_and_list_reads() {
-    flows::put_is_seen_by_the_next_reads(&spawn_app().await).await;
-}
-
-#[tokio::test]
-async fn with_the_memory_cache_a_delete_is_seen_by_the_next_item_and_list_reads() {
-    flows::delete_is_seen_by_the_next_reads(&spawn_app().await).await;
-}
-
-#[tokio::test]
-async fn with_the_memory_cache_a_post_is_seen_by_the_next_item_and_list_reads() {
-    flows::post_is_seen_by_the_next_reads(&spawn_app().await).await;
-}
-
-#[tokio::test]
-async fn with_redis_a_patch_is_seen_by_the_next_item_and_list_reads() {
-    if let Some(app) = spawn_app_with_redis().await {
-        flows::patch_is_seen_by_the_next_reads(&app).await;
-    }
-}
-
-#[tokio::test]
-async fn with_redis_a_put_is_seen_by_the_next_item_and_list_reads() {
-    if let Some(app) = spawn_app_with_redis().await {
-        flows::put_is_seen_by_the_next_reads(&app).await;
-    }
-}
-
-#[tokio::test]
-async fn with_redis_a_delete_is_seen_by_the_next_item_and_list_reads() {
-    if let Some(app) = spawn_app_with_redis().await {
-        flows::delete_is_seen_by_the_next_reads(&app).await;
-    }
-}
-
-#[tokio::test]
-async fn with_redis_a_post_is_seen_by_the_next_item_and_list_reads() {
-    if let Some(app) = spawn_app_with_redis().await {
-        flows::post_is_seen_by_the_next_reads(&app).await;
-    }
-}
+flows::scenario_tests!(spawn_app_with_redis() =>
+    with_redis_a_patch_is_seen_by_the_next_item_and_list_reads:
+        flows::patch_is_seen_by_the_next_reads,
+    with_redis_a_put_is_seen_by_the_next_item_and_list_reads:
+        flows::put_is_seen_by_the_next_reads,
+    with_redis_a_delete_is_seen_by_the_next_item_and_list_reads:
+        flows::delete_is_seen_by_the_next_reads,
+    with_redis_a_post_is_seen_by_the_next_item_and_list_reads:
+        flows::post_is_seen_by_the_next_reads,
+);
 
 #[tokio::test]
 async fn an_etag_from_before_a_write_no_longer_gives_304() {
@@ -194,8 +167,7 @@ async fn an_etag_from_before_a_write_no_longer_gives_304() {
         assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
     }
 
-    let patched = app.patch_product(id, &json!({"stock": 0}), None).await;
-    assert_eq!(patched.status(), StatusCode::OK);
+    app.patch(id, &json!({"stock": 0})).await;
 
     let after = app.get_product_if_none_match(id, "\"v1\"").await;
     assert_eq!(after.status(), StatusCode::OK);
