@@ -3,14 +3,12 @@
 
 use std::time::Duration;
 
-use cache_service::{CacheConfig, CacheService, RedisConfig, RelayHandle};
+use cache_service::RelayHandle;
 use fred::prelude::{Client, KeysInterface};
 use product_service::{
     Category, CoherenceConfig, Description, NewProduct, PageQuery, PriceCents, Product, ProductId,
     ProductName, ProductPatch, ProductService, Sku, Stock,
 };
-
-use sea_orm::{ConnectionTrait, Database};
 
 use crate::cluster::RedisCluster;
 use crate::{RedisServer, TestDatabase, postgres_url_or_skip, redis_url_or_skip, unique_prefix};
@@ -61,12 +59,7 @@ impl Fixture {
         product_service::migrate(&db)
             .await
             .expect("migrations apply");
-        let cache = CacheService::connect_redis(
-            &RedisConfig::new(redis_url.clone()),
-            CacheConfig::with_prefix(prefix.clone()),
-        )
-        .await
-        .expect("redis connects");
+        let cache = crate::redis_cache(&redis_url, prefix.clone()).await;
         let redis = crate::redis_client(&redis_url).await.expect("client");
         Some(Self {
             service: ProductService::new(db, cache).await.expect("service"),
@@ -91,12 +84,7 @@ impl Fixture {
         let db = product_service::connect(&self.database_url)
             .await
             .expect("database connects");
-        let cache = CacheService::connect_redis(
-            &RedisConfig::new(redis_url),
-            CacheConfig::with_prefix(self.prefix.clone()),
-        )
-        .await
-        .expect("redis connects");
+        let cache = crate::redis_cache(redis_url, self.prefix.clone()).await;
         ProductService::with_config(db, cache, config)
             .await
             .expect("service")
@@ -114,11 +102,7 @@ impl Fixture {
     /// Runs `sql` on the fixture's database over a separate connection, behind the
     /// service's back, as an admin tool would: only the outbox triggers see it.
     pub async fn raw_sql(&self, sql: &str) {
-        let db = Database::connect(&self.database_url)
-            .await
-            .expect("separate connection");
-        db.execute_unprepared(sql).await.expect("raw SQL runs");
-        db.close().await.expect("closes");
+        crate::raw_sql(&self.database_url, sql).await;
     }
 
     /// The private Redis of a fixture that [`has_private_redis`](Self::has_private_redis),
@@ -309,12 +293,7 @@ pub async fn service_over(
     let url = crate::sqlite_url(dir.path(), "products.db");
     let db = product_service::connect(&url).await.expect("database");
     product_service::migrate(&db).await.expect("migrate");
-    let cache = CacheService::connect_redis(
-        &RedisConfig::new(redis_url),
-        CacheConfig::with_prefix(unique_prefix(test)),
-    )
-    .await
-    .expect("Redis connects");
+    let cache = crate::redis_cache(redis_url, unique_prefix(test)).await;
     let service = ProductService::new(db, cache).await.expect("service");
     let relay = service.spawn_relay(CoherenceConfig {
         poll_interval: std::time::Duration::from_millis(50),

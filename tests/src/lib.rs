@@ -11,8 +11,10 @@
 //! - [`postgres_url_or_skip`]: a fresh PostgreSQL database for one test, dropped with its
 //!   [`TestDatabase`] guard.
 //! - [`unique_prefix`]: a cache key prefix no other test uses; [`sqlite_url`]: a
-//!   database file in a test's temporary directory.
-//! - [`redis_client`]: a plain `fred` client, to look at what a test stored.
+//!   database file in a test's temporary directory; [`raw_sql`]: a write behind the
+//!   services' back.
+//! - [`redis_client`]: a plain `fred` client, to look at what a test stored;
+//!   [`redis_cache`]: a cache service over a Redis, under a prefix.
 //! - [`binary`]: the real `api-server` executable as a child process
 //!   ([`api_server_or_skip`], [`api_server_command`], [`start_server`]).
 //! - [`wait_until`] / [`eventually`]: polling a condition with a time limit, and
@@ -81,8 +83,8 @@ pub use binary::{api_server_binary, api_server_command, api_server_or_skip, star
 pub use postgres::{TestDatabase, postgres_url_or_skip, with_database};
 pub(crate) use redis::resp_command;
 pub use redis::{
-    RedisServer, delete_keys_with_prefix, redis_client, redis_server_or_skip, redis_url_or_skip,
-    unused_port,
+    RedisServer, delete_keys_with_prefix, redis_cache, redis_client, redis_server_or_skip,
+    redis_url_or_skip, unused_port,
 };
 pub use wait::{end_storm, eventually, wait_until};
 
@@ -116,6 +118,18 @@ pub fn test_name() -> String {
         .name()
         .unwrap_or("integration test")
         .to_owned()
+}
+
+/// Runs `sql` on the database at `database_url` over a connection of its own, behind the
+/// back of every service on it, as an admin tool would: only triggers see it (and on
+/// PostgreSQL its commit notifies the relays).
+pub async fn raw_sql(database_url: &str, sql: &str) {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(database_url)
+        .await
+        .expect("a separate connection");
+    db.execute_unprepared(sql).await.expect("the raw SQL runs");
+    db.close().await.expect("closes");
 }
 
 /// Whether this run is in CI (`CI=true` or `CI=1`), where skipping is a failure.

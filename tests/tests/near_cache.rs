@@ -72,12 +72,7 @@ async fn setup_with(test: &str, config: &NearCacheConfig) -> Option<Setup> {
     let redis = redis_server_or_skip(test).await?;
     let prefix = unique_prefix(test);
     let (near, cache) = tracking_near_cache(&redis, &prefix, config).await;
-    let other = CacheService::connect_redis(
-        &RedisConfig::new(redis.url()),
-        CacheConfig::with_prefix(&prefix),
-    )
-    .await
-    .expect("other service");
+    let other = integration_tests::redis_cache(&redis.url(), &prefix).await;
     Some(Setup {
         near,
         cache,

@@ -329,12 +329,7 @@ async fn two_instances_share_the_outbox_and_lose_nothing(f: Fixture) {
         product_service::connect(&f.database_url)
             .await
             .expect("second pool"),
-        cache_service::CacheService::connect_redis(
-            &cache_service::RedisConfig::new(f.redis_url.clone()),
-            cache_service::CacheConfig::with_prefix(f.prefix.clone()),
-        )
-        .await
-        .expect("second cache handle"),
+        integration_tests::redis_cache(&f.redis_url, f.prefix.clone()).await,
     )
     .await
     .expect("service");

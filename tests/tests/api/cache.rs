@@ -182,19 +182,27 @@ async fn health_of(app: &TestApp) -> (StatusCode, Value) {
     (status, response.json().await.expect("health is JSON"))
 }
 
+/// A server over a private Redis with product `sku` created, and it and the first list
+/// page read twice each (so both are cached); `None` after a loud skip.
+async fn cached_product_over_private_redis(sku: &str) -> Option<(TestApp, Value)> {
+    let app = spawn_app_with_private_redis().await?;
+    let product = app.create(&new_product(sku)).await;
+    for _ in 0..2 {
+        app.fetch(id_of(&product)).await;
+        app.fetch_page("").await;
+    }
+    Some((app, product))
+}
+
 #[tokio::test]
 async fn with_redis_down_reads_come_from_the_database_writes_succeed_and_health_is_degraded() {
-    let Some(mut app) = spawn_app_with_private_redis().await else {
+    let Some((mut app, product)) = cached_product_over_private_redis("DOWN-1").await else {
         return;
     };
-    let product = app.create(&new_product("DOWN-1")).await;
     let id = id_of(&product);
-    app.fetch(id).await;
-    app.fetch(id).await;
-    app.fetch_page("").await;
     let before = app.metrics().await;
 
-    app.redis_server.as_mut().expect("a private Redis").stop();
+    app.private_redis().stop();
 
     assert_eq!(app.fetch(id).await, product, "GET with Redis down");
     assert_eq!(
@@ -245,11 +253,7 @@ async fn with_redis_down_reads_come_from_the_database_writes_succeed_and_health_
     );
 
     // Redis comes back (empty): reads show the latest writes, health recovers.
-    app.redis_server
-        .as_mut()
-        .expect("a private Redis")
-        .restart()
-        .expect("restarts");
+    app.private_redis().restart().expect("restarts");
     wait_until(Duration::from_secs(10), async || {
         let (status, health) = health_of(&app).await;
         assert_eq!(status, StatusCode::OK, "{health}");
@@ -268,29 +272,16 @@ async fn with_redis_down_reads_come_from_the_database_writes_succeed_and_health_
 /// the outbox relay has applied what is owed.
 #[tokio::test]
 async fn an_invalidation_owed_while_redis_was_frozen_is_applied_when_it_is_back() {
-    let Some(mut app) = spawn_app_with_private_redis().await else {
+    let Some((mut app, product)) = cached_product_over_private_redis("FROZEN-1").await else {
         return;
     };
-    let product = app.create(&new_product("FROZEN-1")).await;
     let id = id_of(&product);
-    app.fetch(id).await;
-    app.fetch(id).await;
-    app.fetch_page("").await;
-    app.fetch_page("").await;
 
-    app.redis_server
-        .as_mut()
-        .expect("a private Redis")
-        .freeze()
-        .expect("freezes");
+    app.private_redis().freeze().expect("freezes");
     let patched = app.patch_product(id, &json!({"stock": 999}), None).await;
     assert_eq!(patched.status(), StatusCode::OK, "PATCH with Redis frozen");
     let patched: Value = patched.json().await.expect("JSON");
-    app.redis_server
-        .as_mut()
-        .expect("a private Redis")
-        .thaw()
-        .expect("thaws");
+    app.private_redis().thaw().expect("thaws");
 
     // Redis still holds version 1; the read must not return it.
     assert_eq!(

@@ -218,6 +218,12 @@ impl TestApp {
         .await;
     }
 
+    /// The private Redis of an app from [`spawn_app_with_private_redis`], to stop,
+    /// freeze or restart.
+    pub fn private_redis(&mut self) -> &mut RedisServer {
+        self.redis_server.as_mut().expect("a private Redis")
+    }
+
     /// Drops the PostgreSQL database under the running server, ending its connections:
     /// a database outage that does not heal.
     pub async fn drop_postgres_database(&mut self) {

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use api_server::import::run;
-use cache_service::{CacheConfig, CacheService, RedisConfig};
 use integration_tests::fixtures::Fixture;
 use product_service::ProductService;
 
@@ -103,12 +102,11 @@ async fn an_import_succeeds_when_redis_dies_and_the_outbox_keeps_the_invalidatio
         .await
         .expect("connects");
     product_service::migrate(&db).await.expect("migrates");
-    let cache = CacheService::connect_redis(
-        &RedisConfig::new(redis.url()),
-        CacheConfig::with_prefix(integration_tests::unique_prefix("import_redis_dies")),
+    let cache = integration_tests::redis_cache(
+        &redis.url(),
+        integration_tests::unique_prefix("import_redis_dies"),
     )
-    .await
-    .expect("redis connects");
+    .await;
     let service = ProductService::new(db.clone(), cache)
         .await
         .expect("service");
