@@ -52,12 +52,15 @@ pub async fn a_group_member_is_read_at_the_current_generation(env: &Env) {
     const MICROS_IN_2001: u64 = 1_000_000_000_000_000;
     let group = env.generation_key("pages");
     let member = env.member_key("pages", "p1");
+    // The member as a reader sees it: the group's generation and the entry stored at it.
+    let read_member = async || {
+        env.backend
+            .get_member(&group, &member)
+            .await
+            .expect("get_member")
+    };
 
-    let (seeded, stored) = env
-        .backend
-        .get_member(&group, &member)
-        .await
-        .expect("get_member");
+    let (seeded, stored) = read_member().await;
     assert!(seeded > MICROS_IN_2001, "seeded from the clock: {seeded}");
     assert_eq!(stored, None, "nothing stored yet");
     assert_eq!(
@@ -76,20 +79,12 @@ pub async fn a_group_member_is_read_at_the_current_generation(env: &Env) {
         Lookup::Leased
     );
     env.backend.fill(&key, A, &page, TTL).await.expect("fill");
-    let (generation, stored) = env
-        .backend
-        .get_member(&group, &member)
-        .await
-        .expect("get_member");
+    let (generation, stored) = read_member().await;
     assert_eq!(generation, seeded);
     assert_eq!(stored.as_deref(), Some(&page[..]), "the member's entry");
 
     let bumped = bump(env, &group).await;
-    let (generation, stored) = env
-        .backend
-        .get_member(&group, &member)
-        .await
-        .expect("get_member");
+    let (generation, stored) = read_member().await;
     assert_eq!(generation, bumped);
     assert_eq!(stored, None, "the new generation has no entry yet");
 }
