@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cache_service::{CacheConfig, CacheService, RedisConfig, RelayHandle};
+use cache_service::RelayHandle;
 use fred::prelude::{Client, KeysInterface};
 use product_service::{
     Category, CoherenceConfig, Description, NewProduct, PageQuery, PriceCents, Product, ProductId,
@@ -35,10 +35,7 @@ pub struct Fixture {
 impl Fixture {
     pub async fn sqlite(test: &str) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("products.db").display()
-        );
+        let url = crate::sqlite_url(dir.path(), "products.db");
         Self::build(test, &url, None, Some(dir)).await
     }
 
@@ -62,12 +59,7 @@ impl Fixture {
         product_service::migrate(&db)
             .await
             .expect("migrations apply");
-        let cache = CacheService::connect_redis(
-            &RedisConfig::new(redis_url.clone()),
-            CacheConfig::with_prefix(prefix.clone()),
-        )
-        .await
-        .expect("redis connects");
+        let cache = crate::redis_cache(&redis_url, prefix.clone()).await;
         let redis = crate::redis_client(&redis_url).await.expect("client");
         Some(Self {
             service: ProductService::new(db, cache).await.expect("service"),
@@ -92,12 +84,7 @@ impl Fixture {
         let db = product_service::connect(&self.database_url)
             .await
             .expect("database connects");
-        let cache = CacheService::connect_redis(
-            &RedisConfig::new(redis_url),
-            CacheConfig::with_prefix(self.prefix.clone()),
-        )
-        .await
-        .expect("redis connects");
+        let cache = crate::redis_cache(redis_url, self.prefix.clone()).await;
         ProductService::with_config(db, cache, config)
             .await
             .expect("service")
@@ -110,6 +97,18 @@ impl Fixture {
         self.redis_server.is_some()
             || crate::skip::<()>(test, "needs a private redis-server (unset TEST_REDIS_URL)")
                 .is_some()
+    }
+
+    /// Runs `sql` on the fixture's database over a separate connection, behind the
+    /// service's back, as an admin tool would: only the outbox triggers see it.
+    pub async fn raw_sql(&self, sql: &str) {
+        crate::raw_sql(&self.database_url, sql).await;
+    }
+
+    /// The private Redis of a fixture that [`has_private_redis`](Self::has_private_redis),
+    /// to stop, freeze or restart.
+    pub fn private_redis(&mut self) -> &mut RedisServer {
+        self.redis_server.as_mut().expect("a private Redis")
     }
 
     /// The service's relay, polling the outbox every `poll_interval`.
@@ -134,6 +133,15 @@ impl Fixture {
             .find_by_id(self::id(id))
             .await
             .expect("read through the service")
+    }
+
+    /// Whether the service reads product `id` at `price` now (`false` on any error), for
+    /// polling with [`eventually`](crate::eventually).
+    pub async fn serves_price(&self, id: i64, price: i64) -> bool {
+        self.service
+            .find_by_id(self::id(id))
+            .await
+            .is_ok_and(|p| p.price_cents == price)
     }
 
     /// Sets product `id`'s price through the service, with no version condition.
@@ -282,18 +290,10 @@ pub async fn service_over(
     tempfile::TempDir,
 ) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("products.db").display()
-    );
+    let url = crate::sqlite_url(dir.path(), "products.db");
     let db = product_service::connect(&url).await.expect("database");
     product_service::migrate(&db).await.expect("migrate");
-    let cache = CacheService::connect_redis(
-        &RedisConfig::new(redis_url),
-        CacheConfig::with_prefix(unique_prefix(test)),
-    )
-    .await
-    .expect("Redis connects");
+    let cache = crate::redis_cache(redis_url, unique_prefix(test)).await;
     let service = ProductService::new(db, cache).await.expect("service");
     let relay = service.spawn_relay(CoherenceConfig {
         poll_interval: std::time::Duration::from_millis(50),

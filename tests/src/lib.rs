@@ -10,8 +10,11 @@
 //!   named by `TEST_REDIS_URL`, or a private server), or a loud skip.
 //! - [`postgres_url_or_skip`]: a fresh PostgreSQL database for one test, dropped with its
 //!   [`TestDatabase`] guard.
-//! - [`unique_prefix`]: a cache key prefix no other test uses.
-//! - [`redis_client`]: a plain `fred` client, to look at what a test stored.
+//! - [`unique_prefix`]: a cache key prefix no other test uses; [`sqlite_url`]: a
+//!   database file in a test's temporary directory; [`raw_sql`]: a write behind the
+//!   services' back.
+//! - [`redis_client`]: a plain `fred` client, to look at what a test stored;
+//!   [`redis_cache`]: a cache service over a Redis, under a prefix.
 //! - [`binary`]: the real `api-server` executable as a child process
 //!   ([`api_server_or_skip`], [`api_server_command`], [`start_server`]).
 //! - [`wait_until`] / [`eventually`]: polling a condition with a time limit, and
@@ -20,7 +23,8 @@
 //! # Layout
 //!
 //! `redis` (private Redis servers and clients), `postgres` (fresh databases), [`binary`],
-//! [`fixtures`] (services over both databases, for [`on_both_databases!`]),
+//! [`fixtures`] (services over both databases, for [`on_database!`] and
+//! [`on_both_databases!`]),
 //! [`tcp_relay`], [`cluster`] and `wait`; every helper is re-exported at the root.
 //!
 //! # Rules every test relies on
@@ -44,33 +48,33 @@ mod postgres;
 mod redis;
 mod wait;
 
-/// Runs each `async fn scenario(f: Fixture)` twice, as `sqlite::scenario` and
-/// `postgres::scenario`, each on a fresh [`fixtures::Fixture`] named
-/// `{prefix}{db}_{scenario}`.
+/// Runs each `async fn scenario(f: Fixture)` as the test `{module}::scenario`, on a fresh
+/// [`fixtures::Fixture`] from `Fixture::{db}` (`sqlite` or `postgres`) named
+/// `{prefix}{db}_{scenario}`: `on_database!(on_sqlite = sqlite, "jobs_": a, b)`.
 /// A database or Redis that is not available skips the test loudly (fails in CI).
+#[macro_export]
+macro_rules! on_database {
+    ($module:ident = $db:ident, $prefix:literal: $($scenario:ident),* $(,)?) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    if let Some(f) = $crate::fixtures::Fixture::$db(concat!($prefix, stringify!($db), "_", stringify!($scenario))).await {
+                        super::$scenario(f).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Runs each `async fn scenario(f: Fixture)` twice, as `sqlite::scenario` and
+/// `postgres::scenario` (see [`on_database!`]).
 #[macro_export]
 macro_rules! on_both_databases {
     ($prefix:literal: $($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    if let Some(f) = $crate::fixtures::Fixture::sqlite(concat!($prefix, "sqlite_", stringify!($scenario))).await {
-                        super::$scenario(f).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    if let Some(f) = $crate::fixtures::Fixture::postgres(concat!($prefix, "postgres_", stringify!($scenario))).await {
-                        super::$scenario(f).await;
-                    }
-                }
-            )*
-        }
+        $crate::on_database!(sqlite = sqlite, $prefix: $($scenario),*);
+        $crate::on_database!(postgres = postgres, $prefix: $($scenario),*);
     };
 }
 pub mod tcp_relay;
@@ -79,8 +83,8 @@ pub use binary::{api_server_binary, api_server_command, api_server_or_skip, star
 pub use postgres::{TestDatabase, postgres_url_or_skip, with_database};
 pub(crate) use redis::resp_command;
 pub use redis::{
-    RedisServer, delete_keys_with_prefix, redis_client, redis_server_or_skip, redis_url_or_skip,
-    unused_port,
+    RedisServer, delete_keys_with_prefix, redis_cache, redis_client, redis_server_or_skip,
+    redis_url_or_skip, unused_port,
 };
 pub use wait::{end_storm, eventually, wait_until};
 
@@ -100,6 +104,32 @@ pub fn unique_prefix(name: &str) -> String {
         .take(40)
         .collect();
     format!("it_{name}_{:08x}", rand::random::<u32>())
+}
+
+/// The URL of the SQLite file `file` in `dir`, created on first connect (`mode=rwc`).
+pub fn sqlite_url(dir: &std::path::Path, file: &str) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join(file).display())
+}
+
+/// The name of the running test (libtest names each test's thread after it), for skip
+/// notices and key prefixes.
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("integration test")
+        .to_owned()
+}
+
+/// Runs `sql` on the database at `database_url` over a connection of its own, behind the
+/// back of every service on it, as an admin tool would: only triggers see it (and on
+/// PostgreSQL its commit notifies the relays).
+pub async fn raw_sql(database_url: &str, sql: &str) {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(database_url)
+        .await
+        .expect("a separate connection");
+    db.execute_unprepared(sql).await.expect("the raw SQL runs");
+    db.close().await.expect("closes");
 }
 
 /// Whether this run is in CI (`CI=true` or `CI=1`), where skipping is a failure.

@@ -358,6 +358,17 @@ pub async fn redis_client(url: &str) -> Result<fred::prelude::Client, fred::erro
     Ok(client)
 }
 
+/// A [`CacheService`](cache_service::CacheService) over the Redis at `url` with its keys
+/// under `prefix` and default settings otherwise; panics if Redis does not answer.
+pub async fn redis_cache(url: &str, prefix: impl Into<String>) -> cache_service::CacheService {
+    cache_service::CacheService::connect_redis(
+        &cache_service::RedisConfig::new(url),
+        cache_service::CacheConfig::with_prefix(prefix),
+    )
+    .await
+    .expect("Redis connects")
+}
+
 /// Deletes every key that starts with `prefix` and returns how many there were: the
 /// cleanup of a test that ran on a shared Redis (`TEST_REDIS_URL`). Uses `SCAN`, which is
 /// fine in a test and is exactly what the cache itself must never do.

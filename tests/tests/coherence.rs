@@ -21,6 +21,13 @@ integration_tests::on_both_databases!("coherence_":
     a_write_through_a_process_cut_off_from_redis_is_read_at_once_by_another,
     an_import_after_a_redis_restart_reaches_the_servers_new_epoch,
 );
+integration_tests::on_database!(on_sqlite = sqlite, "coherence_":
+    on_sqlite_insert_or_replace_invalidates_the_cached_copy,
+    the_eviction_policy_of_redis_is_checked,
+);
+integration_tests::on_database!(on_postgres = postgres, "coherence_":
+    a_relay_keeps_reads_held_while_another_relay_holds_owed_rows,
+);
 
 /// A long poll: in these tests only a wake-up (a write's, `NOTIFY`, a reconnection) can
 /// make a relay run in time.
@@ -29,15 +36,6 @@ fn slow_relay() -> CoherenceConfig {
         poll_interval: Duration::from_secs(60),
         ..CoherenceConfig::default()
     }
-}
-
-/// A write made with plain SQL on a separate connection, as an admin tool would.
-async fn raw_sql(database_url: &str, sql: &str) {
-    let db = Database::connect(database_url)
-        .await
-        .expect("separate connection");
-    db.execute_unprepared(sql).await.expect("raw SQL runs");
-    db.close().await.expect("closes");
 }
 
 async fn cached_price(f: &Fixture, product: i64) -> i64 {
@@ -54,13 +52,10 @@ async fn raw_sql_that_lowers_a_version_still_invalidates_the_cached_copy(f: Fixt
     assert_eq!(cached_price(&f, p.id).await, 300);
     assert!(f.is_cached(p.id).await, "v3 is cached");
 
-    raw_sql(
-        &f.database_url,
-        &format!(
-            "UPDATE product SET price_cents = 7, version = 1 WHERE id = {}",
-            p.id
-        ),
-    )
+    f.raw_sql(&format!(
+        "UPDATE product SET price_cents = 7, version = 1 WHERE id = {}",
+        p.id
+    ))
     .await;
     f.service.relay(100).drain().await.expect("drain");
 
@@ -83,10 +78,10 @@ async fn changing_a_product_id_with_raw_sql_invalidates_the_old_id(f: Fixture) {
     // The new id was read while absent: "absent" is cached for it.
     assert!(f.service.find_by_id(id(new_id)).await.is_err());
 
-    raw_sql(
-        &f.database_url,
-        &format!("UPDATE product SET id = {new_id} WHERE id = {}", p.id),
-    )
+    f.raw_sql(&format!(
+        "UPDATE product SET id = {new_id} WHERE id = {}",
+        p.id
+    ))
     .await;
     f.service.relay(100).drain().await.expect("drain");
 
@@ -204,11 +199,7 @@ async fn an_import_after_a_redis_restart_reaches_the_servers_new_epoch(mut f: Fi
     assert_eq!(cached_price(&f, p.id).await, 100);
 
     let before = f.service.cache().epoch();
-    f.redis_server
-        .as_mut()
-        .expect("private Redis")
-        .restart()
-        .expect("restart");
+    f.private_redis().restart().expect("restart");
     // The reconnection wakes the relay, which moves to the new epoch.
     let deadline = Instant::now() + Duration::from_secs(10);
     while f.service.cache().epoch() == before || f.service.cache().is_degraded() {
@@ -252,17 +243,13 @@ fn redis_addr(url: &str) -> std::net::SocketAddr {
 
 /// Audit item 3: a relay whose `SKIP LOCKED` select found nothing, because another relay
 /// held the owed rows, reopened reads before those rows were applied.
-#[tokio::test]
-async fn a_relay_keeps_reads_held_while_another_relay_holds_owed_rows() {
-    let Some(f) = Fixture::postgres("coherence_held_rows").await else {
-        return;
-    };
+async fn a_relay_keeps_reads_held_while_another_relay_holds_owed_rows(f: Fixture) {
     let p = f.create("HELD-1", 100).await;
     // A change from outside the service: it is owed until a relay applies it.
-    raw_sql(
-        &f.database_url,
-        &format!("UPDATE product SET price_cents = 5 WHERE id = {}", p.id),
-    )
+    f.raw_sql(&format!(
+        "UPDATE product SET price_cents = 5 WHERE id = {}",
+        p.id
+    ))
     .await;
     // Another relay's transaction: it holds every owed row.
     let other = Database::connect(&f.database_url).await.expect("connect");
@@ -298,25 +285,18 @@ async fn a_relay_keeps_reads_held_while_another_relay_holds_owed_rows() {
 
 /// SQLite's `INSERT OR REPLACE` replaces a row without its delete trigger: the re-created
 /// row, at version 1, used to be taken as "already applied" (the fence was higher).
-#[tokio::test]
-async fn on_sqlite_insert_or_replace_invalidates_the_cached_copy() {
-    let Some(f) = Fixture::sqlite("coherence_insert_or_replace").await else {
-        return;
-    };
+async fn on_sqlite_insert_or_replace_invalidates_the_cached_copy(f: Fixture) {
     let p = f.create("REPL-1", 100).await;
     f.patch_price(p.id, 200).await;
     assert_eq!(cached_price(&f, p.id).await, 200);
     assert!(f.is_cached(p.id).await);
 
-    raw_sql(
-        &f.database_url,
-        &format!(
-            "INSERT OR REPLACE INTO product (id, sku, name, description, price_cents, stock, \
+    f.raw_sql(&format!(
+        "INSERT OR REPLACE INTO product (id, sku, name, description, price_cents, stock, \
              category, version, created_at, updated_at) VALUES ({}, 'REPL-1', 'Restored', '', 9, \
              1, '', 1, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
-            p.id
-        ),
-    )
+        p.id
+    ))
     .await;
     f.service.relay(100).drain().await.expect("drain");
     assert_eq!(
@@ -339,11 +319,7 @@ async fn set_eviction_policy(f: &Fixture, policy: &str) {
 }
 
 /// Audit item 6: an eviction policy that may drop fences and leases is reported.
-#[tokio::test]
-async fn the_eviction_policy_of_redis_is_checked() {
-    let Some(f) = Fixture::sqlite("coherence_eviction").await else {
-        return;
-    };
+async fn the_eviction_policy_of_redis_is_checked(f: Fixture) {
     set_eviction_policy(&f, "volatile-lru").await;
     assert_eq!(
         f.service
@@ -362,10 +338,7 @@ async fn the_eviction_policy_of_redis_is_checked() {
 #[tokio::test]
 async fn an_in_process_cache_refuses_to_share_its_database() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("products.db").display()
-    );
+    let url = integration_tests::sqlite_url(dir.path(), "products.db");
     let service = async |db| {
         let cache =
             CacheService::in_memory(CacheConfig::with_prefix("shared"), 1000).expect("cache");
@@ -489,7 +462,7 @@ async fn any_table_gets_the_outbox_triggers() {
 #[tokio::test]
 async fn registrations_of_long_gone_processes_are_forgotten() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+    let url = integration_tests::sqlite_url(dir.path(), "r.db");
     let db = product_service::connect(&url).await.expect("connect");
     product_service::migrate(&db).await.expect("migrate");
     let two_hours_ago = std::time::SystemTime::now()
@@ -541,10 +514,7 @@ async fn reinstalling_triggers_on_a_pooled_sqlite_file_never_meets_a_stale_schem
     const POOL: u32 = 8;
     for round in 0..20 {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("items.db").display()
-        );
+        let url = integration_tests::sqlite_url(dir.path(), "items.db");
         let mut options = sea_orm::ConnectOptions::new(url);
         options.max_connections(POOL).min_connections(POOL);
         let db = Database::connect(options).await.expect("connect");

@@ -6,6 +6,17 @@ use std::time::{Duration, Instant};
 use integration_tests::fixtures::{Fixture, create_products, first_page, new_product};
 use product_service::{Category, JobConfig, JobStatus, ProductService, RepriceJob, RepricePercent};
 
+integration_tests::on_database!(on_sqlite = sqlite, "jobs_":
+    a_job_reprices_its_category_and_the_cache_shows_it_at_once,
+    a_job_survives_a_restart_in_the_middle_and_reprices_each_product_once,
+    two_workers_run_each_job_once,
+    a_job_that_would_break_a_price_rule_fails_and_keeps_its_committed_batches,
+);
+integration_tests::on_database!(on_postgres = postgres, "jobs_":
+    overlapping_batches_of_a_slow_worker_and_its_successor_apply_once_on_postgres,
+);
+integration_tests::on_both_databases!("jobs_": a_worker_that_lost_its_job_changes_nothing_more);
+
 async fn wait_for(
     service: &ProductService,
     job: &str,
@@ -66,11 +77,7 @@ fn quick() -> JobConfig {
     }
 }
 
-#[tokio::test]
-async fn a_job_reprices_its_category_and_the_cache_shows_it_at_once() {
-    let Some(f) = Fixture::sqlite("job_reprices").await else {
-        return;
-    };
+async fn a_job_reprices_its_category_and_the_cache_shows_it_at_once(f: Fixture) {
     let ids = create_products(&f.service, "J", 25, 1000).await;
     let mut other = new_product("OTHER-1", 1000);
     other.category = Category::parse("other").expect("valid");
@@ -119,11 +126,7 @@ async fn a_job_reprices_its_category_and_the_cache_shows_it_at_once() {
     );
 }
 
-#[tokio::test]
-async fn a_job_survives_a_restart_in_the_middle_and_reprices_each_product_once() {
-    let Some(f) = Fixture::sqlite("job_restart").await else {
-        return;
-    };
+async fn a_job_survives_a_restart_in_the_middle_and_reprices_each_product_once(f: Fixture) {
     create_products(&f.service, "R", 60, 1000).await;
     let slow = JobConfig {
         batch_pause: Duration::from_millis(100),
@@ -169,11 +172,7 @@ async fn a_job_survives_a_restart_in_the_middle_and_reprices_each_product_once()
     );
 }
 
-#[tokio::test]
-async fn two_workers_run_each_job_once() {
-    let Some(f) = Fixture::sqlite("two_workers").await else {
-        return;
-    };
+async fn two_workers_run_each_job_once(f: Fixture) {
     create_products(&f.service, "W", 30, 1000).await;
     let a = f.service.spawn_job_worker(quick());
     let b = f.service.spawn_job_worker(quick());
@@ -201,11 +200,7 @@ async fn two_workers_run_each_job_once() {
     );
 }
 
-#[tokio::test]
-async fn a_job_that_would_break_a_price_rule_fails_and_keeps_its_committed_batches() {
-    let Some(f) = Fixture::sqlite("job_fails").await else {
-        return;
-    };
+async fn a_job_that_would_break_a_price_rule_fails_and_keeps_its_committed_batches(f: Fixture) {
     create_products(&f.service, "F", 15, 1000).await;
     let huge = f.create("F-HUGE", 500_000_000_000).await;
 
@@ -281,6 +276,24 @@ async fn claim(f: &Fixture, who: &str) -> product_service::jobs::JobClaim {
         .unwrap_or_else(|| panic!("{who}: no job to claim"))
 }
 
+/// Claims job `job` as a worker would (`who` says which) and commits one batch of 10,
+/// not its last.
+async fn claim_and_commit_a_batch(
+    f: &Fixture,
+    who: &str,
+    job: &str,
+) -> product_service::jobs::JobClaim {
+    let claim = claim(f, who).await;
+    assert_eq!(claim.job_id(), job, "{who}");
+    let last = f
+        .service
+        .run_batch_for_test(&claim, 10)
+        .await
+        .unwrap_or_else(|e| panic!("{who}: its batch: {e}"));
+    assert!(!last, "{who}: its batch was not the last");
+    claim
+}
+
 /// Runs the batches of `claim`'s job, `batch` products each, until the job is done.
 async fn run_to_the_end(f: &Fixture, claim: &product_service::jobs::JobClaim, batch: u64) {
     let mut batches = 0;
@@ -309,23 +322,9 @@ async fn a_worker_that_lost_its_job_changes_nothing_more(f: Fixture) {
 
     // Worker A claims the job and commits one batch, then stalls (a long GC pause, a
     // slow disk): its heartbeat expires and worker B takes the job over.
-    let a = claim(&f, "A claims the job").await;
-    assert_eq!(a.job_id(), job.id);
-    assert!(
-        !f.service
-            .run_batch_for_test(&a, 10)
-            .await
-            .expect("A's batch")
-    );
+    let a = claim_and_commit_a_batch(&f, "A claims the job", &job.id).await;
     age_heartbeat(&db, &job.id).await;
-    let b = claim(&f, "B takes the abandoned job over").await;
-    assert_eq!(b.job_id(), job.id);
-    assert!(
-        !f.service
-            .run_batch_for_test(&b, 10)
-            .await
-            .expect("B's batch")
-    );
+    let b = claim_and_commit_a_batch(&f, "B takes the abandoned job over", &job.id).await;
 
     // A wakes up: its next batch, and its requeue at shutdown, must find the job gone.
     let before = prices(&db).await;
@@ -363,20 +362,6 @@ async fn a_worker_that_lost_its_job_changes_nothing_more(f: Fixture) {
     );
 }
 
-#[tokio::test]
-async fn a_worker_that_lost_its_job_changes_nothing_more_on_sqlite() {
-    if let Some(f) = Fixture::sqlite("job_lost_sqlite").await {
-        a_worker_that_lost_its_job_changes_nothing_more(f).await;
-    }
-}
-
-#[tokio::test]
-async fn a_worker_that_lost_its_job_changes_nothing_more_on_postgres() {
-    if let Some(f) = Fixture::postgres("job_lost_postgres").await {
-        a_worker_that_lost_its_job_changes_nothing_more(f).await;
-    }
-}
-
 /// Waits until `n` sessions of this database wait for a lock.
 async fn wait_for_lock_waiters(db: &sea_orm::DatabaseConnection, n: i64) {
     use sea_orm::{ConnectionTrait, Statement};
@@ -406,12 +391,8 @@ async fn wait_for_lock_waiters(db: &sea_orm::DatabaseConnection, n: i64) {
 /// reprices them again. Both used to commit (prices ×1.1²); A's batch must roll back,
 /// whichever of the two gets the rows first. (On SQLite batches cannot overlap: each is
 /// an immediate transaction, which the test above covers.)
-#[tokio::test]
-async fn overlapping_batches_of_a_slow_worker_and_its_successor_apply_once_on_postgres() {
+async fn overlapping_batches_of_a_slow_worker_and_its_successor_apply_once_on_postgres(f: Fixture) {
     use sea_orm::{ConnectionTrait, TransactionTrait};
-    let Some(f) = Fixture::postgres("job_overlap_postgres").await else {
-        return;
-    };
     create_products(&f.service, "O", 10, 1000).await;
     let db = raw(&f).await;
     let job = enqueue(&f, category("cat"), 10.0).await;

@@ -30,7 +30,7 @@ async fn a_miss_whose_lease_fails_is_counted_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let settings = Settings {
         bind: "127.0.0.1:0".parse().expect("address"),
-        database_url: format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display()),
+        database_url: integration_tests::sqlite_url(dir.path(), "m.db"),
         redis_url: Some(redis.url()),
         cache_prefix: unique_prefix("metrics_once"),
         cache_ttl_secs: 300,

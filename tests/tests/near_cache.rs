@@ -72,12 +72,7 @@ async fn setup_with(test: &str, config: &NearCacheConfig) -> Option<Setup> {
     let redis = redis_server_or_skip(test).await?;
     let prefix = unique_prefix(test);
     let (near, cache) = tracking_near_cache(&redis, &prefix, config).await;
-    let other = CacheService::connect_redis(
-        &RedisConfig::new(redis.url()),
-        CacheConfig::with_prefix(&prefix),
-    )
-    .await
-    .expect("other service");
+    let other = integration_tests::redis_cache(&redis.url(), &prefix).await;
     Some(Setup {
         near,
         cache,
@@ -97,6 +92,27 @@ async fn read(cache: &CacheService, key: &CacheKey, version: u64) -> u64 {
         .version
 }
 
+/// The storm tests' "database": each key's current version, all at 1.
+fn versions(keys: u64) -> Arc<Vec<AtomicU64>> {
+    Arc::new((0..keys).map(|_| AtomicU64::new(1)).collect())
+}
+
+/// Item `k`'s version as `cache` reads it, loading the current one from `db` on a miss.
+async fn read_current(cache: &CacheService, db: &[AtomicU64], k: u64) -> u64 {
+    let key = cache.key(ITEM, k);
+    let load = || async {
+        Ok::<_, std::convert::Infallible>(Some(Item {
+            version: db[k as usize].load(Ordering::SeqCst),
+        }))
+    };
+    cache
+        .get_or_load(&key, load)
+        .await
+        .expect("read")
+        .expect("item")
+        .version
+}
+
 /// [`setup`], with item 1 at v1 read until L1 holds it (the first read fills Redis, the
 /// next ones L1); its key.
 async fn setup_with_item_in_l1(test: &str) -> Option<(Setup, CacheKey)> {
@@ -109,37 +125,33 @@ async fn setup_with_item_in_l1(test: &str) -> Option<(Setup, CacheKey)> {
     Some((setup, key))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invalidation_that_lands_during_an_l1_fill_drops_the_fill() {
-    let Some(setup) = setup("near_fill_race").await else {
-        return;
-    };
+/// [`setup`], with item 1 at v1 in Redis but not yet in L1, and the push its Redis fill
+/// caused applied (so the next fill's counters cannot move before a hook); its key.
+async fn setup_with_item_in_redis_only(test: &str) -> Option<(Setup, CacheKey)> {
+    let setup = setup(test).await?;
     let key = setup.cache.key(ITEM, 1);
-    // v1 in Redis, not yet in L1; the push its Redis fill caused is applied, so the next
-    // fill's counters cannot move before the hook.
     assert_eq!(read(&setup.cache, &key, 1).await, 1);
     assert!(setup.near.barrier_for_tests().await);
     assert!(!setup.near.holds_for_tests(key.as_str()));
+    Some((setup, key))
+}
+
+/// A read of `key` at v1 on a task of its own, for a test to stop in a hook.
+fn spawn_read(setup: &Setup, key: &CacheKey) -> tokio::task::JoinHandle<u64> {
+    let (cache, key) = (setup.cache.clone(), key.clone());
+    tokio::spawn(async move { read(&cache, &key, 1).await })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_that_lands_during_an_l1_fill_drops_the_fill() {
+    let Some((setup, key)) = setup_with_item_in_redis_only("near_fill_race").await else {
+        return;
+    };
 
     // The next read's L1 fill stops between its Redis read (v1) and its insert.
-    let armed = Arc::new(AtomicBool::new(true));
     let (reached, go) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    {
-        let (armed, reached, go) = (armed.clone(), reached.clone(), go.clone());
-        setup.near.on_fill_for_tests(move || {
-            let (armed, reached, go) = (armed.clone(), reached.clone(), go.clone());
-            Box::pin(async move {
-                if armed.swap(false, Ordering::SeqCst) {
-                    reached.notify_one();
-                    go.notified().await;
-                }
-            })
-        });
-    }
-    let reader = {
-        let (cache, key) = (setup.cache.clone(), key.clone());
-        tokio::spawn(async move { read(&cache, &key, 1).await })
-    };
+    setup.near.on_fill_for_tests(stop_once(&reached, &go));
+    let reader = spawn_read(&setup, &key);
     reach(&reached).await;
     // Another process's write lands now; its push is applied before the fill goes on.
     setup.other_writes(&key, 2).await;
@@ -183,13 +195,9 @@ fn stop_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_overtaken_by_an_invalidation_is_never_served_while_it_sits_in_l1() {
-    let Some(setup) = setup("near_fill_overtaken").await else {
+    let Some((setup, key)) = setup_with_item_in_redis_only("near_fill_overtaken").await else {
         return;
     };
-    let key = setup.cache.key(ITEM, 1);
-    assert_eq!(read(&setup.cache, &key, 1).await, 1);
-    assert!(setup.near.barrier_for_tests().await);
-    assert!(!setup.near.holds_for_tests(key.as_str()));
 
     // The next read's fill (v1) passes its first look at the counters and stops; a write
     // lands and its push is applied; then the fill inserts v1 and stops again before its
@@ -202,16 +210,9 @@ async fn a_fill_overtaken_by_an_invalidation_is_never_served_while_it_sits_in_l1
     setup
         .near
         .after_fill_insert_for_tests(stop_once(&inserted, &go_on));
-    let filler = {
-        let (cache, key) = (setup.cache.clone(), key.clone());
-        tokio::spawn(async move { read(&cache, &key, 1).await })
-    };
+    let filler = spawn_read(&setup, &key);
     reach(&before_insert).await;
-    setup
-        .other
-        .invalidate(&[Invalidation::at_version(key.clone(), 2)])
-        .await
-        .expect("invalidate");
+    setup.other_writes(&key, 2).await;
     assert!(setup.near.barrier_for_tests().await);
     go_insert.notify_one();
     reach(&inserted).await;
@@ -316,12 +317,7 @@ async fn two_instances_read_each_others_writes_at_once_in_a_storm() {
     }
     // The "database": each key's current version.
     const KEYS: u64 = 8;
-    let db: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(1)).collect());
-    let load = |db: Arc<Vec<AtomicU64>>, k: u64| async move {
-        Ok::<_, std::convert::Infallible>(Some(Item {
-            version: db[k as usize].load(Ordering::SeqCst),
-        }))
-    };
+    let db = versions(KEYS);
     let stale = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
@@ -331,11 +327,7 @@ async fn two_instances_read_each_others_writes_at_once_in_a_storm() {
             let cache = &caches[reader % 2];
             while !done.load(Ordering::SeqCst) {
                 for k in 0..KEYS {
-                    let key = cache.key(ITEM, k);
-                    cache
-                        .get_or_load(&key, || load(db.clone(), k))
-                        .await
-                        .expect("read");
+                    read_current(cache, &db, k).await;
                 }
             }
         }));
@@ -351,12 +343,7 @@ async fn two_instances_read_each_others_writes_at_once_in_a_storm() {
                     mine.invalidate(&[Invalidation::at_version(mine.key(ITEM, k), version)])
                         .await
                         .expect("invalidate");
-                    let read = theirs
-                        .get_or_load(&theirs.key(ITEM, k), || load(db.clone(), k))
-                        .await
-                        .expect("read")
-                        .expect("item")
-                        .version;
+                    let read = read_current(theirs, &db, k).await;
                     if read < version {
                         stale.fetch_add(1, Ordering::SeqCst);
                     }
@@ -443,17 +430,12 @@ async fn bounded_mode_reflects_every_write_older_than_its_bound_and_measures_its
     // late as it may), so only the rounds' timing keeps reads within the bound.
     assert!(near.apply_pushes_at_once_for_tests(false).await);
     // The "database", and when each version's write returned (index: version - 1).
-    let db: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(1)).collect());
+    let db = versions(KEYS);
     let acked: Arc<Vec<std::sync::Mutex<Vec<Instant>>>> = Arc::new(
         (0..KEYS)
             .map(|_| std::sync::Mutex::new(vec![Instant::now()]))
             .collect(),
     );
-    let load = |db: Arc<Vec<AtomicU64>>, k: u64| async move {
-        Ok::<_, std::convert::Infallible>(Some(Item {
-            version: db[k as usize].load(Ordering::SeqCst),
-        }))
-    };
     let done = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
     for _ in 0..3 {
@@ -465,12 +447,7 @@ async fn bounded_mode_reflects_every_write_older_than_its_bound_and_measures_its
             while !done.load(Ordering::SeqCst) {
                 for k in 0..KEYS {
                     let began = Instant::now();
-                    let version = reader
-                        .get_or_load(&reader.key(ITEM, k), || load(db.clone(), k))
-                        .await
-                        .expect("read")
-                        .expect("item")
-                        .version;
+                    let version = read_current(&reader, &db, k).await;
                     reads += 1;
                     let acks = acked[k as usize].lock().expect("acks").clone();
                     let newer = acks.get(version as usize).filter(|&&at| at < began);
@@ -499,12 +476,7 @@ async fn bounded_mode_reflects_every_write_older_than_its_bound_and_measures_its
     // Past the bound, the last writes are read.
     tokio::time::sleep(BOUND).await;
     for k in 0..KEYS {
-        let version = reader
-            .get_or_load(&reader.key(ITEM, k), || load(db.clone(), k))
-            .await
-            .expect("read")
-            .expect("item")
-            .version;
+        let version = read_current(&reader, &db, k).await;
         assert_eq!(version, db[k as usize].load(Ordering::SeqCst));
     }
     done.store(true, Ordering::SeqCst);

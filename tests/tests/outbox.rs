@@ -3,11 +3,20 @@
 
 use std::time::{Duration, Instant};
 
-use fred::prelude::{ClientLike, KeysInterface};
-use integration_tests::eventually;
+use fred::prelude::ClientLike;
 use integration_tests::fixtures::{Fixture, create_products, id};
+use integration_tests::{eventually, test_name};
 use product_service::{CoherenceConfig, Product, ProductService, RelayHandle};
-use sea_orm::{ConnectionTrait, Database};
+
+integration_tests::on_database!(on_sqlite = sqlite, "outbox_":
+    raw_sql_deletes_and_inserts_owe_invalidations_too,
+    replaying_an_applied_invalidation_costs_no_load,
+    invalidations_owed_before_a_crash_are_applied_at_the_next_start,
+);
+integration_tests::on_database!(on_postgres = postgres, "outbox_":
+    on_postgres_only_writes_from_outside_the_service_notify_the_relays,
+    two_instances_share_the_outbox_and_lose_nothing,
+);
 
 /// Reads product `product` until it is cached (the relay's first pass may hold reads).
 async fn warm(f: &Fixture, product: i64) {
@@ -22,11 +31,11 @@ async fn warm(f: &Fixture, product: i64) {
 /// or a failure in CI, without one), its relay polling every `poll_interval`, and a
 /// product at 100, cached.
 async fn cached_product_over_private_redis(
-    test: &str,
     poll_interval: Duration,
 ) -> Option<(Fixture, RelayHandle, Product)> {
-    let f = Fixture::sqlite(test).await?;
-    if !f.has_private_redis(test) {
+    let test = test_name();
+    let f = Fixture::sqlite(&test).await?;
+    if !f.has_private_redis(&test) {
         return None;
     }
     let relay = f.spawn_relay_polling(poll_interval);
@@ -35,22 +44,47 @@ async fn cached_product_over_private_redis(
     Some((f, relay, p))
 }
 
-/// Takes an RDB snapshot of the fixture's Redis, as a persistent Redis would.
-async fn save_snapshot(f: &Fixture) {
+/// [`cached_product_over_private_redis`], then an RDB snapshot of its Redis (as a
+/// persistent Redis takes) that still holds the product at 100.
+async fn snapshot_of_a_cached_product(
+    poll_interval: Duration,
+) -> Option<(Fixture, RelayHandle, Product)> {
+    let (f, relay, p) = cached_product_over_private_redis(poll_interval).await?;
     let _: () = f
         .redis
         .custom(fred::cmd!("SAVE"), Vec::<String>::new())
         .await
         .expect("SAVE");
+    Some((f, relay, p))
 }
 
-/// A write made with plain SQL on a separate connection, as an admin tool would.
-async fn raw_sql(database_url: &str, sql: &str) {
-    let db = Database::connect(database_url)
-        .await
-        .expect("separate connection");
-    db.execute_unprepared(sql).await.expect("raw SQL runs");
-    db.close().await.expect("closes");
+/// Restarts the fixture's Redis from its RDB file and checks that the snapshot brought
+/// product `product`'s entry (`entry`, for the failure message) back.
+async fn restart_from_snapshot(f: &mut Fixture, product: i64, entry: &str) {
+    f.private_redis()
+        .restart()
+        .expect("restart from the RDB file");
+    assert!(
+        f.is_cached(product).await,
+        "the snapshot brought {entry} back"
+    );
+}
+
+/// Reads product `product` every 10 ms for `window`, asserting each read is at `price`
+/// and never `stale` (what the failure message calls the value it must not see).
+async fn assert_read_at_price_throughout(
+    f: &Fixture,
+    product: i64,
+    price: i64,
+    window: Duration,
+    stale: &str,
+) {
+    let started = Instant::now();
+    while started.elapsed() < window {
+        let read = f.read(product).await;
+        assert_eq!(read.price_cents, price, "never {stale}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn a_raw_sql_update_reaches_the_cache(f: Fixture, poll_interval: Duration) {
@@ -59,20 +93,14 @@ async fn a_raw_sql_update_reaches_the_cache(f: Fixture, poll_interval: Duration)
     assert_eq!(f.read(p.id).await.price_cents, 100);
 
     // No version bump in the statement: the trigger bumps it.
-    raw_sql(
-        &f.database_url,
-        &format!("UPDATE product SET price_cents = 555 WHERE id = {}", p.id),
-    )
+    f.raw_sql(&format!(
+        "UPDATE product SET price_cents = 555 WHERE id = {}",
+        p.id
+    ))
     .await;
 
     let committed = Instant::now();
-    let seen = eventually(Duration::from_secs(5), || async {
-        f.service
-            .find_by_id(id(p.id))
-            .await
-            .is_ok_and(|p| p.price_cents == 555)
-    })
-    .await;
+    let seen = eventually(Duration::from_secs(5), || f.serves_price(p.id, 555)).await;
     // Reported, not asserted: timings belong in benchmarks.
     println!(
         "raw SQL UPDATE to a fresh cached read: {:?} (relay poll every {poll_interval:?})",
@@ -103,13 +131,9 @@ async fn a_raw_sql_update_on_postgres_reaches_the_cache_through_notify() {
 /// The service invalidates inline, so its writes do not `NOTIFY` (a notifying commit
 /// serialises every concurrent commit on PostgreSQL's notify lock); writes from anyone
 /// else still do.
-#[tokio::test]
-async fn on_postgres_only_writes_from_outside_the_service_notify_the_relays() {
+async fn on_postgres_only_writes_from_outside_the_service_notify_the_relays(f: Fixture) {
     use sea_orm::sqlx::{Connection, postgres::PgConnection, postgres::PgListener};
 
-    let Some(f) = Fixture::postgres("quiet_service_writes").await else {
-        return;
-    };
     let mut listener = PgListener::connect(&f.database_url)
         .await
         .expect("LISTEN connection");
@@ -146,21 +170,14 @@ async fn on_postgres_only_writes_from_outside_the_service_notify_the_relays() {
     );
 }
 
-#[tokio::test]
-async fn raw_sql_deletes_and_inserts_owe_invalidations_too() {
-    let Some(f) = Fixture::sqlite("raw_sql_delete").await else {
-        return;
-    };
+async fn raw_sql_deletes_and_inserts_owe_invalidations_too(f: Fixture) {
     let p = f.create("DEL-1", 1).await;
     f.read(p.id).await;
     let relay = f.service.relay(100);
     relay.drain().await.expect("drain the create");
 
-    raw_sql(
-        &f.database_url,
-        &format!("DELETE FROM product WHERE id = {}", p.id),
-    )
-    .await;
+    f.raw_sql(&format!("DELETE FROM product WHERE id = {}", p.id))
+        .await;
     assert_eq!(
         relay.backlog().await.expect("backlog"),
         1,
@@ -173,11 +190,7 @@ async fn raw_sql_deletes_and_inserts_owe_invalidations_too() {
     );
 }
 
-#[tokio::test]
-async fn replaying_an_applied_invalidation_costs_no_load() {
-    let Some(f) = Fixture::sqlite("replay_is_free").await else {
-        return;
-    };
+async fn replaying_an_applied_invalidation_costs_no_load(f: Fixture) {
     let p = f.create("REP-1", 1).await;
     f.patch_price(p.id, 2).await;
     f.read(p.id).await;
@@ -202,16 +215,13 @@ async fn replaying_an_applied_invalidation_costs_no_load() {
 
 #[tokio::test]
 async fn a_redis_outage_loses_no_invalidation() {
-    let Some((mut f, relay, p)) = cached_product_over_private_redis(
-        "a_redis_outage_loses_no_invalidation",
-        Duration::from_millis(50),
-    )
-    .await
+    let Some((mut f, relay, p)) =
+        cached_product_over_private_redis(Duration::from_millis(50)).await
     else {
         return;
     };
 
-    f.redis_server.as_mut().expect("private").stop();
+    f.private_redis().stop();
     let patched = f.patch_price(p.id, 200).await;
     assert_eq!(patched.price_cents, 200);
     let read = f.read(p.id).await;
@@ -225,11 +235,7 @@ async fn a_redis_outage_loses_no_invalidation() {
         "the invalidation is owed"
     );
 
-    f.redis_server
-        .as_mut()
-        .expect("private")
-        .restart()
-        .expect("restart");
+    f.private_redis().restart().expect("restart");
     let drained = eventually(Duration::from_secs(10), || async {
         f.service.relay(100).backlog().await.is_ok_and(|n| n == 0)
             && !f.service.cache().is_degraded()
@@ -238,11 +244,7 @@ async fn a_redis_outage_loses_no_invalidation() {
     assert!(drained, "the backlog drains and the cache is used again");
     assert_eq!(f.read(p.id).await.price_cents, 200);
     let refilled = eventually(Duration::from_secs(5), || async {
-        f.service
-            .find_by_id(id(p.id))
-            .await
-            .is_ok_and(|p| p.price_cents == 200)
-            && f.is_cached(p.id).await
+        f.serves_price(p.id, 200).await && f.is_cached(p.id).await
     })
     .await;
     assert!(refilled, "reads fill the cache again, with the new value");
@@ -253,40 +255,20 @@ async fn a_redis_outage_loses_no_invalidation() {
 async fn a_redis_restored_from_an_old_snapshot_never_serves_the_old_value() {
     // The relay wakes later than the breaker's 1 s cool-down ends, so reads in between
     // must be held by the resync gate, not by the cool-down.
-    let Some((mut f, relay, p)) = cached_product_over_private_redis(
-        "a_redis_restored_from_an_old_snapshot_never_serves_the_old_value",
-        Duration::from_secs(2),
-    )
-    .await
-    else {
+    let Some((mut f, relay, p)) = snapshot_of_a_cached_product(Duration::from_secs(2)).await else {
         return;
     };
-    save_snapshot(&f).await;
 
-    f.redis_server.as_mut().expect("private").stop();
+    f.private_redis().stop();
     f.patch_price(p.id, 200).await;
-    f.redis_server
-        .as_mut()
-        .expect("private")
-        .restart()
-        .expect("restart from the RDB file");
-    let restored: i64 = f.redis.exists(f.item_key(p.id)).await.expect("EXISTS");
-    assert_eq!(restored, 1, "the snapshot brought the old entry back");
+    restart_from_snapshot(&mut f, p.id, "the old entry").await;
 
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_millis(2500) {
-        let read = f.read(p.id).await;
-        assert_eq!(read.price_cents, 200, "never the old value");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert_read_at_price_throughout(&f, p.id, 200, Duration::from_millis(2500), "the old value")
+        .await;
     relay.shutdown().await;
 }
 
-#[tokio::test]
-async fn invalidations_owed_before_a_crash_are_applied_at_the_next_start() {
-    let Some(f) = Fixture::sqlite("crash_recovery").await else {
-        return;
-    };
+async fn invalidations_owed_before_a_crash_are_applied_at_the_next_start(f: Fixture) {
     let p = f.create("CRASH-1", 1).await;
     f.service
         .relay(100)
@@ -296,63 +278,42 @@ async fn invalidations_owed_before_a_crash_are_applied_at_the_next_start() {
     f.read(p.id).await;
     // A write whose process died between commit and invalidation leaves exactly this: a
     // committed row change and its outbox row, and nothing done in Redis.
-    raw_sql(
-        &f.database_url,
-        &format!("UPDATE product SET price_cents = 9 WHERE id = {}", p.id),
-    )
+    f.raw_sql(&format!(
+        "UPDATE product SET price_cents = 9 WHERE id = {}",
+        p.id
+    ))
     .await;
     assert_eq!(f.read(p.id).await.price_cents, 1, "stale before");
 
     // The next start runs a relay.
     let relay = f.service.spawn_relay(CoherenceConfig::default());
-    let seen = eventually(Duration::from_secs(5), || async {
-        f.service
-            .find_by_id(id(p.id))
-            .await
-            .is_ok_and(|p| p.price_cents == 9)
-    })
-    .await;
+    let seen = eventually(Duration::from_secs(5), || f.serves_price(p.id, 9)).await;
     assert!(seen, "the owed invalidation was applied");
     relay.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_redis_restarted_from_a_snapshot_older_than_an_applied_invalidation_is_not_trusted() {
-    let Some((mut f, relay, p)) = cached_product_over_private_redis(
-        "a_redis_restarted_from_a_snapshot_older_than_an_applied_invalidation_is_not_trusted",
-        Duration::from_millis(50),
-    )
-    .await
+    let Some((mut f, relay, p)) = snapshot_of_a_cached_product(Duration::from_millis(50)).await
     else {
         return;
     };
-    save_snapshot(&f).await;
 
     // While Redis is up: the write is invalidated inline, and the new value cached.
     f.patch_price(p.id, 200).await;
     assert_eq!(f.read(p.id).await.price_cents, 200);
 
     // Redis dies and comes back from the snapshot, which still holds the old value.
-    f.redis_server
-        .as_mut()
-        .expect("private")
-        .restart()
-        .expect("restart from the RDB file");
-    let restored: i64 = f.redis.exists(f.item_key(p.id)).await.expect("EXISTS");
-    assert_eq!(
-        restored, 1,
-        "the snapshot brought the invalidated entry back"
-    );
+    restart_from_snapshot(&mut f, p.id, "the invalidated entry").await;
 
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_millis(1500) {
-        let read = f.read(p.id).await;
-        assert_eq!(
-            read.price_cents, 200,
-            "never the value from the old snapshot"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert_read_at_price_throughout(
+        &f,
+        p.id,
+        200,
+        Duration::from_millis(1500),
+        "the value from the old snapshot",
+    )
+    .await;
     assert_eq!(
         f.service.cache().epoch(),
         1,
@@ -363,21 +324,12 @@ async fn a_redis_restarted_from_a_snapshot_older_than_an_applied_invalidation_is
 
 /// Two instances (each with its own cache handle and relay) on one PostgreSQL database and
 /// one Redis: every owed invalidation is applied, replays are harmless, none is lost.
-#[tokio::test]
-async fn two_instances_share_the_outbox_and_lose_nothing() {
-    let Some(f) = Fixture::postgres("two_instances").await else {
-        return;
-    };
+async fn two_instances_share_the_outbox_and_lose_nothing(f: Fixture) {
     let other = ProductService::new(
         product_service::connect(&f.database_url)
             .await
             .expect("second pool"),
-        cache_service::CacheService::connect_redis(
-            &cache_service::RedisConfig::new(f.redis_url.clone()),
-            cache_service::CacheConfig::with_prefix(f.prefix.clone()),
-        )
-        .await
-        .expect("second cache handle"),
+        integration_tests::redis_cache(&f.redis_url, f.prefix.clone()).await,
     )
     .await
     .expect("service");
@@ -394,11 +346,8 @@ async fn two_instances_share_the_outbox_and_lose_nothing() {
         }
     }
 
-    raw_sql(
-        &f.database_url,
-        "UPDATE product SET price_cents = price_cents + 1",
-    )
-    .await;
+    f.raw_sql("UPDATE product SET price_cents = price_cents + 1")
+        .await;
 
     let all_fresh = eventually(Duration::from_secs(10), || async {
         for instance in [&f.service, &other] {

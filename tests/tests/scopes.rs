@@ -231,10 +231,10 @@ async fn a_raw_sql_move_reaches_both_categories_through_the_relay(f: Fixture) {
     warm_and_mark(&f, &[None, Some("a"), Some("b"), Some("c")]).await;
 
     // An admin tool's UPDATE: no version bump (the trigger adds it), no service.
-    raw_sql(
-        &f.database_url,
-        &format!("UPDATE product SET category = 'b' WHERE id = {}", p.id),
-    )
+    f.raw_sql(&format!(
+        "UPDATE product SET category = 'b' WHERE id = {}",
+        p.id
+    ))
     .await;
 
     let moved = eventually(WAIT, async || {
@@ -251,11 +251,8 @@ async fn a_raw_sql_move_reaches_both_categories_through_the_relay(f: Fixture) {
     );
 
     warm_and_mark(&f, &[Some("a"), Some("b")]).await;
-    raw_sql(
-        &f.database_url,
-        &format!("DELETE FROM product WHERE id = {}", p.id),
-    )
-    .await;
+    f.raw_sql(&format!("DELETE FROM product WHERE id = {}", p.id))
+        .await;
     let deleted = eventually(WAIT, async || {
         ids(&read_page(&f, Some("b")).await) == vec![q.id]
     })
@@ -276,10 +273,10 @@ async fn a_raw_sql_move_reaches_both_categories_through_the_relay(f: Fixture) {
 async fn a_raw_sql_move_overtaken_by_a_service_write_still_reaches_its_old_category(f: Fixture) {
     let p = create(&f, "O-1", "a").await;
     warm_and_mark(&f, &[Some("a"), Some("b")]).await;
-    raw_sql(
-        &f.database_url,
-        &format!("UPDATE product SET category = 'b' WHERE id = {}", p.id),
-    )
+    f.raw_sql(&format!(
+        "UPDATE product SET category = 'b' WHERE id = {}",
+        p.id
+    ))
     .await;
 
     f.service
@@ -380,13 +377,4 @@ async fn settled(f: &Fixture) {
     })
     .await;
     assert!(done, "the relay applied what was owed");
-}
-
-/// A write made with plain SQL on a separate connection, as an admin tool would.
-async fn raw_sql(database_url: &str, sql: &str) {
-    let db = Database::connect(database_url)
-        .await
-        .expect("separate connection");
-    db.execute_unprepared(sql).await.expect("raw SQL runs");
-    db.close().await.expect("closes");
 }

@@ -4,7 +4,7 @@
 //! reads and writes go through a private `redis-server`.
 
 use cache_service::coherence::SessionSetting;
-use cache_service::{CacheConfig, CacheError, CacheService, RedisConfig};
+use cache_service::{CacheError, CacheService};
 use integration_tests::{
     RedisServer, TestDatabase, postgres_url_or_skip, redis_server_or_skip, unique_prefix,
 };
@@ -23,23 +23,21 @@ use crate::support::order_id;
 /// under `CI=true`).
 macro_rules! on_fresh_databases {
     ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
+        on_fresh_database!(sqlite: $($scenario),*);
+        on_fresh_database!(postgres: $($scenario),*);
+    };
+}
+
+/// Runs each `async fn scenario(db: Fresh)` as the test `{db}::scenario` on a fresh
+/// database from `Fresh::{db}` (`sqlite` or `postgres`).
+macro_rules! on_fresh_database {
+    ($db:ident: $($scenario:ident),*) => {
+        mod $db {
             $(
                 #[tokio::test]
                 async fn $scenario() {
-                    let name = concat!("coexist_sqlite_", stringify!($scenario));
-                    if let Some(db) = super::Fresh::sqlite(name).await {
-                        super::$scenario(db).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    let name = concat!("coexist_postgres_", stringify!($scenario));
-                    if let Some(db) = super::Fresh::postgres(name).await {
+                    let name = concat!("coexist_", stringify!($db), "_", stringify!($scenario));
+                    if let Some(db) = super::Fresh::$db(name).await {
                         super::$scenario(db).await;
                     }
                 }
@@ -69,10 +67,7 @@ impl Fresh {
     async fn sqlite(name: &'static str) -> Option<Self> {
         let redis = redis_server_or_skip(name).await?;
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("shared.db").display()
-        );
+        let url = integration_tests::sqlite_url(dir.path(), "shared.db");
         Some(Self {
             name,
             url,
@@ -101,12 +96,7 @@ impl Fresh {
     }
 
     async fn cache(&self) -> CacheService {
-        CacheService::connect_redis(
-            &RedisConfig::new(self.redis.url()),
-            CacheConfig::with_prefix(unique_prefix(self.name)),
-        )
-        .await
-        .expect("Redis connects")
+        integration_tests::redis_cache(&self.redis.url(), unique_prefix(self.name)).await
     }
 
     /// A product and an order are written, read (and cached), changed and read again

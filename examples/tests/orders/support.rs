@@ -4,14 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use cache_service::{CacheConfig, CacheService, CoherenceConfig, RedisConfig, RelayHandle};
+use cache_service::{CoherenceConfig, RelayHandle};
 use integration_tests::{
     RedisServer, TestDatabase, postgres_url_or_skip, redis_server_or_skip, unique_prefix,
 };
 use orders_example::{
     CustomerId, CustomerPage, NewOrder, ORDER_PAGE, Order, OrderId, OrderService, TotalCents,
 };
-use sea_orm::{ConnectionTrait, Database};
 
 /// Runs each `async fn scenario(env: Env)` as `sqlite::scenario` and
 /// `postgres::scenario`, with the default relay or, after `relay:`, one configured by
@@ -66,10 +65,7 @@ impl Env {
     pub async fn sqlite(test: &str, relay: CoherenceConfig) -> Option<Self> {
         let redis = redis_server_or_skip(test).await?;
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("orders.db").display()
-        );
+        let url = integration_tests::sqlite_url(dir.path(), "orders.db");
         Some(Self::build(test, relay, redis, url, None, Some(dir)).await)
     }
 
@@ -95,12 +91,7 @@ impl Env {
         orders_example::migrate(&db)
             .await
             .expect("the migrations apply");
-        let cache = CacheService::connect_redis(
-            &RedisConfig::new(redis.url()),
-            CacheConfig::with_prefix(unique_prefix(test)),
-        )
-        .await
-        .expect("Redis connects");
+        let cache = integration_tests::redis_cache(&redis.url(), unique_prefix(test)).await;
         let service = OrderService::with_config(db, cache, relay)
             .await
             .expect("the service accepts the connection");
@@ -172,11 +163,7 @@ impl Env {
     /// Runs `sql` on a connection of its own, as an admin tool would (on PostgreSQL its
     /// commit notifies the relays).
     pub async fn raw_sql(&self, sql: &str) {
-        let db = Database::connect(&self.database_url)
-            .await
-            .expect("a separate connection");
-        db.execute_unprepared(sql).await.expect("the raw SQL runs");
-        db.close().await.expect("closes");
+        integration_tests::raw_sql(&self.database_url, sql).await;
     }
 
     /// Waits until the relay has applied every invalidation the outbox owes; fails the

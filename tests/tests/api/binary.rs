@@ -16,7 +16,8 @@ use tempfile::TempDir;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 
-use crate::helpers::{id_of, new_product, spawn_app_with_redis, test_name};
+use crate::helpers::{id_of, new_product, spawn_app_with_redis};
+use integration_tests::test_name;
 
 /// The `api-server` executable, or `None` after a loud notice (a panic in CI).
 pub(super) fn binary() -> Option<PathBuf> {
@@ -24,10 +25,7 @@ pub(super) fn binary() -> Option<PathBuf> {
 }
 
 pub(super) fn sqlite_url(dir: &TempDir) -> String {
-    format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("products.db").display()
-    )
+    integration_tests::sqlite_url(dir.path(), "products.db")
 }
 
 #[tokio::test]
@@ -84,6 +82,38 @@ struct Served {
     stdout: mpsc::UnboundedReceiver<String>,
 }
 
+impl Served {
+    /// The status of `GET /health`.
+    async fn health(&self) -> StatusCode {
+        client()
+            .get(format!("{}/health", self.address))
+            .send()
+            .await
+            .expect("answers")
+            .status()
+    }
+
+    /// The status of a `POST /api/products` of product `sku` with bearer `token`.
+    async fn post_product(&self, token: &str, sku: &str) -> StatusCode {
+        client()
+            .post(format!("{}/api/products", self.address))
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .json(&new_product(sku))
+            .send()
+            .await
+            .expect("answers")
+            .status()
+    }
+}
+
+/// An HTTP client that ignores proxy settings (the server is local).
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
 /// Starts `api-server` (no subcommand: `serve` is the default) on a free port with a
 /// fresh SQLite database, and waits for its "serving" log line.
 async fn serve(binary: &Path, dir: &TempDir, token: Option<&str>) -> Served {
@@ -137,37 +167,17 @@ async fn without_api_token_serve_prints_a_generated_token_once_and_sigterm_exits
         .filter(|t| t.len() >= 32)
         .unwrap_or_else(|| panic!("a token at the end of {first:?}"))
         .to_owned();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
 
-    let health = client
-        .get(format!("{}/health", served.address))
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(health.status(), StatusCode::OK);
-    let created = client
-        .post(format!("{}/api/products", served.address))
-        .header(AUTHORIZATION, format!("Bearer {token}"))
-        .json(&new_product("BIN-1"))
-        .send()
-        .await
-        .expect("answers");
+    assert_eq!(served.health().await, StatusCode::OK);
     assert_eq!(
-        created.status(),
+        served.post_product(&token, "BIN-1").await,
         StatusCode::CREATED,
         "the printed token works"
     );
-    let refused = client
-        .post(format!("{}/api/products", served.address))
-        .header(AUTHORIZATION, "Bearer not-the-token")
-        .json(&new_product("BIN-2"))
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        served.post_product("not-the-token", "BIN-2").await,
+        StatusCode::UNAUTHORIZED
+    );
 
     let status = terminate(&mut served.child).await;
 
@@ -184,19 +194,11 @@ async fn with_api_token_serve_uses_it_and_never_prints_it() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let token = format!("chosen-{:032x}", rand::random::<u128>());
     let mut served = serve(&binary, &dir, Some(&token)).await;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
 
-    let created = client
-        .post(format!("{}/api/products", served.address))
-        .header(AUTHORIZATION, format!("Bearer {token}"))
-        .json(&new_product("BIN-3"))
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(
+        served.post_product(&token, "BIN-3").await,
+        StatusCode::CREATED
+    );
 
     let status = terminate(&mut served.child).await;
 

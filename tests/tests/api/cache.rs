@@ -112,8 +112,7 @@ async fn every_key_the_server_writes_starts_with_its_prefix() {
     app.fetch_page("").await;
     app.fetch_page("category=x").await;
     let _ = app.get_product(id + 100).await;
-    let patched = app.patch_product(id, &json!({"stock": 1}), None).await;
-    assert_eq!(patched.status(), StatusCode::OK);
+    app.patch(id, &json!({"stock": 1})).await;
     app.fetch(id).await;
 
     // The Redis is private: every key in it was written by this server.
@@ -135,53 +134,27 @@ async fn every_key_the_server_writes_starts_with_its_prefix() {
 
 // --- every write is seen by the next read ------------------------------------------------
 
-#[tokio::test]
-async fn with_the_memory_cache_a_patch_is_seen_by_the_next_item_and_list_reads() {
-    flows::patch_is_seen_by_the_next_reads(&spawn_app().await).await;
-}
+flows::scenario_tests!(async { Some(spawn_app().await) } =>
+    with_the_memory_cache_a_patch_is_seen_by_the_next_item_and_list_reads:
+        flows::patch_is_seen_by_the_next_reads,
+    with_the_memory_cache_a_put_is_seen_by_the_next_item_and_list_reads:
+        flows::put_is_seen_by_the_next_reads,
+    with_the_memory_cache_a_delete_is_seen_by_the_next_item_and_list_reads:
+        flows::delete_is_seen_by_the_next_reads,
+    with_the_memory_cache_a_post_is_seen_by_the_next_item_and_list_reads:
+        flows::post_is_seen_by_the_next_reads,
+);
 
-#[tokio::test]
-async fn with_the_memory_cache_a_put_is_seen_by_the_next_item_and_list_reads() {
-    flows::put_is_seen_by_the_next_reads(&spawn_app().await).await;
-}
-
-#[tokio::test]
-async fn with_the_memory_cache_a_delete_is_seen_by_the_next_item_and_list_reads() {
-    flows::delete_is_seen_by_the_next_reads(&spawn_app().await).await;
-}
-
-#[tokio::test]
-async fn with_the_memory_cache_a_post_is_seen_by_the_next_item_and_list_reads() {
-    flows::post_is_seen_by_the_next_reads(&spawn_app().await).await;
-}
-
-#[tokio::test]
-async fn with_redis_a_patch_is_seen_by_the_next_item_and_list_reads() {
-    if let Some(app) = spawn_app_with_redis().await {
-        flows::patch_is_seen_by_the_next_reads(&app).await;
-    }
-}
-
-#[tokio::test]
-async fn with_redis_a_put_is_seen_by_the_next_item_and_list_reads() {
-    if let Some(app) = spawn_app_with_redis().await {
-        flows::put_is_seen_by_the_next_reads(&app).await;
-    }
-}
-
-#[tokio::test]
-async fn with_redis_a_delete_is_seen_by_the_next_item_and_list_reads() {
-    if let Some(app) = spawn_app_with_redis().await {
-        flows::delete_is_seen_by_the_next_reads(&app).await;
-    }
-}
-
-#[tokio::test]
-async fn with_redis_a_post_is_seen_by_the_next_item_and_list_reads() {
-    if let Some(app) = spawn_app_with_redis().await {
-        flows::post_is_seen_by_the_next_reads(&app).await;
-    }
-}
+flows::scenario_tests!(spawn_app_with_redis() =>
+    with_redis_a_patch_is_seen_by_the_next_item_and_list_reads:
+        flows::patch_is_seen_by_the_next_reads,
+    with_redis_a_put_is_seen_by_the_next_item_and_list_reads:
+        flows::put_is_seen_by_the_next_reads,
+    with_redis_a_delete_is_seen_by_the_next_item_and_list_reads:
+        flows::delete_is_seen_by_the_next_reads,
+    with_redis_a_post_is_seen_by_the_next_item_and_list_reads:
+        flows::post_is_seen_by_the_next_reads,
+);
 
 #[tokio::test]
 async fn an_etag_from_before_a_write_no_longer_gives_304() {
@@ -194,8 +167,7 @@ async fn an_etag_from_before_a_write_no_longer_gives_304() {
         assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
     }
 
-    let patched = app.patch_product(id, &json!({"stock": 0}), None).await;
-    assert_eq!(patched.status(), StatusCode::OK);
+    app.patch(id, &json!({"stock": 0})).await;
 
     let after = app.get_product_if_none_match(id, "\"v1\"").await;
     assert_eq!(after.status(), StatusCode::OK);
@@ -210,19 +182,27 @@ async fn health_of(app: &TestApp) -> (StatusCode, Value) {
     (status, response.json().await.expect("health is JSON"))
 }
 
+/// A server over a private Redis with product `sku` created, and it and the first list
+/// page read twice each (so both are cached); `None` after a loud skip.
+async fn cached_product_over_private_redis(sku: &str) -> Option<(TestApp, Value)> {
+    let app = spawn_app_with_private_redis().await?;
+    let product = app.create(&new_product(sku)).await;
+    for _ in 0..2 {
+        app.fetch(id_of(&product)).await;
+        app.fetch_page("").await;
+    }
+    Some((app, product))
+}
+
 #[tokio::test]
 async fn with_redis_down_reads_come_from_the_database_writes_succeed_and_health_is_degraded() {
-    let Some(mut app) = spawn_app_with_private_redis().await else {
+    let Some((mut app, product)) = cached_product_over_private_redis("DOWN-1").await else {
         return;
     };
-    let product = app.create(&new_product("DOWN-1")).await;
     let id = id_of(&product);
-    app.fetch(id).await;
-    app.fetch(id).await;
-    app.fetch_page("").await;
     let before = app.metrics().await;
 
-    app.redis_server.as_mut().expect("a private Redis").stop();
+    app.private_redis().stop();
 
     assert_eq!(app.fetch(id).await, product, "GET with Redis down");
     assert_eq!(
@@ -273,11 +253,7 @@ async fn with_redis_down_reads_come_from_the_database_writes_succeed_and_health_
     );
 
     // Redis comes back (empty): reads show the latest writes, health recovers.
-    app.redis_server
-        .as_mut()
-        .expect("a private Redis")
-        .restart()
-        .expect("restarts");
+    app.private_redis().restart().expect("restarts");
     wait_until(Duration::from_secs(10), async || {
         let (status, health) = health_of(&app).await;
         assert_eq!(status, StatusCode::OK, "{health}");
@@ -296,29 +272,16 @@ async fn with_redis_down_reads_come_from_the_database_writes_succeed_and_health_
 /// the outbox relay has applied what is owed.
 #[tokio::test]
 async fn an_invalidation_owed_while_redis_was_frozen_is_applied_when_it_is_back() {
-    let Some(mut app) = spawn_app_with_private_redis().await else {
+    let Some((mut app, product)) = cached_product_over_private_redis("FROZEN-1").await else {
         return;
     };
-    let product = app.create(&new_product("FROZEN-1")).await;
     let id = id_of(&product);
-    app.fetch(id).await;
-    app.fetch(id).await;
-    app.fetch_page("").await;
-    app.fetch_page("").await;
 
-    app.redis_server
-        .as_mut()
-        .expect("a private Redis")
-        .freeze()
-        .expect("freezes");
+    app.private_redis().freeze().expect("freezes");
     let patched = app.patch_product(id, &json!({"stock": 999}), None).await;
     assert_eq!(patched.status(), StatusCode::OK, "PATCH with Redis frozen");
     let patched: Value = patched.json().await.expect("JSON");
-    app.redis_server
-        .as_mut()
-        .expect("a private Redis")
-        .thaw()
-        .expect("thaws");
+    app.private_redis().thaw().expect("thaws");
 
     // Redis still holds version 1; the read must not return it.
     assert_eq!(

@@ -6,12 +6,10 @@ use std::time::{Duration, Instant};
 
 use api_server::{Application, Settings};
 use integration_tests::tcp_relay::TcpRelay;
-use integration_tests::{RedisServer, redis_server_or_skip, unused_port};
+use integration_tests::{RedisServer, redis_server_or_skip, test_name, unused_port};
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    id_of, metric, new_product, spawn_app, spawn_app_on_postgres, start, test_name,
-};
+use crate::helpers::{id_of, metric, new_product, spawn_app, spawn_app_on_postgres, start};
 
 #[tokio::test]
 async fn two_servers_on_one_database_and_redis_read_each_others_writes_at_once() {
@@ -108,10 +106,7 @@ async fn a_server_starts_without_redis_and_uses_it_once_it_answers() {
     }
     let port = unused_port().expect("a free port");
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("products.db").display()
-    );
+    let url = integration_tests::sqlite_url(dir.path(), "products.db");
     let app = start(
         url,
         Some(format!("redis://127.0.0.1:{port}")),

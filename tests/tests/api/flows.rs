@@ -7,6 +7,23 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, assert_problem, header, id_of, ids_of, new_product};
 
+/// Declares one test per `name: scenario`, each running `scenario(&app)` on a fresh app
+/// from `spawn` (an expression whose `.await` gives `Option<TestApp>`; `None` is a skip,
+/// already reported loudly). A macro because only a macro can declare tests.
+macro_rules! scenario_tests {
+    ($spawn:expr => $($name:ident: $scenario:path),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                if let Some(app) = $spawn.await {
+                    $scenario(&app).await;
+                }
+            }
+        )*
+    };
+}
+pub(crate) use scenario_tests;
+
 /// Create, read, list, change (PATCH with `If-Match`, PUT), delete: the main flow, each
 /// step checked through a following read.
 pub async fn crud_flow(app: &TestApp) {
@@ -131,14 +148,8 @@ pub async fn patch_is_seen_by_the_next_reads(app: &TestApp) {
     let id = id_of(&products[1]);
 
     let patched = app
-        .patch_product(
-            id,
-            &json!({"price_cents": 1, "category": "elsewhere"}),
-            None,
-        )
+        .patch(id, &json!({"price_cents": 1, "category": "elsewhere"}))
         .await;
-    assert_eq!(patched.status(), StatusCode::OK);
-    let patched: Value = patched.json().await.expect("JSON");
 
     assert_eq!(app.fetch(id).await, patched, "item read after PATCH");
     let all = app.fetch_page("").await;
@@ -160,14 +171,11 @@ pub async fn put_is_seen_by_the_next_reads(app: &TestApp) {
     let id = id_of(&products[0]);
 
     let replaced = app
-        .put_product(
+        .replace(
             id,
             &json!({"sku": "SEEN-new", "name": "New", "price_cents": 2, "stock": 2}),
-            None,
         )
         .await;
-    assert_eq!(replaced.status(), StatusCode::OK);
-    let replaced: Value = replaced.json().await.expect("JSON");
 
     assert_eq!(app.fetch(id).await, replaced, "item read after PUT");
     let all = app.fetch_page("").await;

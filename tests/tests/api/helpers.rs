@@ -14,7 +14,7 @@ use std::time::Duration;
 use api_server::{Application, Settings};
 use integration_tests::{
     RedisServer, TestDatabase, postgres_url_or_skip, redis_client, redis_server_or_skip,
-    redis_url_or_skip, unique_prefix,
+    redis_url_or_skip, test_name, unique_prefix,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, IF_MATCH, IF_NONE_MATCH};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -46,15 +46,6 @@ pub struct TestApp {
     _sqlite_dir: Option<TempDir>,
     // The PostgreSQL database, dropped with the app.
     postgres: Option<TestDatabase>,
-}
-
-/// The name of the running test (libtest names each test's thread after it), for skip
-/// notices and key prefixes.
-pub fn test_name() -> String {
-    std::thread::current()
-        .name()
-        .unwrap_or("api test")
-        .to_owned()
 }
 
 /// A server on a fresh SQLite file with the in-process memory cache.
@@ -102,10 +93,7 @@ fn sqlite_database() -> (TempDir, String) {
         .prefix("api-test-")
         .tempdir()
         .expect("a temporary directory for the SQLite file");
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("products.db").display()
-    );
+    let url = integration_tests::sqlite_url(dir.path(), "products.db");
     (dir, url)
 }
 
@@ -230,6 +218,12 @@ impl TestApp {
         .await;
     }
 
+    /// The private Redis of an app from [`spawn_app_with_private_redis`], to stop,
+    /// freeze or restart.
+    pub fn private_redis(&mut self) -> &mut RedisServer {
+        self.redis_server.as_mut().expect("a private Redis")
+    }
+
     /// Drops the PostgreSQL database under the running server, ending its connections:
     /// a database outage that does not heal.
     pub async fn drop_postgres_database(&mut self) {
@@ -352,10 +346,26 @@ impl TestApp {
     /// Creates a product (asserting 201) and returns it.
     pub async fn create(&self, body: &Value) -> Value {
         let response = self.post_product(body).await;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        assert_eq!(status, StatusCode::CREATED, "POST /api/products: {text}");
-        serde_json::from_str(&text).expect("the created product is JSON")
+        json_with_status(response, StatusCode::CREATED, "POST /api/products").await
+    }
+
+    /// PATCHes product `id` with `body`, without `If-Match` (asserting 200), and returns
+    /// the product.
+    pub async fn patch(&self, id: impl Display, body: &Value) -> Value {
+        let response = self.patch_product(&id, body, None).await;
+        json_with_status(
+            response,
+            StatusCode::OK,
+            &format!("PATCH /api/products/{id}"),
+        )
+        .await
+    }
+
+    /// PUTs `body` as product `id`, without `If-Match` (asserting 200), and returns the
+    /// product.
+    pub async fn replace(&self, id: impl Display, body: &Value) -> Value {
+        let response = self.put_product(&id, body, None).await;
+        json_with_status(response, StatusCode::OK, &format!("PUT /api/products/{id}")).await
     }
 
     /// Creates `n` products `{sku_stem}-{i}` in category `category` and returns them.
@@ -372,19 +382,18 @@ impl TestApp {
     /// The product with `id` (asserting 200).
     pub async fn fetch(&self, id: impl Display) -> Value {
         let response = self.get_product(&id).await;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        assert_eq!(status, StatusCode::OK, "GET /api/products/{id}: {text}");
-        serde_json::from_str(&text).expect("the product is JSON")
+        json_with_status(response, StatusCode::OK, &format!("GET /api/products/{id}")).await
     }
 
     /// One list page (asserting 200).
     pub async fn fetch_page(&self, query: &str) -> Value {
         let response = self.list_products(query).await;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        assert_eq!(status, StatusCode::OK, "GET /api/products?{query}: {text}");
-        serde_json::from_str(&text).expect("the page is JSON")
+        json_with_status(
+            response,
+            StatusCode::OK,
+            &format!("GET /api/products?{query}"),
+        )
+        .await
     }
 
     /// The Redis keys of this server's cache that start with `{prefix}:{namespace}:`.
@@ -412,6 +421,15 @@ impl TestApp {
         db.execute_unprepared(sql).await.expect("the SQL runs");
         let _ = db.close().await;
     }
+}
+
+/// The JSON body of `response`, asserting its status is `expected` (`request` and the
+/// body text name a failure).
+async fn json_with_status(response: Response, expected: StatusCode, request: &str) -> Value {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    assert_eq!(status, expected, "{request}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{request}: not JSON ({e}): {text}"))
 }
 
 fn with_if_match(request: RequestBuilder, if_match: Option<&str>) -> RequestBuilder {

@@ -9,13 +9,12 @@ use crate::helpers::{
 };
 use crate::{bad_input, flows};
 
-#[tokio::test]
-async fn on_postgresql_the_crud_flow_works() {
-    let Some(app) = spawn_app_on_postgres().await else {
-        return;
-    };
-    flows::crud_flow(&app).await;
-}
+flows::scenario_tests!(spawn_app_on_postgres() =>
+    on_postgresql_the_crud_flow_works: flows::crud_flow,
+    on_postgresql_concurrent_patches_each_bump_the_version_exactly_once:
+        flows::concurrent_patches_each_bump_the_version_once,
+    on_postgresql_no_odd_input_produces_a_5xx: bad_input::no_odd_input_produces_a_5xx_on,
+);
 
 #[tokio::test]
 async fn on_postgresql_a_duplicate_sku_is_409_on_create_patch_and_put() {
@@ -40,14 +39,6 @@ async fn on_postgresql_a_duplicate_sku_is_409_on_create_patch_and_put() {
 }
 
 #[tokio::test]
-async fn on_postgresql_concurrent_patches_each_bump_the_version_exactly_once() {
-    let Some(app) = spawn_app_on_postgres().await else {
-        return;
-    };
-    flows::concurrent_patches_each_bump_the_version_once(&app).await;
-}
-
-#[tokio::test]
 async fn on_postgresql_writes_are_seen_by_the_next_reads() {
     let Some(app) = spawn_app_on_postgres().await else {
         return;
@@ -58,14 +49,6 @@ async fn on_postgresql_writes_are_seen_by_the_next_reads() {
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     assert_eq!(app.fetch_page("").await["total"], 2);
     assert_eq!(app.get_product(first).await.status(), StatusCode::NOT_FOUND);
-}
-
-#[tokio::test]
-async fn on_postgresql_no_odd_input_produces_a_5xx() {
-    let Some(app) = spawn_app_on_postgres().await else {
-        return;
-    };
-    bad_input::no_odd_input_produces_a_5xx_on(&app).await;
 }
 
 #[tokio::test]

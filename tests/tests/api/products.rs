@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{
-    assert_field_problem, assert_problem, header, id_of, ids_of, new_product, spawn_app,
+    TestApp, assert_field_problem, assert_problem, header, id_of, ids_of, new_product, spawn_app,
 };
 
 // --- list --------------------------------------------------------------------------------
@@ -124,8 +124,7 @@ async fn get_returns_304_while_if_none_match_names_the_current_version() {
     assert_eq!(other.status(), StatusCode::OK);
 
     // After a change, the old tag no longer matches.
-    let patched = app.patch_product(id, &json!({"stock": 1}), None).await;
-    assert_eq!(patched.status(), StatusCode::OK);
+    app.patch(id, &json!({"stock": 1})).await;
     let stale = app.get_product_if_none_match(id, "\"v1\"").await;
     assert_eq!(stale.status(), StatusCode::OK);
     assert_eq!(header(&stale, "etag"), "\"v2\"");
@@ -184,6 +183,16 @@ async fn create_returns_409_when_another_product_has_the_sku() {
     assert_eq!(app.fetch_page("").await["total"], json!(1));
 }
 
+/// A server with product `sku` created and patched once (so at version 2, and `"v1"` is
+/// a stale `If-Match`); its id, and the product as read then.
+async fn app_with_a_product_at_v2(sku: &str) -> (TestApp, i64, serde_json::Value) {
+    let app = spawn_app().await;
+    let id = id_of(&app.create(&new_product(sku)).await);
+    app.patch(id, &json!({"stock": 3})).await;
+    let now = app.fetch(id).await;
+    (app, id, now)
+}
+
 // --- replace -----------------------------------------------------------------------------
 
 #[tokio::test]
@@ -219,11 +228,7 @@ async fn put_replaces_every_writable_field_and_omitted_optional_fields_become_em
 
 #[tokio::test]
 async fn put_returns_412_when_if_match_is_stale_and_changes_nothing() {
-    let app = spawn_app().await;
-    let id = id_of(&app.create(&new_product("PUT-2")).await);
-    let v2 = app.patch_product(id, &json!({"stock": 3}), None).await;
-    assert_eq!(v2.status(), StatusCode::OK);
-    let before = app.fetch(id).await;
+    let (app, id, before) = app_with_a_product_at_v2("PUT-2").await;
 
     let response = app
         .put_product(id, &new_product("PUT-2x"), Some("\"v1\""))
@@ -278,11 +283,7 @@ async fn patch_changes_only_the_given_fields_and_bumps_the_version_by_one() {
 
 #[tokio::test]
 async fn patch_returns_412_when_if_match_is_stale_and_changes_nothing() {
-    let app = spawn_app().await;
-    let id = id_of(&app.create(&new_product("PATCH-2")).await);
-    let v2 = app.patch_product(id, &json!({"stock": 100}), None).await;
-    assert_eq!(v2.status(), StatusCode::OK);
-    let before = app.fetch(id).await;
+    let (app, id, before) = app_with_a_product_at_v2("PATCH-2").await;
 
     let response = app
         .patch_product(id, &json!({"stock": 1, "name": "Nope"}), Some("\"v1\""))
@@ -369,10 +370,7 @@ async fn delete_of_an_unknown_id_returns_404() {
 
 #[tokio::test]
 async fn delete_returns_412_when_if_match_is_stale_and_keeps_the_product() {
-    let app = spawn_app().await;
-    let id = id_of(&app.create(&new_product("DEL-2")).await);
-    let v2 = app.patch_product(id, &json!({"stock": 2}), None).await;
-    assert_eq!(v2.status(), StatusCode::OK);
+    let (app, id, _) = app_with_a_product_at_v2("DEL-2").await;
 
     let stale = app.delete_product(id, Some("\"v1\"")).await;
 

@@ -48,21 +48,41 @@ fn foreign_entry() -> Vec<u8> {
     bytes
 }
 
-/// Takes the lease with `token` and fills `bytes`, asserting the lease was granted.
-async fn lease_and_fill(env: &Env, id: u64, token: LeaseToken, bytes: &[u8]) -> FillOutcome {
-    let key = env.key(id);
-    assert_eq!(
-        env.backend
-            .get_or_lease(&key, token, LEASE)
-            .await
-            .expect("get_or_lease"),
-        Lookup::Leased,
-        "{key}: nobody else holds the lease and there is no value"
-    );
+/// The backend's `get_or_lease` of item `id` with `token`, for a lease of `lease`.
+async fn get_or_lease(env: &Env, id: u64, token: LeaseToken, lease: Duration) -> Lookup {
     env.backend
-        .fill(&key, token, bytes, TTL)
+        .get_or_lease(&env.key(id), token, lease)
+        .await
+        .expect("get_or_lease")
+}
+
+/// The backend's `fill` of item `id` with `token` and `bytes`, for [`TTL`].
+async fn fill(env: &Env, id: u64, token: LeaseToken, bytes: &[u8]) -> FillOutcome {
+    env.backend
+        .fill(&env.key(id), token, bytes, TTL)
         .await
         .expect("fill")
+}
+
+/// Takes the lease with `token` and fills `bytes`, asserting the lease was granted.
+async fn lease_and_fill(env: &Env, id: u64, token: LeaseToken, bytes: &[u8]) -> FillOutcome {
+    assert_eq!(
+        get_or_lease(env, id, token, LEASE).await,
+        Lookup::Leased,
+        "{}: nobody else holds the lease and there is no value",
+        env.key(id)
+    );
+    fill(env, id, token, bytes).await
+}
+
+/// The backend's generation of group key `group`.
+async fn generation_of(env: &Env, group: &str) -> u64 {
+    env.backend.generation(group).await.expect("generation")
+}
+
+/// The backend's `bump_generation` of group key `group`: the new generation.
+async fn bump(env: &Env, group: &str) -> u64 {
+    env.backend.bump_generation(group).await.expect("bump")
 }
 
 async fn get(env: &Env, id: u64) -> Option<Bytes> {

@@ -73,10 +73,7 @@ async fn the_import_binary_changes_what_a_running_server_serves_at_once() {
         return;
     };
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let database_url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("products.db").display()
-    );
+    let database_url = integration_tests::sqlite_url(dir.path(), "products.db");
     let prefix = integration_tests::unique_prefix("import_binary");
     let token = format!("import-{:032x}", rand::random::<u128>());
     let env = [

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use api_server::import::run;
-use cache_service::{CacheConfig, CacheService, RedisConfig};
 use integration_tests::fixtures::Fixture;
 use product_service::ProductService;
 
@@ -59,10 +58,7 @@ async fn run_applies_the_file_drains_what_it_owes_and_fails_when_a_row_failed() 
 #[tokio::test]
 async fn run_imports_without_a_reachable_redis_and_the_outbox_keeps_the_invalidations() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let database_url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("products.db").display()
-    );
+    let database_url = integration_tests::sqlite_url(dir.path(), "products.db");
     // A port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -101,20 +97,16 @@ async fn an_import_succeeds_when_redis_dies_and_the_outbox_keeps_the_invalidatio
         return;
     };
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let database_url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("products.db").display()
-    );
+    let database_url = integration_tests::sqlite_url(dir.path(), "products.db");
     let db = product_service::connect(&database_url)
         .await
         .expect("connects");
     product_service::migrate(&db).await.expect("migrates");
-    let cache = CacheService::connect_redis(
-        &RedisConfig::new(redis.url()),
-        CacheConfig::with_prefix(integration_tests::unique_prefix("import_redis_dies")),
+    let cache = integration_tests::redis_cache(
+        &redis.url(),
+        integration_tests::unique_prefix("import_redis_dies"),
     )
-    .await
-    .expect("redis connects");
+    .await;
     let service = ProductService::new(db.clone(), cache)
         .await
         .expect("service");

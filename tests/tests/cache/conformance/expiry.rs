@@ -12,10 +12,7 @@ on_both_backends!(paused:
 pub async fn a_stored_value_expires_after_its_ttl(env: &Env) {
     let key = env.key(1);
     let backend = &env.backend;
-    assert_eq!(
-        backend.get_or_lease(&key, A, LEASE).await.expect("lease"),
-        Lookup::Leased
-    );
+    assert_eq!(get_or_lease(env, 1, A, LEASE).await, Lookup::Leased);
     assert_eq!(
         backend
             .fill(&key, A, &entry(1, "short-lived"), SHORT)
@@ -28,10 +25,7 @@ pub async fn a_stored_value_expires_after_its_ttl(env: &Env) {
     env.clock.pass(LONGER_THAN_SHORT).await;
 
     assert_eq!(get(env, 1).await, None, "gone after its TTL");
-    assert_eq!(
-        backend.get_or_lease(&key, B, LEASE).await.expect("lease"),
-        Lookup::Leased
-    );
+    assert_eq!(get_or_lease(env, 1, B, LEASE).await, Lookup::Leased);
 }
 
 pub async fn a_fence_expires_after_its_ttl(env: &Env) {
@@ -63,10 +57,7 @@ pub async fn an_entry_in_an_unknown_format_is_returned_as_stored_and_counts_as_o
         "the backend does not interpret the bytes"
     );
     assert_eq!(
-        env.backend
-            .get_or_lease(&env.key(1), B, LEASE)
-            .await
-            .expect("lease"),
+        get_or_lease(env, 1, B, LEASE).await,
         Lookup::Hit(Bytes::from(foreign.clone()))
     );
 

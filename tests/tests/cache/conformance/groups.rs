@@ -14,62 +14,35 @@ pub async fn a_missing_generation_is_seeded_from_the_clock_and_stable_on_read(en
     const MICROS_IN_2001: u64 = 1_000_000_000_000_000;
     let (read_first, bumped_first) = (env.generation_key("read"), env.generation_key("bumped"));
 
-    let generation = env
-        .backend
-        .generation(&read_first)
-        .await
-        .expect("generation");
+    let generation = generation_of(env, &read_first).await;
     assert!(
         generation > MICROS_IN_2001,
         "seeded from the clock: {generation}"
     );
     assert_eq!(
-        env.backend
-            .generation(&read_first)
-            .await
-            .expect("generation"),
+        generation_of(env, &read_first).await,
         generation,
         "reading does not move the generation"
     );
 
-    let bumped = env
-        .backend
-        .bump_generation(&bumped_first)
-        .await
-        .expect("bump");
+    let bumped = bump(env, &bumped_first).await;
     assert!(bumped > MICROS_IN_2001, "seeded from the clock: {bumped}");
-    assert_eq!(
-        env.backend
-            .generation(&bumped_first)
-            .await
-            .expect("generation"),
-        bumped
-    );
+    assert_eq!(generation_of(env, &bumped_first).await, bumped);
 }
 
 pub async fn bumping_a_generation_moves_it_strictly_forward(env: &Env) {
     let (key, other_key) = (env.generation_key("group"), env.generation_key("other"));
-    let first = env.backend.generation(&key).await.expect("generation");
-    let other = env
-        .backend
-        .generation(&other_key)
-        .await
-        .expect("generation");
+    let first = generation_of(env, &key).await;
+    let other = generation_of(env, &other_key).await;
 
-    let second = env.backend.bump_generation(&key).await.expect("bump");
-    let third = env.backend.bump_generation(&key).await.expect("bump");
+    let second = bump(env, &key).await;
+    let third = bump(env, &key).await;
 
     assert!(second > first, "{second} > {first}");
     assert!(third > second, "{third} > {second}");
+    assert_eq!(generation_of(env, &key).await, third);
     assert_eq!(
-        env.backend.generation(&key).await.expect("generation"),
-        third
-    );
-    assert_eq!(
-        env.backend
-            .generation(&other_key)
-            .await
-            .expect("generation"),
+        generation_of(env, &other_key).await,
         other,
         "another group's counter is its own"
     );
@@ -79,16 +52,19 @@ pub async fn a_group_member_is_read_at_the_current_generation(env: &Env) {
     const MICROS_IN_2001: u64 = 1_000_000_000_000_000;
     let group = env.generation_key("pages");
     let member = env.member_key("pages", "p1");
+    // The member as a reader sees it: the group's generation and the entry stored at it.
+    let read_member = async || {
+        env.backend
+            .get_member(&group, &member)
+            .await
+            .expect("get_member")
+    };
 
-    let (seeded, stored) = env
-        .backend
-        .get_member(&group, &member)
-        .await
-        .expect("get_member");
+    let (seeded, stored) = read_member().await;
     assert!(seeded > MICROS_IN_2001, "seeded from the clock: {seeded}");
     assert_eq!(stored, None, "nothing stored yet");
     assert_eq!(
-        env.backend.generation(&group).await.expect("generation"),
+        generation_of(env, &group).await,
         seeded,
         "the seed was stored"
     );
@@ -103,32 +79,20 @@ pub async fn a_group_member_is_read_at_the_current_generation(env: &Env) {
         Lookup::Leased
     );
     env.backend.fill(&key, A, &page, TTL).await.expect("fill");
-    let (generation, stored) = env
-        .backend
-        .get_member(&group, &member)
-        .await
-        .expect("get_member");
+    let (generation, stored) = read_member().await;
     assert_eq!(generation, seeded);
     assert_eq!(stored.as_deref(), Some(&page[..]), "the member's entry");
 
-    let bumped = env.backend.bump_generation(&group).await.expect("bump");
-    let (generation, stored) = env
-        .backend
-        .get_member(&group, &member)
-        .await
-        .expect("get_member");
+    let bumped = bump(env, &group).await;
+    let (generation, stored) = read_member().await;
     assert_eq!(generation, bumped);
     assert_eq!(stored, None, "the new generation has no entry yet");
 }
 
 pub async fn invalidating_a_write_moves_its_groups_and_applies_its_items(env: &Env) {
     let (group, other_group) = (env.generation_key("list"), env.generation_key("other"));
-    let before = env.backend.generation(&group).await.expect("generation");
-    let other = env
-        .backend
-        .generation(&other_group)
-        .await
-        .expect("generation");
+    let before = generation_of(env, &group).await;
+    let other = generation_of(env, &other_group).await;
     lease_and_fill(env, 1, A, &entry(1, "fenced")).await;
     lease_and_fill(env, 2, A, &entry(1, "removed")).await;
     lease_and_fill(env, 3, A, &entry(1, "untouched")).await;
@@ -145,13 +109,10 @@ pub async fn invalidating_a_write_moves_its_groups_and_applies_its_items(env: &E
         .await
         .expect("invalidate_write");
 
-    let after = env.backend.generation(&group).await.expect("generation");
+    let after = generation_of(env, &group).await;
     assert!(after > before, "the group moved on: {after} > {before}");
     assert_eq!(
-        env.backend
-            .generation(&other_group)
-            .await
-            .expect("generation"),
+        generation_of(env, &other_group).await,
         other,
         "a group the write does not name stays"
     );
@@ -180,7 +141,7 @@ pub async fn invalidating_a_write_seeds_a_lost_generation_from_the_clock(env: &E
         .await
         .expect("invalidate_write");
 
-    let generation = env.backend.generation(&group).await.expect("generation");
+    let generation = generation_of(env, &group).await;
     assert!(
         generation > MICROS_IN_2001,
         "seeded from the clock, never restarted at 1: {generation}"

@@ -29,26 +29,18 @@ pub async fn an_unversioned_invalidation_removes_the_value(env: &Env) {
 }
 
 pub async fn an_unversioned_invalidation_voids_the_outstanding_lease(env: &Env) {
-    let key = env.key(1);
-    let backend = &env.backend;
-    assert_eq!(
-        backend.get_or_lease(&key, A, LEASE).await.expect("lease"),
-        Lookup::Leased
-    );
+    assert_eq!(get_or_lease(env, 1, A, LEASE).await, Lookup::Leased);
 
     invalidate(env, 1, None).await;
 
     assert_eq!(
-        backend
-            .fill(&key, A, &entry(1, "loaded before the write"), TTL)
-            .await
-            .expect("fill"),
+        fill(env, 1, A, &entry(1, "loaded before the write")).await,
         FillOutcome::LeaseLost,
         "a load that began before the invalidation cannot store"
     );
     assert_eq!(get(env, 1).await, None);
     assert_eq!(
-        backend.get_or_lease(&key, B, LEASE).await.expect("lease"),
+        get_or_lease(env, 1, B, LEASE).await,
         Lookup::Leased,
         "the next reader gets a fresh lease"
     );
@@ -86,26 +78,16 @@ pub async fn a_versioned_invalidation_keeps_a_value_at_the_same_or_a_newer_versi
 }
 
 pub async fn a_versioned_invalidation_fences_fills_of_older_versions(env: &Env) {
-    let backend = &env.backend;
     // Keys 1 and 2: leases taken before the invalidation. Key 3: after it.
     for id in [1, 2] {
-        assert_eq!(
-            backend
-                .get_or_lease(&env.key(id), A, LEASE)
-                .await
-                .expect("lease"),
-            Lookup::Leased
-        );
+        assert_eq!(get_or_lease(env, id, A, LEASE).await, Lookup::Leased);
     }
     for id in [1, 2, 3] {
         invalidate(env, id, Some(5)).await;
     }
 
     assert_eq!(
-        backend
-            .fill(&env.key(1), A, &entry(4, "v4"), TTL)
-            .await
-            .expect("fill"),
+        fill(env, 1, A, &entry(4, "v4")).await,
         FillOutcome::Fenced,
         "a value older than the fence is refused"
     );
@@ -113,7 +95,7 @@ pub async fn a_versioned_invalidation_fences_fills_of_older_versions(env: &Env) 
 
     let v5 = entry(5, "v5");
     assert_eq!(
-        backend.fill(&env.key(2), A, &v5, TTL).await.expect("fill"),
+        fill(env, 2, A, &v5).await,
         FillOutcome::Stored,
         "a versioned invalidation leaves the lease alone: a loader that read the new \
          version may store it"

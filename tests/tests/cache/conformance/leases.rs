@@ -12,7 +12,6 @@ on_both_backends!(paused:
 );
 
 pub async fn a_get_misses_until_a_leased_fill_is_stored(env: &Env) {
-    let key = env.key(1);
     let one = entry(1, "one");
 
     assert_eq!(get(env, 1).await, None);
@@ -24,63 +23,43 @@ pub async fn a_get_misses_until_a_leased_fill_is_stored(env: &Env) {
 
     assert_eq!(get(env, 1).await.as_deref(), Some(&one[..]));
     assert_eq!(
-        env.backend
-            .get_or_lease(&key, B, LEASE)
-            .await
-            .expect("get_or_lease"),
+        get_or_lease(env, 1, B, LEASE).await,
         Lookup::Hit(Bytes::from(one)),
         "a reader that asks for a lease on a filled key gets the value"
     );
 }
 
 pub async fn a_second_reader_is_told_busy_while_the_lease_is_held(env: &Env) {
-    let key = env.key(1);
-    let backend = &env.backend;
-    let lease = |token| backend.get_or_lease(&key, token, LEASE);
+    let lease = |token| get_or_lease(env, 1, token, LEASE);
 
-    assert_eq!(lease(A).await.expect("lease"), Lookup::Leased);
-    assert_eq!(lease(B).await.expect("lease"), Lookup::Busy);
+    assert_eq!(lease(A).await, Lookup::Leased);
+    assert_eq!(lease(B).await, Lookup::Busy);
     assert_eq!(
-        lease(A).await.expect("lease"),
+        lease(A).await,
         Lookup::Busy,
         "asking again, even with the same token, does not take a second lease"
     );
 
     let one = entry(1, "one");
+    assert_eq!(fill(env, 1, A, &one).await, FillOutcome::Stored);
     assert_eq!(
-        backend.fill(&key, A, &one, TTL).await.expect("fill"),
-        FillOutcome::Stored
-    );
-    assert_eq!(
-        lease(B).await.expect("lease"),
+        lease(B).await,
         Lookup::Hit(Bytes::from(one)),
         "the waiting reader finds the fill"
     );
 }
 
 pub async fn a_fill_by_a_reader_without_the_lease_is_lost(env: &Env) {
-    let key = env.key(1);
-    let backend = &env.backend;
-
     assert_eq!(
-        backend
-            .fill(&key, A, &entry(1, "unleased"), TTL)
-            .await
-            .expect("fill"),
+        fill(env, 1, A, &entry(1, "unleased")).await,
         FillOutcome::LeaseLost,
         "nobody holds a lease"
     );
     assert_eq!(get(env, 1).await, None);
 
+    assert_eq!(get_or_lease(env, 1, A, LEASE).await, Lookup::Leased);
     assert_eq!(
-        backend.get_or_lease(&key, A, LEASE).await.expect("lease"),
-        Lookup::Leased
-    );
-    assert_eq!(
-        backend
-            .fill(&key, B, &entry(1, "stranger"), TTL)
-            .await
-            .expect("fill"),
+        fill(env, 1, B, &entry(1, "stranger")).await,
         FillOutcome::LeaseLost,
         "another reader holds the lease"
     );
@@ -88,7 +67,7 @@ pub async fn a_fill_by_a_reader_without_the_lease_is_lost(env: &Env) {
 
     let holders = entry(1, "holder");
     assert_eq!(
-        backend.fill(&key, A, &holders, TTL).await.expect("fill"),
+        fill(env, 1, A, &holders).await,
         FillOutcome::Stored,
         "a stranger's fill does not release the holder's lease"
     );
@@ -100,10 +79,7 @@ pub async fn a_lease_is_good_for_one_fill_only(env: &Env) {
     assert_eq!(lease_and_fill(env, 1, A, &first).await, FillOutcome::Stored);
 
     assert_eq!(
-        env.backend
-            .fill(&env.key(1), A, &entry(2, "second"), TTL)
-            .await
-            .expect("fill"),
+        fill(env, 1, A, &entry(2, "second")).await,
         FillOutcome::LeaseLost,
         "the fill released the lease"
     );
@@ -111,42 +87,30 @@ pub async fn a_lease_is_good_for_one_fill_only(env: &Env) {
 }
 
 pub async fn a_fill_after_its_lease_expired_is_lost(env: &Env) {
-    let backend = &env.backend;
-    let (abandoned, taken_over) = (env.key(1), env.key(2));
-    for key in [&abandoned, &taken_over] {
-        assert_eq!(
-            backend.get_or_lease(key, A, SHORT).await.expect("lease"),
-            Lookup::Leased
-        );
+    // Key 1: abandoned by its slow loader. Key 2: taken over by another reader.
+    for id in [1, 2] {
+        assert_eq!(get_or_lease(env, id, A, SHORT).await, Lookup::Leased);
     }
 
     env.clock.pass(LONGER_THAN_SHORT).await;
 
     assert_eq!(
-        backend
-            .get_or_lease(&taken_over, B, LEASE)
-            .await
-            .expect("lease"),
+        get_or_lease(env, 2, B, LEASE).await,
         Lookup::Leased,
         "an expired lease no longer blocks other readers"
     );
-    for key in [&abandoned, &taken_over] {
+    for id in [1, 2] {
+        let key = env.key(id);
         assert_eq!(
-            backend
-                .fill(key, A, &entry(1, "slow"), TTL)
-                .await
-                .expect("fill"),
+            fill(env, id, A, &entry(1, "slow")).await,
             FillOutcome::LeaseLost,
             "{key}: the slow loader's lease expired"
         );
         // Checked on the value, so the expired holder is not confused with the new one.
-        assert_eq!(backend.get(key).await.expect("get"), None, "{key}");
+        assert_eq!(get(env, id).await, None, "{key}");
     }
     assert_eq!(
-        backend
-            .fill(&taken_over, B, &entry(1, "fresh"), TTL)
-            .await
-            .expect("fill"),
+        fill(env, 2, B, &entry(1, "fresh")).await,
         FillOutcome::Stored
     );
 }
@@ -158,10 +122,7 @@ pub async fn a_fenced_fill_still_releases_the_lease(env: &Env) {
         FillOutcome::Fenced
     );
     assert_eq!(
-        env.backend
-            .get_or_lease(&env.key(1), B, LEASE)
-            .await
-            .expect("lease"),
+        get_or_lease(env, 1, B, LEASE).await,
         Lookup::Leased,
         "the next reader can load at once"
     );
