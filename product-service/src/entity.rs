@@ -29,9 +29,9 @@ pub(crate) mod product {
     impl ActiveModelBehavior for ActiveModel {}
 
     /// The columns a write sets from domain values, and each value, in column order: the
-    /// one place a writable field maps to its column. `ProductService`'s updates set
-    /// these columns; the import applies them to its copy of each row, and its statements
-    /// write the columns so changed.
+    /// one place a writable field maps to its column. `ProductService`'s create (with a
+    /// full patch) and updates set these columns; the import applies them to its copy of
+    /// each row, and its statements write the columns so changed.
     pub(crate) fn patch_columns(patch: &crate::domain::ProductPatch) -> Vec<(Column, Value)> {
         let text = |value: &dyn std::fmt::Display| Value::from(value.to_string());
         [

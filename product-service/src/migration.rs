@@ -26,10 +26,10 @@ impl MigratorTrait for Migrator {
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
-            Box::new(CreateProduct),
+            Box::new(create_product()),
             Box::new(CreateOutbox),
-            Box::new(CreateRepriceJob),
-            Box::new(CreateCacheEpoch),
+            Box::new(create_reprice_job()),
+            Box::new(create_cache_epoch()),
             Box::new(QuietServiceWrites),
             Box::new(RepriceJobOwner),
             Box::new(GenericOutbox),
@@ -56,51 +56,76 @@ enum Product {
     UpdatedAt,
 }
 
-struct CreateProduct;
+/// The product table, and the index the list pages of one category are read by.
+fn create_product() -> CreateTable {
+    CreateTable {
+        name: FIRST_MIGRATION,
+        table: || {
+            Table::create()
+                .table(Product::Table)
+                .if_not_exists()
+                .col(big_pk_auto(Product::Id))
+                .col(string_len_uniq(Product::Sku, 64))
+                .col(string_len(Product::Name, 200))
+                .col(text(Product::Description).default(""))
+                .col(big_integer(Product::PriceCents))
+                .col(big_integer(Product::Stock))
+                .col(string_len(Product::Category, 100).default(""))
+                .col(big_integer(Product::Version).default(1))
+                .col(timestamp_with_time_zone(Product::CreatedAt))
+                .col(timestamp_with_time_zone(Product::UpdatedAt))
+                .to_owned()
+        },
+        index: Some(("idx_product_category_id", &["category", "id"])),
+    }
+}
 
-impl MigrationName for CreateProduct {
+/// A migration that creates one table, if it is missing, and one index on it, if
+/// given; undone by dropping the table. The tables product-service has to itself.
+struct CreateTable {
+    /// The name the migration is recorded under.
+    name: &'static str,
+    table: fn() -> TableCreateStatement,
+    /// The index's name and its columns, in order.
+    index: Option<(&'static str, &'static [&'static str])>,
+}
+
+impl CreateTable {
+    fn table_name(&self, table: &TableCreateStatement) -> Result<TableRef, DbErr> {
+        table
+            .get_table_name()
+            .cloned()
+            .ok_or_else(|| DbErr::Migration(format!("{}: the table has no name", self.name)))
+    }
+}
+
+impl MigrationName for CreateTable {
     fn name(&self) -> &str {
-        FIRST_MIGRATION
+        self.name
     }
 }
 
 #[async_trait::async_trait]
-impl MigrationTrait for CreateProduct {
+impl MigrationTrait for CreateTable {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_table(
-                Table::create()
-                    .table(Product::Table)
-                    .if_not_exists()
-                    .col(big_pk_auto(Product::Id))
-                    .col(string_len_uniq(Product::Sku, 64))
-                    .col(string_len(Product::Name, 200))
-                    .col(text(Product::Description).default(""))
-                    .col(big_integer(Product::PriceCents))
-                    .col(big_integer(Product::Stock))
-                    .col(string_len(Product::Category, 100).default(""))
-                    .col(big_integer(Product::Version).default(1))
-                    .col(timestamp_with_time_zone(Product::CreatedAt))
-                    .col(timestamp_with_time_zone(Product::UpdatedAt))
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name("idx_product_category_id")
-                    .table(Product::Table)
-                    .col(Product::Category)
-                    .col(Product::Id)
-                    .to_owned(),
-            )
-            .await
+        let table = (self.table)();
+        let table_name = self.table_name(&table)?;
+        manager.create_table(table).await?;
+        let Some((name, columns)) = self.index else {
+            return Ok(());
+        };
+        let mut index = Index::create();
+        index.if_not_exists().name(name).table(table_name);
+        for column in columns {
+            index.col(Alias::new(*column));
+        }
+        manager.create_index(index).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let table_name = self.table_name(&(self.table)())?;
         manager
-            .drop_table(Table::drop().table(Product::Table).to_owned())
+            .drop_table(Table::drop().table(table_name).to_owned())
             .await
     }
 }
@@ -239,54 +264,29 @@ enum RepriceJob {
     Owner,
 }
 
-/// Reprice jobs, so a queued or running job survives a restart.
-struct CreateRepriceJob;
-
-impl MigrationName for CreateRepriceJob {
-    fn name(&self) -> &str {
-        "m20261126_000003_create_reprice_job"
-    }
-}
-
-#[async_trait::async_trait]
-impl MigrationTrait for CreateRepriceJob {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_table(
-                Table::create()
-                    .table(RepriceJob::Table)
-                    .if_not_exists()
-                    .col(string_len(RepriceJob::Id, 36).primary_key())
-                    .col(string_len_null(RepriceJob::Category, 100))
-                    .col(double(RepriceJob::Percent))
-                    .col(string_len(RepriceJob::Status, 16))
-                    .col(big_integer(RepriceJob::Matched).default(0))
-                    .col(big_integer(RepriceJob::Updated).default(0))
-                    .col(big_integer(RepriceJob::Cursor).default(0))
-                    .col(text_null(RepriceJob::Error))
-                    .col(timestamp_with_time_zone_null(RepriceJob::HeartbeatAt))
-                    .col(timestamp_with_time_zone(RepriceJob::CreatedAt))
-                    .col(timestamp_with_time_zone(RepriceJob::UpdatedAt))
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name("idx_reprice_job_status_created")
-                    .table(RepriceJob::Table)
-                    .col(RepriceJob::Status)
-                    .col(RepriceJob::CreatedAt)
-                    .to_owned(),
-            )
-            .await
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(RepriceJob::Table).to_owned())
-            .await
+/// Reprice jobs, so a queued or running job survives a restart, and the index the
+/// workers find the next queued job by.
+fn create_reprice_job() -> CreateTable {
+    CreateTable {
+        name: "m20261126_000003_create_reprice_job",
+        table: || {
+            Table::create()
+                .table(RepriceJob::Table)
+                .if_not_exists()
+                .col(string_len(RepriceJob::Id, 36).primary_key())
+                .col(string_len_null(RepriceJob::Category, 100))
+                .col(double(RepriceJob::Percent))
+                .col(string_len(RepriceJob::Status, 16))
+                .col(big_integer(RepriceJob::Matched).default(0))
+                .col(big_integer(RepriceJob::Updated).default(0))
+                .col(big_integer(RepriceJob::Cursor).default(0))
+                .col(text_null(RepriceJob::Error))
+                .col(timestamp_with_time_zone_null(RepriceJob::HeartbeatAt))
+                .col(timestamp_with_time_zone(RepriceJob::CreatedAt))
+                .col(timestamp_with_time_zone(RepriceJob::UpdatedAt))
+                .to_owned()
+        },
+        index: Some(("idx_reprice_job_status_created", &["status", "created_at"])),
     }
 }
 
@@ -301,34 +301,19 @@ enum CacheEpoch {
 /// One row: the cache epoch every instance uses, and the Redis `run_id` it belongs to.
 /// A Redis with another `run_id` (restarted from an old snapshot, a promoted replica)
 /// moves everyone to the next epoch, so none of its old entries can be read.
-struct CreateCacheEpoch;
-
-impl MigrationName for CreateCacheEpoch {
-    fn name(&self) -> &str {
-        "m20261126_000004_create_cache_epoch"
-    }
-}
-
-#[async_trait::async_trait]
-impl MigrationTrait for CreateCacheEpoch {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_table(
-                Table::create()
-                    .table(CacheEpoch::Table)
-                    .if_not_exists()
-                    .col(integer(CacheEpoch::Id).primary_key())
-                    .col(big_integer(CacheEpoch::Epoch))
-                    .col(string_len(CacheEpoch::RedisId, 64))
-                    .to_owned(),
-            )
-            .await
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(CacheEpoch::Table).to_owned())
-            .await
+fn create_cache_epoch() -> CreateTable {
+    CreateTable {
+        name: "m20261126_000004_create_cache_epoch",
+        table: || {
+            Table::create()
+                .table(CacheEpoch::Table)
+                .if_not_exists()
+                .col(integer(CacheEpoch::Id).primary_key())
+                .col(big_integer(CacheEpoch::Epoch))
+                .col(string_len(CacheEpoch::RedisId, 64))
+                .to_owned()
+        },
+        index: None,
     }
 }
 
@@ -506,4 +491,30 @@ async fn execute<S: AsRef<str>>(
         txn.execute_unprepared(statement.as_ref()).await?;
     }
     txn.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each table migration undoes itself: `down` drops the table its `up` created,
+    /// index and all.
+    #[tokio::test]
+    async fn a_table_migration_drops_the_table_it_created() {
+        let db = sea_orm::Database::connect("sqlite::memory:")
+            .await
+            .expect("connects");
+        let manager = SchemaManager::new(&db);
+        let tables = [
+            ("product", create_product()),
+            ("reprice_job", create_reprice_job()),
+            ("cache_epoch", create_cache_epoch()),
+        ];
+        for (table, migration) in tables {
+            migration.up(&manager).await.expect("up");
+            assert!(manager.has_table(table).await.expect("looks"), "{table}");
+            migration.down(&manager).await.expect("down");
+            assert!(!manager.has_table(table).await.expect("looks"), "{table}");
+        }
+    }
 }

@@ -106,53 +106,8 @@ impl MigrationName for CreateTables {
 #[async_trait::async_trait]
 impl MigrationTrait for CreateTables {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let statements: Vec<String> = match manager.get_database_backend() {
-            DbBackend::Postgres => vec![
-                "CREATE TABLE IF NOT EXISTS cache_outbox (
-                    id BIGSERIAL PRIMARY KEY,
-                    namespace VARCHAR(64) NOT NULL,
-                    entity_id BIGINT NOT NULL,
-                    version BIGINT NOT NULL,
-                    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
-                )"
-                .into(),
-                "CREATE TABLE IF NOT EXISTS cache_epoch (
-                    id INTEGER PRIMARY KEY,
-                    epoch BIGINT NOT NULL,
-                    redis_id TEXT NOT NULL
-                )"
-                .into(),
-                "CREATE TABLE IF NOT EXISTS cache_instance (
-                    id VARCHAR(36) PRIMARY KEY,
-                    in_process BOOLEAN NOT NULL,
-                    heartbeat_ms BIGINT NOT NULL
-                )"
-                .into(),
-            ],
-            DbBackend::Sqlite => vec![
-                "CREATE TABLE IF NOT EXISTS cache_outbox (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    namespace TEXT NOT NULL,
-                    entity_id INTEGER NOT NULL,
-                    version INTEGER NOT NULL,
-                    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
-                )"
-                .into(),
-                "CREATE TABLE IF NOT EXISTS cache_epoch (
-                    id INTEGER PRIMARY KEY,
-                    epoch INTEGER NOT NULL,
-                    redis_id TEXT NOT NULL
-                )"
-                .into(),
-                "CREATE TABLE IF NOT EXISTS cache_instance (
-                    id TEXT PRIMARY KEY,
-                    in_process BOOLEAN NOT NULL,
-                    heartbeat_ms INTEGER NOT NULL
-                )"
-                .into(),
-            ],
-            other => return Err(migration_error(unsupported(other))),
-        };
+        let statements =
+            create_statements(manager.get_database_backend()).map_err(migration_error)?;
         execute(manager, &statements).await?;
         // The acknowledgement wait looks rows up by entity.
         execute(
@@ -173,6 +128,53 @@ impl MigrationTrait for CreateTables {
         )
         .await
     }
+}
+
+/// The coherence tables, each written once for both databases: only the column types
+/// differ, so the two cannot disagree on a column.
+fn create_statements(backend: DbBackend) -> Result<Vec<String>, CacheError> {
+    let (serial_key, namespace, integer, insert_time, instance_id) = match backend {
+        DbBackend::Postgres => (
+            "BIGSERIAL PRIMARY KEY",
+            "VARCHAR(64)",
+            "BIGINT",
+            "TIMESTAMPTZ NOT NULL DEFAULT now()",
+            "VARCHAR(36)",
+        ),
+        DbBackend::Sqlite => (
+            "INTEGER PRIMARY KEY AUTOINCREMENT",
+            "TEXT",
+            "INTEGER",
+            "TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP",
+            "TEXT",
+        ),
+        other => return Err(unsupported(other)),
+    };
+    Ok(vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS cache_outbox (
+                    id {serial_key},
+                    namespace {namespace} NOT NULL,
+                    entity_id {integer} NOT NULL,
+                    version {integer} NOT NULL,
+                    created_at {insert_time}
+                )"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS cache_epoch (
+                    id INTEGER PRIMARY KEY,
+                    epoch {integer} NOT NULL,
+                    redis_id TEXT NOT NULL
+                )"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS cache_instance (
+                    id {instance_id} PRIMARY KEY,
+                    in_process BOOLEAN NOT NULL,
+                    heartbeat_ms {integer} NOT NULL
+                )"
+        ),
+    ])
 }
 
 /// The sea-orm entities of the coherence tables.

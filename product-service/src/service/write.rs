@@ -4,7 +4,8 @@
 use cache_service::Change;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, ExprTrait, QueryFilter,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
+    ExprTrait, QueryFilter,
 };
 
 use super::{PRODUCT, Product, ProductService, now, write_error};
@@ -42,22 +43,21 @@ impl ProductService {
     /// ```
     pub async fn create(&self, input: NewProduct) -> Result<Product> {
         let now = now();
-        let row = product::ActiveModel {
-            sku: Set(input.sku.to_string()),
-            name: Set(input.name.into()),
-            description: Set(input.description.into()),
-            price_cents: Set(input.price_cents.get()),
-            stock: Set(input.stock.get()),
-            category: Set(input.category.into()),
+        let mut row = product::ActiveModel {
             version: Set(1),
             created_at: Set(now),
             updated_at: Set(now),
             ..Default::default()
         };
+        let sku = input.sku.clone();
+        // Every writable field, as a full patch sets it.
+        for (column, value) in product::patch_columns(&input.into()) {
+            row.try_set(column, value)?;
+        }
         let model = product::Entity::insert(row)
             .exec_with_returning(&self.db)
             .await
-            .map_err(|e| write_error(e, Some(&input.sku)))?;
+            .map_err(|e| write_error(e, Some(&sku)))?;
         let change = Change::created(PRODUCT, model.id).with_scopes([&model.category]);
         self.invalidate_after_commit(change).await;
         Ok(model.into())
