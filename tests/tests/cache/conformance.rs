@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cache_service::codec;
-use cache_service::{FillOutcome, Invalidation, LeaseToken, Lookup};
+use cache_service::{FillOutcome, Invalidation, Lease, LeaseToken, Lookup};
 
 use crate::support::{Env, Widget};
 
@@ -53,14 +53,14 @@ async fn lease_and_fill(env: &Env, id: u64, token: LeaseToken, bytes: &[u8]) -> 
     let key = env.key(id);
     assert_eq!(
         env.backend
-            .get_or_lease(&key, token, LEASE)
+            .get_or_lease(Lease::new(&key, token), LEASE)
             .await
             .expect("get_or_lease"),
         Lookup::Leased,
         "{key}: nobody else holds the lease and there is no value"
     );
     env.backend
-        .fill(&key, token, bytes, TTL)
+        .fill(Lease::new(&key, token), bytes, TTL)
         .await
         .expect("fill")
 }

@@ -13,12 +13,15 @@ pub async fn a_stored_value_expires_after_its_ttl(env: &Env) {
     let key = env.key(1);
     let backend = &env.backend;
     assert_eq!(
-        backend.get_or_lease(&key, A, LEASE).await.expect("lease"),
+        backend
+            .get_or_lease(Lease::new(&key, A), LEASE)
+            .await
+            .expect("lease"),
         Lookup::Leased
     );
     assert_eq!(
         backend
-            .fill(&key, A, &entry(1, "short-lived"), SHORT)
+            .fill(Lease::new(&key, A), &entry(1, "short-lived"), SHORT)
             .await
             .expect("fill"),
         FillOutcome::Stored
@@ -29,7 +32,10 @@ pub async fn a_stored_value_expires_after_its_ttl(env: &Env) {
 
     assert_eq!(get(env, 1).await, None, "gone after its TTL");
     assert_eq!(
-        backend.get_or_lease(&key, B, LEASE).await.expect("lease"),
+        backend
+            .get_or_lease(Lease::new(&key, B), LEASE)
+            .await
+            .expect("lease"),
         Lookup::Leased
     );
 }
@@ -64,7 +70,7 @@ pub async fn an_entry_in_an_unknown_format_is_returned_as_stored_and_counts_as_o
     );
     assert_eq!(
         env.backend
-            .get_or_lease(&env.key(1), B, LEASE)
+            .get_or_lease(Lease::new(&env.key(1), B), LEASE)
             .await
             .expect("lease"),
         Lookup::Hit(Bytes::from(foreign.clone()))

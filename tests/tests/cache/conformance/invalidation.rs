@@ -32,7 +32,10 @@ pub async fn an_unversioned_invalidation_voids_the_outstanding_lease(env: &Env) 
     let key = env.key(1);
     let backend = &env.backend;
     assert_eq!(
-        backend.get_or_lease(&key, A, LEASE).await.expect("lease"),
+        backend
+            .get_or_lease(Lease::new(&key, A), LEASE)
+            .await
+            .expect("lease"),
         Lookup::Leased
     );
 
@@ -40,7 +43,11 @@ pub async fn an_unversioned_invalidation_voids_the_outstanding_lease(env: &Env) 
 
     assert_eq!(
         backend
-            .fill(&key, A, &entry(1, "loaded before the write"), TTL)
+            .fill(
+                Lease::new(&key, A),
+                &entry(1, "loaded before the write"),
+                TTL
+            )
             .await
             .expect("fill"),
         FillOutcome::LeaseLost,
@@ -48,7 +55,10 @@ pub async fn an_unversioned_invalidation_voids_the_outstanding_lease(env: &Env) 
     );
     assert_eq!(get(env, 1).await, None);
     assert_eq!(
-        backend.get_or_lease(&key, B, LEASE).await.expect("lease"),
+        backend
+            .get_or_lease(Lease::new(&key, B), LEASE)
+            .await
+            .expect("lease"),
         Lookup::Leased,
         "the next reader gets a fresh lease"
     );
@@ -91,7 +101,7 @@ pub async fn a_versioned_invalidation_fences_fills_of_older_versions(env: &Env) 
     for id in [1, 2] {
         assert_eq!(
             backend
-                .get_or_lease(&env.key(id), A, LEASE)
+                .get_or_lease(Lease::new(&env.key(id), A), LEASE)
                 .await
                 .expect("lease"),
             Lookup::Leased
@@ -103,7 +113,7 @@ pub async fn a_versioned_invalidation_fences_fills_of_older_versions(env: &Env) 
 
     assert_eq!(
         backend
-            .fill(&env.key(1), A, &entry(4, "v4"), TTL)
+            .fill(Lease::new(&env.key(1), A), &entry(4, "v4"), TTL)
             .await
             .expect("fill"),
         FillOutcome::Fenced,
@@ -113,7 +123,10 @@ pub async fn a_versioned_invalidation_fences_fills_of_older_versions(env: &Env) 
 
     let v5 = entry(5, "v5");
     assert_eq!(
-        backend.fill(&env.key(2), A, &v5, TTL).await.expect("fill"),
+        backend
+            .fill(Lease::new(&env.key(2), A), &v5, TTL)
+            .await
+            .expect("fill"),
         FillOutcome::Stored,
         "a versioned invalidation leaves the lease alone: a loader that read the new \
          version may store it"

@@ -25,7 +25,7 @@ pub async fn a_get_misses_until_a_leased_fill_is_stored(env: &Env) {
     assert_eq!(get(env, 1).await.as_deref(), Some(&one[..]));
     assert_eq!(
         env.backend
-            .get_or_lease(&key, B, LEASE)
+            .get_or_lease(Lease::new(&key, B), LEASE)
             .await
             .expect("get_or_lease"),
         Lookup::Hit(Bytes::from(one)),
@@ -36,7 +36,7 @@ pub async fn a_get_misses_until_a_leased_fill_is_stored(env: &Env) {
 pub async fn a_second_reader_is_told_busy_while_the_lease_is_held(env: &Env) {
     let key = env.key(1);
     let backend = &env.backend;
-    let lease = |token| backend.get_or_lease(&key, token, LEASE);
+    let lease = |token| backend.get_or_lease(Lease::new(&key, token), LEASE);
 
     assert_eq!(lease(A).await.expect("lease"), Lookup::Leased);
     assert_eq!(lease(B).await.expect("lease"), Lookup::Busy);
@@ -48,7 +48,10 @@ pub async fn a_second_reader_is_told_busy_while_the_lease_is_held(env: &Env) {
 
     let one = entry(1, "one");
     assert_eq!(
-        backend.fill(&key, A, &one, TTL).await.expect("fill"),
+        backend
+            .fill(Lease::new(&key, A), &one, TTL)
+            .await
+            .expect("fill"),
         FillOutcome::Stored
     );
     assert_eq!(
@@ -64,7 +67,7 @@ pub async fn a_fill_by_a_reader_without_the_lease_is_lost(env: &Env) {
 
     assert_eq!(
         backend
-            .fill(&key, A, &entry(1, "unleased"), TTL)
+            .fill(Lease::new(&key, A), &entry(1, "unleased"), TTL)
             .await
             .expect("fill"),
         FillOutcome::LeaseLost,
@@ -73,12 +76,15 @@ pub async fn a_fill_by_a_reader_without_the_lease_is_lost(env: &Env) {
     assert_eq!(get(env, 1).await, None);
 
     assert_eq!(
-        backend.get_or_lease(&key, A, LEASE).await.expect("lease"),
+        backend
+            .get_or_lease(Lease::new(&key, A), LEASE)
+            .await
+            .expect("lease"),
         Lookup::Leased
     );
     assert_eq!(
         backend
-            .fill(&key, B, &entry(1, "stranger"), TTL)
+            .fill(Lease::new(&key, B), &entry(1, "stranger"), TTL)
             .await
             .expect("fill"),
         FillOutcome::LeaseLost,
@@ -88,7 +94,10 @@ pub async fn a_fill_by_a_reader_without_the_lease_is_lost(env: &Env) {
 
     let holders = entry(1, "holder");
     assert_eq!(
-        backend.fill(&key, A, &holders, TTL).await.expect("fill"),
+        backend
+            .fill(Lease::new(&key, A), &holders, TTL)
+            .await
+            .expect("fill"),
         FillOutcome::Stored,
         "a stranger's fill does not release the holder's lease"
     );
@@ -101,7 +110,7 @@ pub async fn a_lease_is_good_for_one_fill_only(env: &Env) {
 
     assert_eq!(
         env.backend
-            .fill(&env.key(1), A, &entry(2, "second"), TTL)
+            .fill(Lease::new(&env.key(1), A), &entry(2, "second"), TTL)
             .await
             .expect("fill"),
         FillOutcome::LeaseLost,
@@ -115,7 +124,10 @@ pub async fn a_fill_after_its_lease_expired_is_lost(env: &Env) {
     let (abandoned, taken_over) = (env.key(1), env.key(2));
     for key in [&abandoned, &taken_over] {
         assert_eq!(
-            backend.get_or_lease(key, A, SHORT).await.expect("lease"),
+            backend
+                .get_or_lease(Lease::new(key, A), SHORT)
+                .await
+                .expect("lease"),
             Lookup::Leased
         );
     }
@@ -124,7 +136,7 @@ pub async fn a_fill_after_its_lease_expired_is_lost(env: &Env) {
 
     assert_eq!(
         backend
-            .get_or_lease(&taken_over, B, LEASE)
+            .get_or_lease(Lease::new(&taken_over, B), LEASE)
             .await
             .expect("lease"),
         Lookup::Leased,
@@ -133,7 +145,7 @@ pub async fn a_fill_after_its_lease_expired_is_lost(env: &Env) {
     for key in [&abandoned, &taken_over] {
         assert_eq!(
             backend
-                .fill(key, A, &entry(1, "slow"), TTL)
+                .fill(Lease::new(key, A), &entry(1, "slow"), TTL)
                 .await
                 .expect("fill"),
             FillOutcome::LeaseLost,
@@ -144,7 +156,7 @@ pub async fn a_fill_after_its_lease_expired_is_lost(env: &Env) {
     }
     assert_eq!(
         backend
-            .fill(&taken_over, B, &entry(1, "fresh"), TTL)
+            .fill(Lease::new(&taken_over, B), &entry(1, "fresh"), TTL)
             .await
             .expect("fill"),
         FillOutcome::Stored
@@ -159,7 +171,7 @@ pub async fn a_fenced_fill_still_releases_the_lease(env: &Env) {
     );
     assert_eq!(
         env.backend
-            .get_or_lease(&env.key(1), B, LEASE)
+            .get_or_lease(Lease::new(&env.key(1), B), LEASE)
             .await
             .expect("lease"),
         Lookup::Leased,
