@@ -44,7 +44,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, ExprTrait, QueryFilter, Schema,
 };
-use support::{Redis, Summary};
+use support::{Operation, Ops, Redis, Summary};
 
 /// Concurrent writers of the throughput variants.
 const WRITERS: usize = 8;
@@ -179,6 +179,13 @@ impl Fixture {
         };
         (fixture, relay)
     }
+}
+
+impl Operation for Fixture {
+    type Variant = Variant;
+    /// Writers take products round robin, so two writers rarely touch the same row at
+    /// once (with ≥ 2 × WRITERS products, never).
+    const TASKS: usize = WRITERS;
 
     /// One write of a new price to the next product (round robin).
     async fn op(&self, variant: Variant) {
@@ -204,27 +211,11 @@ impl Fixture {
             }
         }
     }
-
-    async fn sequential(&self, variant: Variant, n: usize) -> Duration {
-        support::timed(n as u64, || self.op(variant)).await
-    }
-
-    /// `n` writes by [`WRITERS`] tasks. Writers take products round robin, so two
-    /// writers rarely touch the same row at once (with ≥ 2 × WRITERS products, never).
-    async fn concurrent(&self, variant: Variant, n: usize) -> Duration {
-        let per = n.div_ceil(WRITERS);
-        support::timed_tasks(WRITERS, self, |fixture| async move {
-            for _ in 0..per {
-                fixture.op(variant).await;
-            }
-        })
-        .await
-    }
 }
 
 async fn run(label: &str, url: &str, redis: &str, smoke: bool) {
     let (products, rounds, seq, conc) = if smoke {
-        (2 * WRITERS, 1, 4, WRITERS * 2)
+        (2 * WRITERS, 1, 4, WRITERS as u64 * 2)
     } else {
         (1_000, 11, 200, 400)
     };
@@ -243,21 +234,14 @@ async fn run(label: &str, url: &str, redis: &str, smoke: bool) {
     );
     // Warm-up: connections, statement caches, page cache.
     for variant in VARIANTS {
-        fixture.sequential(variant, seq / 4 + 1).await;
+        support::sequential(&fixture, variant, seq / 4 + 1).await;
     }
-    for round in 0..rounds {
-        for k in 0..VARIANTS.len() {
-            let i = (round + k) % VARIANTS.len();
-            let elapsed = fixture.sequential(VARIANTS[i], seq).await;
-            latency.record(i, elapsed.as_secs_f64() * 1e6 / seq as f64);
-        }
-        for k in 0..VARIANTS.len() {
-            let i = (round + k) % VARIANTS.len();
-            let elapsed = fixture.concurrent(VARIANTS[i], conc).await;
-            let done = conc.div_ceil(WRITERS) * WRITERS;
-            throughput.record(i, done as f64 / elapsed.as_secs_f64());
-        }
-    }
+    let ops = Ops {
+        rounds,
+        sequential: seq,
+        concurrent: conc,
+    };
+    support::latency_and_throughput(&fixture, &VARIANTS, ops, &mut latency, &mut throughput).await;
     if let Some(relay) = relay {
         relay.shutdown().await;
     }

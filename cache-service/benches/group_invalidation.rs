@@ -203,13 +203,12 @@ fn interleaved(rt: &tokio::runtime::Runtime, dbs: &[SizedDb], smoke: bool) {
             db.bump().await;
         }
         for round in 0..rounds {
-            for k in 0..n {
-                let db = &dbs[(round + k) % n];
+            for i in support::rotated(round, n) {
+                let db = &dbs[i];
                 let total = support::summed(u64::from(bumps), || db.bump()).await;
-                bump[(round + k) % n].push(total.as_secs_f64() * 1e6 / f64::from(bumps));
+                bump[i].push(total.as_secs_f64() * 1e6 / f64::from(bumps));
             }
-            for k in 0..n {
-                let i = (round + k) % n;
+            for i in support::rotated(round, n) {
                 scan[i].push(dbs[i].scan_del().await.as_secs_f64() * 1e6);
             }
         }

@@ -22,13 +22,12 @@
 mod support;
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use bytes::Bytes;
 use cache_service::CacheError;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use fred::prelude::*;
-use support::{Item, Redis, Summary, WarmKey};
+use support::{Item, Operation, Ops, Redis, Summary, WarmKey};
 
 /// Concurrent tasks of the throughput variants.
 const TASKS: usize = 64;
@@ -76,6 +75,20 @@ impl Fixture {
         fixture
     }
 
+    /// `GET` of the key on the pool, as `fred` hands it back.
+    async fn raw_get(&self) -> Option<Bytes> {
+        self.pool
+            .next()
+            .get(self.key.as_str())
+            .await
+            .expect("bench: GET")
+    }
+}
+
+impl Operation for Fixture {
+    type Variant = Variant;
+    const TASKS: usize = TASKS;
+
     /// One read; panics if it does not find the warm value (a benchmark of misses would
     /// be meaningless).
     async fn op(&self, variant: Variant) {
@@ -110,30 +123,6 @@ impl Fixture {
             }
         }
     }
-
-    /// `GET` of the key on the pool, as `fred` hands it back.
-    async fn raw_get(&self) -> Option<Bytes> {
-        self.pool
-            .next()
-            .get(self.key.as_str())
-            .await
-            .expect("bench: GET")
-    }
-
-    async fn sequential(&self, variant: Variant, n: u64) -> Duration {
-        support::timed(n, || self.op(variant)).await
-    }
-
-    /// `n` operations spread over [`TASKS`] concurrent tasks.
-    async fn concurrent(&self, variant: Variant, n: u64) -> Duration {
-        let per_task = n.div_ceil(TASKS as u64);
-        support::timed_tasks(TASKS, self, |fixture| async move {
-            for _ in 0..per_task {
-                fixture.op(variant).await;
-            }
-        })
-        .await
-    }
 }
 
 fn decode(bytes: Option<Bytes>) -> Item {
@@ -152,7 +141,7 @@ fn criterion_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, fixture: &
     for variant in VARIANTS {
         group.bench_function(BenchmarkId::from_parameter(variant.name()), |b| {
             b.to_async(rt)
-                .iter_custom(|iters| async move { fixture.sequential(variant, iters).await });
+                .iter_custom(|iters| support::sequential(fixture, variant, iters));
         });
     }
     group.finish();
@@ -164,7 +153,7 @@ fn criterion_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, fixture: &
             b.to_async(rt).iter_custom(|iters| async move {
                 // At least a few operations per task, so spawning is not what is timed.
                 let n = iters.max(TASKS as u64 * 8);
-                let elapsed = fixture.concurrent(variant, n).await;
+                let elapsed = support::concurrent(fixture, variant, n).await;
                 elapsed.mul_f64(iters as f64 / n as f64)
             });
         });
@@ -188,21 +177,15 @@ fn interleaved(rt: &tokio::runtime::Runtime, fixture: &Fixture, smoke: bool) {
     );
     rt.block_on(async {
         // Warm the connections and the allocator.
-        fixture.sequential(Variant::Hit, seq_ops / 4).await;
-        fixture.concurrent(Variant::Hit, conc_ops / 4).await;
-        for round in 0..rounds {
-            for k in 0..VARIANTS.len() {
-                let i = (round + k) % VARIANTS.len();
-                let elapsed = fixture.sequential(VARIANTS[i], seq_ops).await;
-                latency.record(i, elapsed.as_secs_f64() * 1e6 / seq_ops as f64);
-            }
-            for k in 0..VARIANTS.len() {
-                let i = (round + k) % VARIANTS.len();
-                let elapsed = fixture.concurrent(VARIANTS[i], conc_ops).await;
-                let done = conc_ops.div_ceil(TASKS as u64) * TASKS as u64;
-                throughput.record(i, done as f64 / elapsed.as_secs_f64());
-            }
-        }
+        support::sequential(fixture, Variant::Hit, seq_ops / 4).await;
+        support::concurrent(fixture, Variant::Hit, conc_ops / 4).await;
+        let ops = Ops {
+            rounds,
+            sequential: seq_ops,
+            concurrent: conc_ops,
+        };
+        support::latency_and_throughput(fixture, &VARIANTS, ops, &mut latency, &mut throughput)
+            .await;
     });
     support::write_result(
         "hit_path",

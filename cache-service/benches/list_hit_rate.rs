@@ -300,29 +300,25 @@ impl Fixture {
         for _ in 0..READERS {
             let (fixture, counts) = (self.clone(), counts.clone());
             tasks.push(tokio::spawn(async move {
-                let pace = Duration::from_secs(1) / READS_PER_READER_PER_SEC as u32;
-                let mut next = tokio::time::Instant::now();
                 let mut rng = StdRng::from_os_rng();
-                while Instant::now() < stop {
+                let mut pace = Pace::new(READS_PER_READER_PER_SEC, stop);
+                while pace.running() {
                     let category = rng.random_range(0..CATEGORIES);
                     let page = rng.random_range(1..=PAGES);
                     fixture.read(category, page, &counts).await;
-                    next += pace;
-                    tokio::time::sleep_until(next).await;
+                    pace.wait().await;
                 }
             }));
         }
         if write_rate > 0 {
             let (fixture, counts) = (self.clone(), counts.clone());
             tasks.push(tokio::spawn(async move {
-                let pace = Duration::from_secs(1) / write_rate as u32;
-                let mut next = tokio::time::Instant::now();
                 let mut rng = StdRng::from_os_rng();
-                while Instant::now() < stop {
+                let mut pace = Pace::new(write_rate, stop);
+                while pace.running() {
                     fixture.write(&mut rng).await;
                     counts.writes.fetch_add(1, Ordering::Relaxed);
-                    next += pace;
-                    tokio::time::sleep_until(next).await;
+                    pace.wait().await;
                 }
             }));
         }
@@ -330,6 +326,35 @@ impl Fixture {
             task.await.expect("bench: task");
         }
         Measured::of(counts.get(), started.elapsed())
+    }
+}
+
+/// A task's schedule: `per_sec` steps a second until `stop`. The schedule is fixed: a
+/// step that runs late shortens the next wait, so the rate holds over the measurement.
+struct Pace {
+    every: Duration,
+    next: tokio::time::Instant,
+    stop: Instant,
+}
+
+impl Pace {
+    fn new(per_sec: u64, stop: Instant) -> Self {
+        Self {
+            every: Duration::from_secs(1) / per_sec as u32,
+            next: tokio::time::Instant::now(),
+            stop,
+        }
+    }
+
+    /// Whether `stop` is still ahead.
+    fn running(&self) -> bool {
+        Instant::now() < self.stop
+    }
+
+    /// Waits until the next step is due.
+    async fn wait(&mut self) {
+        self.next += self.every;
+        tokio::time::sleep_until(self.next).await;
     }
 }
 
@@ -386,8 +411,7 @@ fn main() {
     rt.block_on(async {
         for round in 0..rounds {
             for (r, &rate) in rates.iter().enumerate() {
-                for k in 0..VARIANTS.len() {
-                    let v = (round + k) % VARIANTS.len();
+                for v in support::rotated(round, VARIANTS.len()) {
                     results[r][v].push(fixtures[v].measure(rate, duration).await);
                 }
             }

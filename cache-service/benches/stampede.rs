@@ -203,8 +203,7 @@ fn counted(rt: &tokio::runtime::Runtime, fixture: &Fixture, smoke: bool) {
     let mut times = vec![Vec::new(); VARIANTS.len()];
     rt.block_on(async {
         for round in 0..rounds {
-            for k in 0..VARIANTS.len() {
-                let i = (round + k) % VARIANTS.len();
+            for i in support::rotated(round, VARIANTS.len()) {
                 let (elapsed, n) = fixture.stampede(VARIANTS[i]).await;
                 check(VARIANTS[i], n);
                 loads[i].push(n as f64);

@@ -35,6 +35,24 @@ impl LeaseToken {
     }
 }
 
+/// One reader's lease on one key: what [`CacheBackend::get_or_lease`] asks for and
+/// [`CacheBackend::fill`] redeems. The same pair in both calls, so a fill can only be
+/// made under the lease its reader took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease<'a> {
+    /// The entry the lease guards.
+    pub key: &'a CacheKey,
+    /// The holder's token.
+    pub token: LeaseToken,
+}
+
+impl<'a> Lease<'a> {
+    /// The lease on `key` held (or asked for) with `token`.
+    pub fn new(key: &'a CacheKey, token: LeaseToken) -> Self {
+        Self { key, token }
+    }
+}
+
 /// What a reader that missed finds when it asks for a lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
@@ -66,25 +84,14 @@ pub trait CacheBackend: Send + Sync + fmt::Debug + 'static {
     /// The entry's bytes, if present. The hit path: one round trip, no lease.
     async fn get(&self, key: &CacheKey) -> Result<Option<Bytes>>;
 
-    /// Atomically: return the entry if present; otherwise take the lease with `token` for
-    /// `lease_ttl` if nobody holds it ([`Lookup::Leased`]), or report [`Lookup::Busy`].
-    async fn get_or_lease(
-        &self,
-        key: &CacheKey,
-        token: LeaseToken,
-        lease_ttl: Duration,
-    ) -> Result<Lookup>;
+    /// Atomically: return the entry at `lease.key` if present; otherwise take `lease` for
+    /// `lease_ttl` if nobody holds one ([`Lookup::Leased`]), or report [`Lookup::Busy`].
+    async fn get_or_lease(&self, lease: Lease<'_>, lease_ttl: Duration) -> Result<Lookup>;
 
-    /// Atomically: store `entry` (in [`codec`](crate::codec) format) for `ttl` if `token`
-    /// still holds the lease and the entry's version is not below the key's fence; the
-    /// lease is released either way.
-    async fn fill(
-        &self,
-        key: &CacheKey,
-        token: LeaseToken,
-        entry: &[u8],
-        ttl: Duration,
-    ) -> Result<FillOutcome>;
+    /// Atomically: store `entry` (in [`codec`](crate::codec) format) at `lease.key` for
+    /// `ttl` if `lease` is still held and the entry's version is not below the key's
+    /// fence; the lease is released either way.
+    async fn fill(&self, lease: Lease<'_>, entry: &[u8], ttl: Duration) -> Result<FillOutcome>;
 
     /// Atomically apply one invalidation (see [`Invalidation`]); fences live `fence_ttl`.
     async fn invalidate(&self, invalidation: &Invalidation, fence_ttl: Duration) -> Result<()>;

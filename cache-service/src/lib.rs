@@ -141,7 +141,7 @@ mod error;
 mod flight;
 
 pub use backend::{
-    CacheBackend, FillOutcome, LeaseToken, Lookup, MemoryBackend, NearCache, NearCacheStats,
+    CacheBackend, FillOutcome, Lease, LeaseToken, Lookup, MemoryBackend, NearCache, NearCacheStats,
     RedisBackend,
 };
 pub use coherence::{

@@ -11,6 +11,9 @@
 //!   per-round ratios rather than a ratio of two medians taken minutes apart.
 //! - [`run`]: a benchmark binary's course (fixture, criterion, interleaved summary);
 //!   [`timed`], [`summed`] and [`timed_tasks`]: the timing loops the benchmarks share;
+//!   [`rotated`]: the order of the variants in a round; [`Operation`]: a fixture timed
+//!   [`sequential`]ly and [`concurrent`]ly, and [`latency_and_throughput`], its
+//!   interleaved rounds;
 //!   [`Item`]: a value shaped like a product, and [`WarmKey`]: a cache whose key holds it.
 
 #![allow(dead_code)] // each bench binary uses a different part of the harness
@@ -327,6 +330,81 @@ pub fn median(values: &mut [f64]) -> f64 {
         values[mid]
     } else {
         (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// The variants' indexes in the order round `round` measures them: `0..n`, rotated by
+/// one more each round, so that no variant always goes first (and always finds the
+/// caches and connections as the one before it left them).
+pub fn rotated(round: usize, n: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |k| (round + k) % n)
+}
+
+/// A fixture whose variants are ways of doing one operation, timed one after another
+/// (latency) and spread over concurrent tasks (throughput). Cheap to clone into tasks.
+/// Crate-visible, as is what uses it: a benchmark's own `Variant` is private to it.
+pub(crate) trait Operation: Clone + Send + Sync + 'static {
+    /// The ways being compared.
+    type Variant: Copy + Send + 'static;
+
+    /// How many concurrent tasks [`concurrent`] spreads the operations over.
+    const TASKS: usize;
+
+    /// One operation of `variant`.
+    fn op(&self, variant: Self::Variant) -> impl Future<Output = ()> + Send;
+}
+
+/// The time `n` operations of `variant`, one after another, take.
+pub(crate) async fn sequential<F: Operation>(fixture: &F, variant: F::Variant, n: u64) -> Duration {
+    timed(n, || fixture.op(variant)).await
+}
+
+/// The time `n` operations of `variant` take, spread over [`Operation::TASKS`] tasks
+/// (each on its own clone of `fixture`, running `n.div_ceil(TASKS)` of them).
+pub(crate) async fn concurrent<F: Operation>(fixture: &F, variant: F::Variant, n: u64) -> Duration {
+    let per_task = n.div_ceil(F::TASKS as u64);
+    timed_tasks(F::TASKS, fixture, |fixture| async move {
+        for _ in 0..per_task {
+            fixture.op(variant).await;
+        }
+    })
+    .await
+}
+
+/// How many operations [`latency_and_throughput`] times.
+#[derive(Debug, Clone, Copy)]
+pub struct Ops {
+    /// Interleaved rounds.
+    pub rounds: usize,
+    /// Operations one after another, per variant and round.
+    pub sequential: u64,
+    /// Operations spread over the concurrent tasks, per variant and round.
+    pub concurrent: u64,
+}
+
+/// Latency and throughput of each of `variants` in interleaved rounds: each round times
+/// `ops.sequential` operations of each variant one after another ([`sequential`];
+/// recorded in `latency` as µs per operation), then `ops.concurrent` of each spread over
+/// the tasks ([`concurrent`]; recorded in `throughput` as operations per second,
+/// counting all that ran).
+pub(crate) async fn latency_and_throughput<F: Operation>(
+    fixture: &F,
+    variants: &[F::Variant],
+    ops: Ops,
+    latency: &mut Summary,
+    throughput: &mut Summary,
+) {
+    let tasks = F::TASKS as u64;
+    let done = ops.concurrent.div_ceil(tasks) * tasks;
+    for round in 0..ops.rounds {
+        for i in rotated(round, variants.len()) {
+            let elapsed = sequential(fixture, variants[i], ops.sequential).await;
+            latency.record(i, elapsed.as_secs_f64() * 1e6 / ops.sequential as f64);
+        }
+        for i in rotated(round, variants.len()) {
+            let elapsed = concurrent(fixture, variants[i], ops.concurrent).await;
+            throughput.record(i, done as f64 / elapsed.as_secs_f64());
+        }
     }
 }
 

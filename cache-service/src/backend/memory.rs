@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{CacheBackend, FillOutcome, LeaseToken, Lookup, clock_generation};
+use super::{CacheBackend, FillOutcome, Lease, LeaseToken, Lookup, clock_generation};
 use crate::codec;
 use crate::error::Result;
 use crate::key::{CacheKey, Invalidation};
@@ -228,36 +228,25 @@ impl CacheBackend for MemoryBackend {
         }))
     }
 
-    async fn get_or_lease(
-        &self,
-        key: &CacheKey,
-        token: LeaseToken,
-        lease_ttl: Duration,
-    ) -> Result<Lookup> {
-        Ok(self.with_slot(key.as_str(), |slot, now| {
+    async fn get_or_lease(&self, lease: Lease<'_>, lease_ttl: Duration) -> Result<Lookup> {
+        Ok(self.with_slot(lease.key.as_str(), |slot, now| {
             if let Some((value, _)) = &slot.value {
                 Lookup::Hit(value.clone())
             } else if slot.lease.is_some() {
                 Lookup::Busy
             } else {
-                slot.lease = Some((token, now + lease_ttl));
+                slot.lease = Some((lease.token, now + lease_ttl));
                 Lookup::Leased
             }
         }))
     }
 
-    async fn fill(
-        &self,
-        key: &CacheKey,
-        token: LeaseToken,
-        entry: &[u8],
-        ttl: Duration,
-    ) -> Result<FillOutcome> {
+    async fn fill(&self, lease: Lease<'_>, entry: &[u8], ttl: Duration) -> Result<FillOutcome> {
         // `None` for an entry in another format: older than any fence, as in the Redis
         // scripts.
         let version = codec::version_of(entry);
-        Ok(self.with_slot(key.as_str(), |slot, now| {
-            if slot.lease.map(|(t, _)| t) != Some(token) {
+        Ok(self.with_slot(lease.key.as_str(), |slot, now| {
+            if slot.lease.map(|(t, _)| t) != Some(lease.token) {
                 return FillOutcome::LeaseLost;
             }
             slot.lease = None;

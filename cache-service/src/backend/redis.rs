@@ -36,8 +36,7 @@ use node::{Node, info_field, run_id};
 use scripts::Scripts;
 
 use super::{
-    CacheBackend, FillOutcome, LeaseToken, Lookup, clock_generation, invalidate_write_in_steps,
-    millis,
+    CacheBackend, FillOutcome, Lease, Lookup, clock_generation, invalidate_write_in_steps, millis,
 };
 use crate::error::{CacheError, Result};
 use crate::key::{CacheKey, Invalidation, MemberKey};
@@ -173,12 +172,8 @@ impl CacheBackend for RedisBackend {
         self.node(key.as_str())?.get(key.as_str()).await
     }
 
-    async fn get_or_lease(
-        &self,
-        key: &CacheKey,
-        token: LeaseToken,
-        lease_ttl: Duration,
-    ) -> Result<Lookup> {
+    async fn get_or_lease(&self, lease: Lease<'_>, lease_ttl: Duration) -> Result<Lookup> {
+        let Lease { key, token } = lease;
         let reply: Value = self
             .eval(
                 &self.scripts.get_or_lease,
@@ -206,13 +201,8 @@ impl CacheBackend for RedisBackend {
         }
     }
 
-    async fn fill(
-        &self,
-        key: &CacheKey,
-        token: LeaseToken,
-        entry: &[u8],
-        ttl: Duration,
-    ) -> Result<FillOutcome> {
+    async fn fill(&self, lease: Lease<'_>, entry: &[u8], ttl: Duration) -> Result<FillOutcome> {
+        let Lease { key, token } = lease;
         let reply: i64 = self
             .eval(
                 &self.scripts.fill,

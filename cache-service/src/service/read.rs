@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes};
 use serde::de::DeserializeOwned;
 
 use super::{CacheService, Cacheable};
-use crate::backend::{FillOutcome, LeaseToken, Lookup};
+use crate::backend::{FillOutcome, Lease, LeaseToken, Lookup};
 use crate::codec::{self, Entry};
 use crate::error::{CacheError, Result};
 use crate::flight::{self, Leader, Role};
@@ -355,7 +355,7 @@ impl CacheService {
             let lookup = self
                 .inner
                 .backend
-                .get_or_lease(&key, token, config.lease_ttl)
+                .get_or_lease(Lease::new(&key, token), config.lease_ttl)
                 .await;
             if !self.connection_checked() {
                 break false;
@@ -430,7 +430,12 @@ impl CacheService {
                 jittered(config.negative_ttl, config.ttl_jitter),
             ),
         };
-        let shared = match self.inner.backend.fill(&key, token, &entry, ttl).await {
+        let shared = match self
+            .inner
+            .backend
+            .fill(Lease::new(&key, token), &entry, ttl)
+            .await
+        {
             Ok(FillOutcome::Stored) => Some(entry.clone()),
             Ok(refused) => {
                 let reason = if refused == FillOutcome::Fenced {

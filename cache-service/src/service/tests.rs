@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::read::jittered;
-use crate::backend::{FillOutcome, LeaseToken, Lookup};
+use crate::backend::{FillOutcome, Lease, Lookup};
 use crate::error::CacheError;
 
 use async_trait::async_trait;
@@ -38,22 +38,11 @@ impl CacheBackend for Reconnecting {
         }
         reply
     }
-    async fn get_or_lease(
-        &self,
-        key: &CacheKey,
-        token: LeaseToken,
-        ttl: Duration,
-    ) -> Result<Lookup> {
-        self.store.get_or_lease(key, token, ttl).await
+    async fn get_or_lease(&self, lease: Lease<'_>, ttl: Duration) -> Result<Lookup> {
+        self.store.get_or_lease(lease, ttl).await
     }
-    async fn fill(
-        &self,
-        key: &CacheKey,
-        token: LeaseToken,
-        entry: &[u8],
-        ttl: Duration,
-    ) -> Result<FillOutcome> {
-        self.store.fill(key, token, entry, ttl).await
+    async fn fill(&self, lease: Lease<'_>, entry: &[u8], ttl: Duration) -> Result<FillOutcome> {
+        self.store.fill(lease, entry, ttl).await
     }
     async fn invalidate(&self, invalidation: &Invalidation, fence_ttl: Duration) -> Result<()> {
         self.store.invalidate(invalidation, fence_ttl).await

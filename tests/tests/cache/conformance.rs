@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cache_service::codec;
-use cache_service::{FillOutcome, Invalidation, LeaseToken, Lookup};
+use cache_service::{FillOutcome, Invalidation, Lease, LeaseToken, Lookup};
 
 use crate::support::{Env, Widget};
 
@@ -51,7 +51,7 @@ fn foreign_entry() -> Vec<u8> {
 /// The backend's `get_or_lease` of item `id` with `token`, for a lease of `lease`.
 async fn get_or_lease(env: &Env, id: u64, token: LeaseToken, lease: Duration) -> Lookup {
     env.backend
-        .get_or_lease(&env.key(id), token, lease)
+        .get_or_lease(Lease::new(&env.key(id), token), lease)
         .await
         .expect("get_or_lease")
 }
@@ -59,7 +59,7 @@ async fn get_or_lease(env: &Env, id: u64, token: LeaseToken, lease: Duration) ->
 /// The backend's `fill` of item `id` with `token` and `bytes`, for [`TTL`].
 async fn fill(env: &Env, id: u64, token: LeaseToken, bytes: &[u8]) -> FillOutcome {
     env.backend
-        .fill(&env.key(id), token, bytes, TTL)
+        .fill(Lease::new(&env.key(id), token), bytes, TTL)
         .await
         .expect("fill")
 }

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cache_service::{
-    CacheError, CacheService, CachedJson, Group, Invalidation, LeaseToken, Lookup, codec,
+    CacheError, CacheService, CachedJson, Group, Invalidation, Lease, LeaseToken, Lookup, codec,
 };
 
 use crate::support::{Db, Env, Page, WIDGET, Widget, read};
@@ -196,13 +196,13 @@ pub async fn an_entry_that_cannot_be_decoded_is_replaced_on_read(env: &Env) {
         let backend = cache.backend();
         assert_eq!(
             backend
-                .get_or_lease(&key, token, cache.config().lease_ttl)
+                .get_or_lease(Lease::new(&key, token), cache.config().lease_ttl)
                 .await
                 .expect("lease"),
             Lookup::Leased
         );
         backend
-            .fill(&key, token, &bytes, cache.config().ttl)
+            .fill(Lease::new(&key, token), &bytes, cache.config().ttl)
             .await
             .expect("fill");
     }

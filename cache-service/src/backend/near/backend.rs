@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{FillToken, NearCache};
-use crate::backend::{CacheBackend, FillOutcome, LeaseToken, Lookup};
+use crate::backend::{CacheBackend, FillOutcome, Lease, Lookup};
 use crate::error::Result;
 use crate::key::{CacheKey, Invalidation, MemberKey};
 
@@ -80,23 +80,12 @@ impl CacheBackend for NearCache {
         Ok((generation, entry))
     }
 
-    async fn get_or_lease(
-        &self,
-        key: &CacheKey,
-        token: LeaseToken,
-        lease_ttl: Duration,
-    ) -> Result<Lookup> {
-        self.redis.get_or_lease(key, token, lease_ttl).await
+    async fn get_or_lease(&self, lease: Lease<'_>, lease_ttl: Duration) -> Result<Lookup> {
+        self.redis.get_or_lease(lease, lease_ttl).await
     }
 
-    async fn fill(
-        &self,
-        key: &CacheKey,
-        token: LeaseToken,
-        entry: &[u8],
-        ttl: Duration,
-    ) -> Result<FillOutcome> {
-        self.redis.fill(key, token, entry, ttl).await
+    async fn fill(&self, lease: Lease<'_>, entry: &[u8], ttl: Duration) -> Result<FillOutcome> {
+        self.redis.fill(lease, entry, ttl).await
     }
 
     async fn invalidate(&self, invalidation: &Invalidation, fence_ttl: Duration) -> Result<()> {

@@ -15,7 +15,7 @@ pub async fn a_stored_value_expires_after_its_ttl(env: &Env) {
     assert_eq!(get_or_lease(env, 1, A, LEASE).await, Lookup::Leased);
     assert_eq!(
         backend
-            .fill(&key, A, &entry(1, "short-lived"), SHORT)
+            .fill(Lease::new(&key, A), &entry(1, "short-lived"), SHORT)
             .await
             .expect("fill"),
         FillOutcome::Stored

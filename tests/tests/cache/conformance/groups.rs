@@ -73,12 +73,15 @@ pub async fn a_group_member_is_read_at_the_current_generation(env: &Env) {
     let page = entry(0, "page one");
     assert_eq!(
         env.backend
-            .get_or_lease(&key, A, LEASE)
+            .get_or_lease(Lease::new(&key, A), LEASE)
             .await
             .expect("lease"),
         Lookup::Leased
     );
-    env.backend.fill(&key, A, &page, TTL).await.expect("fill");
+    env.backend
+        .fill(Lease::new(&key, A), &page, TTL)
+        .await
+        .expect("fill");
     let (generation, stored) = read_member().await;
     assert_eq!(generation, seeded);
     assert_eq!(stored.as_deref(), Some(&page[..]), "the member's entry");
