@@ -53,6 +53,17 @@ impl<'a> Lease<'a> {
     }
 }
 
+/// Everything one committed write made stale: the generation keys of the groups (and
+/// scopes) it moves, and the item invalidations it owes. One value, so a backend applies
+/// both parts in the documented order (groups first, then items).
+#[derive(Debug, Clone, Copy)]
+pub struct WriteInvalidation<'a> {
+    /// The item invalidations, applied after every group moved.
+    pub items: &'a [Invalidation],
+    /// The generation keys of the groups to move to a new generation.
+    pub generation_keys: &'a [String],
+}
+
 /// What a reader that missed finds when it asks for a lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
@@ -101,11 +112,10 @@ pub trait CacheBackend: Send + Sync + fmt::Debug + 'static {
     /// it before the items. Backends that can, do it in one round trip.
     async fn invalidate_write(
         &self,
-        items: &[Invalidation],
-        generation_keys: &[String],
+        write: WriteInvalidation<'_>,
         fence_ttl: Duration,
     ) -> Result<()> {
-        invalidate_write_in_steps(self, items, generation_keys, fence_ttl).await
+        invalidate_write_in_steps(self, write, fence_ttl).await
     }
 
     /// The version fenced on `key` by the latest versioned invalidation, if the fence is
@@ -196,15 +206,15 @@ pub trait CacheBackend: Send + Sync + fmt::Debug + 'static {
 /// items concurrently.
 pub(crate) async fn invalidate_write_in_steps<B: CacheBackend + ?Sized>(
     backend: &B,
-    items: &[Invalidation],
-    generation_keys: &[String],
+    write: WriteInvalidation<'_>,
     fence_ttl: Duration,
 ) -> Result<()> {
-    for key in generation_keys {
+    for key in write.generation_keys {
         backend.bump_generation(key).await?;
     }
     for result in futures::future::join_all(
-        items
+        write
+            .items
             .iter()
             .map(|invalidation| backend.invalidate(invalidation, fence_ttl)),
     )

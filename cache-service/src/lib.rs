@@ -142,7 +142,7 @@ mod flight;
 
 pub use backend::{
     CacheBackend, FillOutcome, Lease, LeaseToken, Lookup, MemoryBackend, NearCache, NearCacheStats,
-    RedisBackend,
+    RedisBackend, WriteInvalidation,
 };
 pub use coherence::{
     Applied, AuditConfig, AuditReport, AuditTotals, AuditorHandle, Change, Coherence,

@@ -36,7 +36,8 @@ use node::{Node, info_field, run_id};
 use scripts::Scripts;
 
 use super::{
-    CacheBackend, FillOutcome, Lease, Lookup, clock_generation, invalidate_write_in_steps, millis,
+    CacheBackend, FillOutcome, Lease, Lookup, WriteInvalidation, clock_generation,
+    invalidate_write_in_steps, millis,
 };
 use crate::error::{CacheError, Result};
 use crate::key::{CacheKey, Invalidation, MemberKey};
@@ -241,20 +242,19 @@ impl CacheBackend for RedisBackend {
     /// one script cannot reach: there the steps run one after another.
     async fn invalidate_write(
         &self,
-        items: &[Invalidation],
-        generation_keys: &[String],
+        write: WriteInvalidation<'_>,
         fence_ttl: Duration,
     ) -> Result<()> {
         if !self.spans_slots() {
-            return invalidate_write_in_steps(self, items, generation_keys, fence_ttl).await;
+            return invalidate_write_in_steps(self, write, fence_ttl).await;
         }
-        let mut keys = generation_keys.to_vec();
+        let mut keys = write.generation_keys.to_vec();
         let mut args = vec![
-            Value::from(generation_keys.len() as i64),
+            Value::from(write.generation_keys.len() as i64),
             Value::from(clock_generation().to_string()),
             Value::from(millis(fence_ttl) as i64),
         ];
-        for invalidation in items {
+        for invalidation in write.items {
             let key = &invalidation.key;
             keys.extend([key.as_str().to_owned(), key.lease_key(), key.fence_key()]);
             args.push(Value::from(version_arg(invalidation)));

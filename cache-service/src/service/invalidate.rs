@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use futures::future::join_all;
 
 use super::CacheService;
+use crate::backend::WriteInvalidation;
 use crate::error::Result;
 use crate::key::{CacheKey, Invalidation, Scope, generation_key};
 
@@ -215,7 +216,13 @@ impl CacheService {
         let result = self
             .inner
             .backend
-            .invalidate_write(items, &generation_keys, self.inner.config.fence_ttl)
+            .invalidate_write(
+                WriteInvalidation {
+                    items,
+                    generation_keys: &generation_keys,
+                },
+                self.inner.config.fence_ttl,
+            )
             .await;
         for inv in items {
             // As in `invalidate`: retired whatever the outcome.

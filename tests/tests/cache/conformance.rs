@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cache_service::codec;
-use cache_service::{FillOutcome, Invalidation, Lease, LeaseToken, Lookup};
+use cache_service::{FillOutcome, Invalidation, Lease, LeaseToken, Lookup, WriteInvalidation};
 
 use crate::support::{Env, Widget};
 

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{FillToken, NearCache};
-use crate::backend::{CacheBackend, FillOutcome, Lease, Lookup};
+use crate::backend::{CacheBackend, FillOutcome, Lease, Lookup, WriteInvalidation};
 use crate::error::Result;
 use crate::key::{CacheKey, Invalidation, MemberKey};
 
@@ -97,18 +97,14 @@ impl CacheBackend for NearCache {
 
     async fn invalidate_write(
         &self,
-        items: &[Invalidation],
-        generation_keys: &[String],
+        write: WriteInvalidation<'_>,
         fence_ttl: Duration,
     ) -> Result<()> {
-        let result = self
-            .redis
-            .invalidate_write(items, generation_keys, fence_ttl)
-            .await;
-        for key in generation_keys {
+        let result = self.redis.invalidate_write(write, fence_ttl).await;
+        for key in write.generation_keys {
             self.shared.drop_key(key);
         }
-        for item in items {
+        for item in write.items {
             self.shared.drop_key(item.key.as_str());
         }
         result

@@ -102,11 +102,13 @@ pub async fn invalidating_a_write_moves_its_groups_and_applies_its_items(env: &E
 
     env.backend
         .invalidate_write(
-            &[
-                Invalidation::at_version(env.key(1), 2),
-                Invalidation::remove(env.key(2)),
-            ],
-            std::slice::from_ref(&group),
+            WriteInvalidation {
+                items: &[
+                    Invalidation::at_version(env.key(1), 2),
+                    Invalidation::remove(env.key(2)),
+                ],
+                generation_keys: std::slice::from_ref(&group),
+            },
             FENCE,
         )
         .await
@@ -140,7 +142,13 @@ pub async fn invalidating_a_write_seeds_a_lost_generation_from_the_clock(env: &E
     let group = env.generation_key("never-read");
 
     env.backend
-        .invalidate_write(&[], std::slice::from_ref(&group), FENCE)
+        .invalidate_write(
+            WriteInvalidation {
+                items: &[],
+                generation_keys: std::slice::from_ref(&group),
+            },
+            FENCE,
+        )
         .await
         .expect("invalidate_write");
 
