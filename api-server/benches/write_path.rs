@@ -85,23 +85,10 @@ product_columns!(plain, "bench_plain_product");
 // The real `product` table (its triggers fire).
 product_columns!(triggered, "product");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Variant {
-    Plain,
-    Triggers,
-    Service,
-}
-
-const VARIANTS: [Variant; 3] = [Variant::Plain, Variant::Triggers, Variant::Service];
-
-impl Variant {
-    fn name(self) -> &'static str {
-        match self {
-            Variant::Plain => "plain_update",
-            Variant::Triggers => "update_with_triggers",
-            Variant::Service => "service_patch",
-        }
-    }
+support::variants! {
+    Plain => "plain_update",
+    Triggers => "update_with_triggers",
+    Service => "service_patch",
 }
 
 #[derive(Debug, Clone)]

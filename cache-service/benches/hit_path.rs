@@ -35,35 +35,17 @@ const TASKS: usize = 64;
 /// Everything one variant needs, cheap to clone into tasks.
 type Fixture = WarmKey;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Variant {
-    RawGet,
-    RawGetDecode,
-    Hit,
-    JsonHit,
+support::variants! {
+    RawGet => "raw_get",
+    RawGetDecode => "raw_get_decode",
+    Hit => "get_or_load_hit",
+    JsonHit => "get_or_load_json_hit",
 }
 
-const VARIANTS: [Variant; 4] = [
-    Variant::RawGet,
-    Variant::RawGetDecode,
-    Variant::Hit,
-    Variant::JsonHit,
-];
 /// Indexes in [`VARIANTS`].
 const RAW_DECODE: usize = 1;
 const HIT: usize = 2;
 const JSON_HIT: usize = 3;
-
-impl Variant {
-    fn name(self) -> &'static str {
-        match self {
-            Variant::RawGet => "raw_get",
-            Variant::RawGetDecode => "raw_get_decode",
-            Variant::Hit => "get_or_load_hit",
-            Variant::JsonHit => "get_or_load_json_hit",
-        }
-    }
-}
 
 impl Fixture {
     /// The warm key, read once by every variant to check that each finds the value.

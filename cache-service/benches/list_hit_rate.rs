@@ -68,22 +68,12 @@ const PER_PAGE: i64 = 20;
 const READERS: usize = 4;
 const READS_PER_READER_PER_SEC: u64 = 250;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Variant {
-    Scoped,
-    TableWide,
+support::variants! {
+    Scoped => "scoped",
+    TableWide => "table_wide",
 }
 
-const VARIANTS: [Variant; 2] = [Variant::Scoped, Variant::TableWide];
-
 impl Variant {
-    fn name(self) -> &'static str {
-        match self {
-            Variant::Scoped => "scoped",
-            Variant::TableWide => "table_wide",
-        }
-    }
-
     fn table(self) -> OutboxTable {
         match self {
             Variant::Scoped => SCOPED,

@@ -45,23 +45,10 @@ impl Cacheable for Item {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Variant {
-    OneInstance,
-    TwoInstances,
-    Naive,
-}
-
-const VARIANTS: [Variant; 3] = [Variant::OneInstance, Variant::TwoInstances, Variant::Naive];
-
-impl Variant {
-    fn name(self) -> &'static str {
-        match self {
-            Variant::OneInstance => "one_instance",
-            Variant::TwoInstances => "two_instances",
-            Variant::Naive => "naive",
-        }
-    }
+support::variants! {
+    OneInstance => "one_instance",
+    TwoInstances => "two_instances",
+    Naive => "naive",
 }
 
 #[derive(Debug, Clone)]

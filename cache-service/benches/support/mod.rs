@@ -14,7 +14,8 @@
 //!   [`rotated`]: the order of the variants in a round; [`Operation`]: a fixture timed
 //!   [`sequential`]ly and [`concurrent`]ly, and [`latency_and_throughput`], its
 //!   interleaved rounds;
-//!   [`Item`]: a value shaped like a product, and [`WarmKey`]: a cache whose key holds it.
+//!   [`Item`]: a value shaped like a product, and [`WarmKey`]: a cache whose key holds it;
+//!   [`variants!`]: a benchmark's variants, declared once.
 
 #![allow(dead_code)] // each bench binary uses a different part of the harness
 
@@ -33,6 +34,31 @@ use cache_service::{
 use criterion::Criterion;
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
+
+/// Declares a benchmark's variants in one list: the `Variant` enum, `VARIANTS` (every
+/// variant, in the order a round rotates from) and `Variant::name` (its column in the
+/// report), so no variant can be left out of the rounds or the report.
+#[allow(unused_macros)] // not every bench binary has variants
+macro_rules! variants {
+    ($($variant:ident => $name:literal),+ $(,)?) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Variant {
+            $($variant),+
+        }
+
+        const VARIANTS: [Variant; [$($name),+].len()] = [$(Variant::$variant),+];
+
+        impl Variant {
+            fn name(self) -> &'static str {
+                match self {
+                    $(Variant::$variant => $name),+
+                }
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use variants;
 
 /// Environment variable naming a Redis to use instead of a private server.
 pub const BENCH_REDIS_URL: &str = "BENCH_REDIS_URL";
