@@ -12,6 +12,10 @@ use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
 mod legacy;
+mod m20261126_000002_create_cache_outbox;
+mod m20261126_000005_quiet_service_writes;
+mod m20261129_000006_reprice_job_owner;
+mod m20261129_000007_generic_outbox;
 
 use legacy::FIRST_MIGRATION;
 pub(crate) use legacy::{MIGRATION_TABLE, adopt_legacy_rows};
@@ -27,12 +31,12 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(create_product()),
-            Box::new(CreateOutbox),
+            Box::new(m20261126_000002_create_cache_outbox::Migration),
             Box::new(create_reprice_job()),
             Box::new(create_cache_epoch()),
-            Box::new(QuietServiceWrites),
-            Box::new(RepriceJobOwner),
-            Box::new(GenericOutbox),
+            Box::new(m20261126_000005_quiet_service_writes::Migration),
+            Box::new(m20261129_000006_reprice_job_owner::Migration),
+            Box::new(m20261129_000007_generic_outbox::Migration),
             cache_service::coherence::tables_migration(),
             // The outbox records each change's category before and after it, and the
             // list pages of a category move only with changes that touch it.
@@ -130,123 +134,6 @@ impl MigrationTrait for CreateTable {
     }
 }
 
-/// The transactional outbox: triggers on `product` record, in the same transaction as
-/// any change made by anyone (this service, `psql`, `sqlite3`, another program), the
-/// invalidation it owes: the product id and the version its cached copies must reach.
-/// An `UPDATE` that does not bump `version` gets it bumped by a trigger, so "+1 on
-/// every change" holds for every writer. On PostgreSQL the trigger also sends
-/// `NOTIFY cache_outbox` to wake the relays.
-struct CreateOutbox;
-
-impl MigrationName for CreateOutbox {
-    fn name(&self) -> &str {
-        "m20261126_000002_create_cache_outbox"
-    }
-}
-
-const POSTGRES_OUTBOX: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS cache_outbox (
-        id BIGSERIAL PRIMARY KEY,
-        product_id BIGINT NOT NULL,
-        version BIGINT NOT NULL,
-        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
-    )",
-    "CREATE OR REPLACE FUNCTION product_bump_version() RETURNS trigger AS $$
-    BEGIN
-        IF NEW.version = OLD.version AND NEW IS DISTINCT FROM OLD THEN
-            NEW.version := OLD.version + 1;
-        END IF;
-        RETURN NEW;
-    END $$ LANGUAGE plpgsql",
-    "DROP TRIGGER IF EXISTS product_bump_version ON product",
-    "CREATE TRIGGER product_bump_version BEFORE UPDATE ON product
-        FOR EACH ROW EXECUTE FUNCTION product_bump_version()",
-    "CREATE OR REPLACE FUNCTION product_owe_invalidation() RETURNS trigger AS $$
-    BEGIN
-        IF TG_OP = 'DELETE' THEN
-            INSERT INTO cache_outbox (product_id, version) VALUES (OLD.id, OLD.version + 1);
-        ELSIF TG_OP = 'INSERT' OR NEW.version <> OLD.version THEN
-            INSERT INTO cache_outbox (product_id, version) VALUES (NEW.id, NEW.version);
-        END IF;
-        PERFORM pg_notify('cache_outbox', '');
-        RETURN NULL;
-    END $$ LANGUAGE plpgsql",
-    "DROP TRIGGER IF EXISTS product_owe_invalidation ON product",
-    "CREATE TRIGGER product_owe_invalidation AFTER INSERT OR UPDATE OR DELETE ON product
-        FOR EACH ROW EXECUTE FUNCTION product_owe_invalidation()",
-];
-
-/// SQLite triggers cannot change `NEW`, so an `UPDATE` that left `version` alone is
-/// followed by a second one that bumps it; only a version change owes an invalidation.
-/// (SQLite does not fire a trigger from its own statements, so this cannot recurse.)
-const SQLITE_OUTBOX: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS cache_outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        product_id INTEGER NOT NULL,
-        version INTEGER NOT NULL,
-        created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
-    )",
-    "CREATE TRIGGER IF NOT EXISTS product_bump_version AFTER UPDATE ON product
-        WHEN NEW.version = OLD.version
-        BEGIN
-            UPDATE product SET version = OLD.version + 1 WHERE id = NEW.id;
-        END",
-    "CREATE TRIGGER IF NOT EXISTS product_owe_insert AFTER INSERT ON product
-        BEGIN
-            INSERT INTO cache_outbox (product_id, version) VALUES (NEW.id, NEW.version);
-        END",
-    "CREATE TRIGGER IF NOT EXISTS product_owe_update AFTER UPDATE ON product
-        WHEN NEW.version <> OLD.version
-        BEGIN
-            INSERT INTO cache_outbox (product_id, version) VALUES (NEW.id, NEW.version);
-        END",
-    "CREATE TRIGGER IF NOT EXISTS product_owe_delete AFTER DELETE ON product
-        BEGIN
-            INSERT INTO cache_outbox (product_id, version) VALUES (OLD.id, OLD.version + 1);
-        END",
-];
-
-#[async_trait::async_trait]
-impl MigrationTrait for CreateOutbox {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if has_generic_outbox(manager).await? {
-            // Another embedder created the generic outbox first: these triggers would
-            // write columns it does not have. The generic ones come with migration 7.
-            return Ok(());
-        }
-        let statements = match manager.get_database_backend() {
-            sea_orm::DbBackend::Postgres => POSTGRES_OUTBOX,
-            sea_orm::DbBackend::Sqlite => SQLITE_OUTBOX,
-            other => {
-                return Err(DbErr::Migration(format!(
-                    "the outbox triggers support PostgreSQL and SQLite, not {other:?}"
-                )));
-            }
-        };
-        execute(manager, statements).await
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let statements: &[&str] = match manager.get_database_backend() {
-            sea_orm::DbBackend::Postgres => &[
-                "DROP TRIGGER IF EXISTS product_owe_invalidation ON product",
-                "DROP TRIGGER IF EXISTS product_bump_version ON product",
-                "DROP FUNCTION IF EXISTS product_owe_invalidation()",
-                "DROP FUNCTION IF EXISTS product_bump_version()",
-                "DROP TABLE IF EXISTS cache_outbox",
-            ],
-            _ => &[
-                "DROP TRIGGER IF EXISTS product_owe_delete",
-                "DROP TRIGGER IF EXISTS product_owe_update",
-                "DROP TRIGGER IF EXISTS product_owe_insert",
-                "DROP TRIGGER IF EXISTS product_bump_version",
-                "DROP TABLE IF EXISTS cache_outbox",
-            ],
-        };
-        execute(manager, statements).await
-    }
-}
-
 #[derive(DeriveIden)]
 enum RepriceJob {
     Table,
@@ -314,158 +201,6 @@ fn create_cache_epoch() -> CreateTable {
                 .to_owned()
         },
         index: None,
-    }
-}
-
-/// Makes the outbox trigger's `NOTIFY` skippable with
-/// [`NOTIFY_SETTING`](cache_service::coherence::NOTIFY_SETTING) (off for one session).
-/// SQLite has no `NOTIFY`; nothing changes there.
-struct QuietServiceWrites;
-
-impl MigrationName for QuietServiceWrites {
-    fn name(&self) -> &str {
-        "m20261126_000005_quiet_service_writes"
-    }
-}
-
-const POSTGRES_OWE_INVALIDATION: &str =
-    "CREATE OR REPLACE FUNCTION product_owe_invalidation() RETURNS trigger AS $$
-    BEGIN
-        IF TG_OP = 'DELETE' THEN
-            INSERT INTO cache_outbox (product_id, version) VALUES (OLD.id, OLD.version + 1);
-        ELSIF TG_OP = 'INSERT' OR NEW.version <> OLD.version THEN
-            INSERT INTO cache_outbox (product_id, version) VALUES (NEW.id, NEW.version);
-        END IF;
-        IF current_setting('cache_outbox.notify', true) IS DISTINCT FROM 'off' THEN
-            PERFORM pg_notify('cache_outbox', '');
-        END IF;
-        RETURN NULL;
-    END $$ LANGUAGE plpgsql";
-
-#[async_trait::async_trait]
-impl MigrationTrait for QuietServiceWrites {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // On a generic outbox (created by another embedder) the product-only function
-        // has no place: migration 7 installs the generic one, which is quiet already.
-        if manager.get_database_backend() == sea_orm::DbBackend::Postgres
-            && !has_generic_outbox(manager).await?
-        {
-            manager
-                .get_connection()
-                .execute_unprepared(POSTGRES_OWE_INVALIDATION)
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == sea_orm::DbBackend::Postgres {
-            // The function as the outbox migration created it.
-            let always_notify = POSTGRES_OUTBOX
-                .iter()
-                .find(|s| s.contains("FUNCTION product_owe_invalidation"))
-                .ok_or_else(|| DbErr::Migration("the outbox trigger function is missing".into()))?;
-            manager
-                .get_connection()
-                .execute_unprepared(always_notify)
-                .await?;
-        }
-        Ok(())
-    }
-}
-
-/// The owner token of a running reprice job: each claim sets a new one, and every later
-/// write of the worker that claimed it is conditional on it, so a worker that was slow
-/// (not dead) and lost its job to another cannot commit another batch of it.
-struct RepriceJobOwner;
-
-impl MigrationName for RepriceJobOwner {
-    fn name(&self) -> &str {
-        "m20261129_000006_reprice_job_owner"
-    }
-}
-
-#[async_trait::async_trait]
-impl MigrationTrait for RepriceJobOwner {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(RepriceJob::Table)
-                    .add_column(string_len_null(RepriceJob::Owner, 36))
-                    .to_owned(),
-            )
-            .await
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(RepriceJob::Table)
-                    .drop_column(RepriceJob::Owner)
-                    .to_owned(),
-            )
-            .await
-    }
-}
-
-/// The outbox becomes the coherence component's, shared by any table: rows name their
-/// `namespace` and `entity_id`, and the product triggers are the ones
-/// [`OutboxTable`](cache_service::OutboxTable) writes (versions never go back, a created
-/// row owes an unconditional removal, a changed id owes both ids).
-///
-/// The columns change only where they are still the product-only ones: another embedder
-/// of `cache-service` may have created the generic outbox
-/// ([`tables_migration`](cache_service::coherence::tables_migration)) before
-/// product-service first migrated this database.
-struct GenericOutbox;
-
-impl MigrationName for GenericOutbox {
-    fn name(&self) -> &str {
-        "m20261129_000007_generic_outbox"
-    }
-}
-
-#[async_trait::async_trait]
-impl MigrationTrait for GenericOutbox {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let backend = manager.get_database_backend();
-        // The triggers as they were then (without scopes: migration 9 adds them).
-        let table = cache_service::OutboxTable {
-            scoped_groups: &[],
-            ..crate::service::PRODUCT_TABLE
-        };
-        let to_db = |e: cache_service::CacheError| DbErr::Migration(e.to_string());
-        // The old triggers write the old columns: gone before the columns change.
-        let mut statements = table.uninstall_statements(backend).map_err(to_db)?;
-        if manager.has_column(OUTBOX, "product_id").await? {
-            statements.push(format!(
-                "ALTER TABLE {OUTBOX} RENAME COLUMN product_id TO entity_id"
-            ));
-        }
-        if !manager.has_column(OUTBOX, "namespace").await? {
-            let namespace_type = match backend {
-                sea_orm::DbBackend::Postgres => "VARCHAR(64)",
-                _ => "TEXT",
-            };
-            statements.push(format!(
-                "ALTER TABLE {OUTBOX} ADD COLUMN namespace {namespace_type} NOT NULL DEFAULT '{}'",
-                table.namespace.name()
-            ));
-        }
-        statements.extend(table.install_statements(backend).map_err(to_db)?);
-        if backend == sea_orm::DbBackend::Postgres {
-            // A cluster's identity names every master: longer than one run_id.
-            statements.push("ALTER TABLE cache_epoch ALTER COLUMN redis_id TYPE TEXT".into());
-        }
-        execute(manager, &statements).await
-    }
-
-    async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
-        Err(DbErr::Migration(
-            "the generic outbox cannot be turned back into the product-only one".into(),
-        ))
     }
 }
 
