@@ -252,6 +252,24 @@ pub fn first_page() -> PageQuery {
     PageQuery::parse(1, 20, None).expect("valid page")
 }
 
+/// Asserts that each of `products` (its id, and the master holding its key) settles at
+/// `price` (see [`settled_price`]): no read is older than the acknowledged write. `after`
+/// names the event a failure blames.
+pub async fn assert_every_product_settles_at(
+    service: &ProductService,
+    products: &[(i64, usize)],
+    price: i64,
+    after: &str,
+) {
+    for (product, held_by) in products {
+        assert_eq!(
+            settled_price(service, *product).await,
+            price,
+            "{after}: product {product} (on master {held_by}) is not at its acknowledged price"
+        );
+    }
+}
+
 /// Reads product `product` until the cache serves again (after a failover or a restore,
 /// until the relay has checked the new Redis), then returns the price read; panics
 /// after 20 s.

@@ -12,7 +12,7 @@
 //!   [`TestDatabase`] guard.
 //! - [`unique_prefix`]: a cache key prefix no other test uses; [`sqlite_url`]: a
 //!   database file in a test's temporary directory; [`raw_sql`]: a write behind the
-//!   services' back.
+//!   services' back; [`select_rows`]: what the database itself holds.
 //! - [`redis_client`]: a plain `fred` client, to look at what a test stored;
 //!   [`redis_cache`]: a cache service over a Redis, under a prefix.
 //! - [`binary`]: the real `api-server` executable as a child process
@@ -118,6 +118,26 @@ pub fn test_name() -> String {
         .name()
         .unwrap_or("integration test")
         .to_owned()
+}
+
+/// The rows `sql` selects on `db`, each decoded by position into `T` (a tuple of the
+/// selected columns, in order): what a test reads of the database itself, past every
+/// service.
+pub async fn select_rows<T: sea_orm::TryGetableMany>(
+    db: &sea_orm::DatabaseConnection,
+    sql: &str,
+) -> Vec<T> {
+    use sea_orm::ConnectionTrait;
+    let statement = sea_orm::Statement::from_string(db.get_database_backend(), sql);
+    db.query_all_raw(statement)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+        .iter()
+        .map(|row| {
+            row.try_get_many_by_index()
+                .unwrap_or_else(|error| panic!("a row of {sql}: {error}"))
+        })
+        .collect()
 }
 
 /// Runs `sql` on the database at `database_url` over a connection of its own, behind the

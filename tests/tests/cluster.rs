@@ -5,7 +5,7 @@
 
 use integration_tests::cluster::RedisCluster;
 use integration_tests::fixtures::{
-    id, price_patch, products_on_every_master, service_over, settled_price,
+    assert_every_product_settles_at, id, price_patch, products_on_every_master, service_over,
 };
 use product_service::{PRODUCT, Product};
 
@@ -20,9 +20,7 @@ async fn on_a_cluster_the_epoch_moves_once_per_restored_master_and_never_on_a_re
     // Products at 100 until every master holds one.
     let products =
         products_on_every_master(&service, &cluster, cluster.nodes.len(), "CLUSTER", 30).await;
-    for (product, _) in &products {
-        assert_eq!(settled_price(&service, *product).await, 100);
-    }
+    assert_every_product_settles_at(&service, &products, 100, "created").await;
     // A snapshot of every master, with every product cached at v1.
     for node in &cluster.nodes {
         node.command(&["SAVE"]).expect("SAVE");
@@ -32,17 +30,15 @@ async fn on_a_cluster_the_epoch_moves_once_per_restored_master_and_never_on_a_re
             .patch(id(*product), price_patch(200), None)
             .await
             .expect("patch");
-        assert_eq!(settled_price(&service, *product).await, 200);
     }
+    assert_every_product_settles_at(&service, &products, 200, "patched").await;
 
     // Every client connection is dropped: the clients reconnect to the same masters.
     for node in &cluster.nodes {
         node.command(&["CLIENT", "KILL", "TYPE", "normal"])
             .expect("CLIENT KILL");
     }
-    for (product, _) in &products {
-        assert_eq!(settled_price(&service, *product).await, 200);
-    }
+    assert_every_product_settles_at(&service, &products, 200, "clients reconnected").await;
     assert_eq!(
         service.cache().epoch(),
         start,
@@ -58,13 +54,8 @@ async fn on_a_cluster_the_epoch_moves_once_per_restored_master_and_never_on_a_re
         })
         .await
         .expect("task");
-        for (product, held_by) in &products {
-            assert_eq!(
-                settled_price(&service, *product).await,
-                200,
-                "master {master} restored: product {product} (on master {held_by}) is not served from the snapshot"
-            );
-        }
+        let after = format!("master {master} restored from its snapshot");
+        assert_every_product_settles_at(&service, &products, 200, &after).await;
         assert_eq!(
             service.cache().epoch(),
             start + master as u64 + 1,

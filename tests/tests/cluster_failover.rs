@@ -7,7 +7,7 @@
 use fred::prelude::KeysInterface;
 use integration_tests::cluster::RedisCluster;
 use integration_tests::fixtures::{
-    id, price_patch, products_on_every_master, service_over, settled_price,
+    assert_every_product_settles_at, id, price_patch, products_on_every_master, service_over,
 };
 use integration_tests::redis_client;
 use product_service::PRODUCT;
@@ -22,9 +22,7 @@ async fn after_a_cluster_failover_no_read_is_older_than_an_acknowledged_write() 
 
     // Products at 100 until every master holds one, each cached at its first price.
     let products = products_on_every_master(&service, &cluster, 3, "FAILOVER", 40).await;
-    for (product, _) in &products {
-        assert_eq!(settled_price(&service, *product).await, 100);
-    }
+    assert_every_product_settles_at(&service, &products, 100, "created").await;
     let (victim_product, victim) = products[0];
 
     // The victim's replica must not have seen the acknowledged writes' invalidations:
@@ -59,13 +57,8 @@ async fn after_a_cluster_failover_no_read_is_older_than_an_acknowledged_write() 
         "the replica took over the victim's slots"
     );
 
-    for (product, held_by) in &products {
-        assert_eq!(
-            settled_price(&service, *product).await,
-            200,
-            "product {product} (on master {held_by}, victim {victim}) is not older than its acknowledged write"
-        );
-    }
+    let after = format!("master {victim} failed over to its replica");
+    assert_every_product_settles_at(&service, &products, 200, &after).await;
     assert_eq!(
         service.cache().epoch(),
         start + 1,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use cache_service::{CacheConfig, CacheError, CacheService, Coherence, CoherenceConfig};
 use fred::prelude::ClientLike;
 use integration_tests::fixtures::{Fixture, id, new_product, price_patch};
+use integration_tests::select_rows;
 use integration_tests::tcp_relay::TcpRelay;
 use product_service::{Error, ProductService};
 use sea_orm::{ConnectionTrait, Database, TransactionTrait};
@@ -422,23 +423,11 @@ async fn any_table_gets_the_outbox_triggers() {
     db.execute_unprepared("DELETE FROM orders WHERE id = 1")
         .await
         .expect("delete");
-    let rows = db
-        .query_all_raw(sea_orm::Statement::from_string(
-            sea_orm::DbBackend::Sqlite,
-            "SELECT namespace, entity_id, version FROM cache_outbox ORDER BY id",
-        ))
-        .await
-        .expect("outbox");
-    let owed: Vec<(String, i64, i64)> = rows
-        .iter()
-        .map(|row| {
-            (
-                row.try_get("", "namespace").expect("namespace"),
-                row.try_get("", "entity_id").expect("entity_id"),
-                row.try_get("", "version").expect("version"),
-            )
-        })
-        .collect();
+    let owed: Vec<(String, i64, i64)> = select_rows(
+        &db,
+        "SELECT namespace, entity_id, version FROM cache_outbox ORDER BY id",
+    )
+    .await;
     assert_eq!(
         owed,
         vec![
@@ -484,15 +473,12 @@ async fn registrations_of_long_gone_processes_are_forgotten() {
         .start_relay()
         .await
         .expect("a stale registration blocks nobody");
-    let left = db
-        .query_one_raw(sea_orm::Statement::from_string(
-            sea_orm::DbBackend::Sqlite,
-            "SELECT COUNT(*) AS n FROM cache_instance WHERE id = 'crashed'",
-        ))
-        .await
-        .expect("count")
-        .and_then(|row| row.try_get::<i64>("", "n").ok());
-    assert_eq!(left, Some(0), "the crashed process's registration is gone");
+    let left: Vec<(i64,)> = select_rows(
+        &db,
+        "SELECT COUNT(*) FROM cache_instance WHERE id = 'crashed'",
+    )
+    .await;
+    assert_eq!(left, [(0,)], "the crashed process's registration is gone");
     relay.shutdown().await;
 }
 

@@ -249,22 +249,11 @@ async fn age_heartbeat(db: &sea_orm::DatabaseConnection, job: &str) {
 
 /// `(id, price_cents, version)` of every product, from the database itself.
 async fn prices(db: &sea_orm::DatabaseConnection) -> Vec<(i64, i64, i64)> {
-    use sea_orm::{ConnectionTrait, Statement};
-    db.query_all_raw(Statement::from_string(
-        db.get_database_backend(),
+    integration_tests::select_rows(
+        db,
         "SELECT id, price_cents, version FROM product ORDER BY id",
-    ))
+    )
     .await
-    .expect("read products")
-    .iter()
-    .map(|row| {
-        (
-            row.try_get::<i64>("", "id").expect("id"),
-            row.try_get::<i64>("", "price_cents").expect("price"),
-            row.try_get::<i64>("", "version").expect("version"),
-        )
-    })
-    .collect()
 }
 
 /// Claims the next job as a worker would; `who` says which worker, if none is claimable.

@@ -17,7 +17,7 @@ use product_service::{
     Category, CoherenceConfig, NewProduct, PRODUCT_LIST, PRODUCT_TABLE, PageQuery, Product,
     ProductPage, ProductPatch,
 };
-use sea_orm::{ConnectionTrait, Database, Statement};
+use sea_orm::{ConnectionTrait, Database};
 
 integration_tests::on_both_databases!("scopes_":
     a_write_in_one_category_leaves_the_pages_of_the_others_cached,
@@ -347,22 +347,8 @@ async fn a_database_migrated_before_scoped_lists_upgrades_and_its_owed_rows_drai
     ))
     .await
     .expect("a move after the upgrade");
-    let rows = db
-        .query_all_raw(Statement::from_string(
-            backend,
-            "SELECT old_scope, new_scope FROM cache_outbox",
-        ))
-        .await
-        .expect("select");
-    let scopes: Vec<(Option<String>, Option<String>)> = rows
-        .iter()
-        .map(|row| {
-            (
-                row.try_get("", "old_scope").expect("old_scope"),
-                row.try_get("", "new_scope").expect("new_scope"),
-            )
-        })
-        .collect();
+    let scopes: Vec<(Option<String>, Option<String>)> =
+        integration_tests::select_rows(&db, "SELECT old_scope, new_scope FROM cache_outbox").await;
     assert!(
         scopes.contains(&(Some("b".into()), Some("c".into()))),
         "the outbox records both categories: {scopes:?}"

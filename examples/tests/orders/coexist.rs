@@ -109,24 +109,14 @@ impl Fresh {
             .create(new_product("COEXIST-1"))
             .await
             .expect("a product is created");
-        assert_eq!(
-            products
-                .find_by_id(product_id(created.id))
-                .await
-                .expect("read"),
-            created
-        );
+        assert_eq!(read_product(&products, created.id).await, created);
         let patched = products
             .patch(product_id(created.id), price(999), None)
             .await
             .expect("the product changes");
         assert_eq!(patched.version, 2, "the change moved the version on");
         assert_eq!(
-            products
-                .find_by_id(product_id(created.id))
-                .await
-                .expect("read")
-                .price_cents,
+            read_product(&products, created.id).await.price_cents,
             999,
             "the read after the change sees it"
         );
@@ -172,6 +162,18 @@ async fn products_first_then_orders_both_read_and_write(db: Fresh) {
 enum Embedder {
     Orders,
     Products,
+    /// A host application with its own sea-orm migrator (rows in `seaql_migrations`).
+    Host,
+}
+
+impl Embedder {
+    async fn migrate(self, conn: &DatabaseConnection) -> Result<(), DbErr> {
+        match self {
+            Embedder::Orders => orders_example::migrate(conn).await,
+            Embedder::Products => product_service::migrate(conn).await,
+            Embedder::Host => HostMigrator::up(conn, None).await,
+        }
+    }
 }
 
 /// Migrates both schemas in `order`, then both again in the same order (nothing is left
@@ -180,11 +182,7 @@ async fn migrate_both(db: &Fresh, order: [Embedder; 2]) {
     let conn = db.connect().await;
     for round in ["first", "again"] {
         for embedder in order {
-            let migrated = match embedder {
-                Embedder::Orders => orders_example::migrate(&conn).await,
-                Embedder::Products => product_service::migrate(&conn).await,
-            };
-            migrated.unwrap_or_else(|error| {
+            embedder.migrate(&conn).await.unwrap_or_else(|error| {
                 panic!("{embedder:?} migrates ({round}, order {order:?}): {error}")
             });
         }
@@ -240,10 +238,7 @@ async fn a_database_migrated_the_old_way_upgrades_without_migrating_again(db: Fr
         .await
         .expect("service");
     assert_eq!(
-        service
-            .find_by_id(product_id(before.id))
-            .await
-            .expect("read"),
+        read_product(&service, before.id).await,
         before,
         "the data is still there"
     );
@@ -257,22 +252,21 @@ async fn a_database_migrated_the_old_way_upgrades_without_migrating_again(db: Fr
 /// migrates before and after product-service, and neither refuses the other.
 async fn a_host_migrator_in_seaql_migrations_runs_beside_product_service(db: Fresh) {
     let conn = db.connect().await;
-    HostMigrator::up(&conn, None)
-        .await
-        .expect("the host migrates first");
-    product_service::migrate(&conn)
-        .await
-        .expect("product-service migrates beside the host's rows");
-    HostMigrator::up(&conn, None)
-        .await
-        .expect("the host migrates beside product-service's rows");
-    product_service::migrate(&conn)
-        .await
-        .expect("products again");
-    orders_example::migrate(&conn)
-        .await
-        .expect("and a third embedder, with its own table");
-    HostMigrator::up(&conn, None).await.expect("the host again");
+    // The host first; each then migrates beside the others' rows, a third embedder with
+    // its own table too.
+    let turns = [
+        Embedder::Host,
+        Embedder::Products,
+        Embedder::Host,
+        Embedder::Products,
+        Embedder::Orders,
+        Embedder::Host,
+    ];
+    for (turn, embedder) in turns.into_iter().enumerate() {
+        embedder.migrate(&conn).await.unwrap_or_else(|error| {
+            panic!("{embedder:?} migrates (turn {turn} of {turns:?}): {error}")
+        });
+    }
     assert_eq!(
         versions(&conn, "seaql_migrations")
             .await
@@ -408,6 +402,11 @@ fn price(cents: i64) -> ProductPatch {
         price_cents: Some(PriceCents::parse(cents).expect("valid price")),
         ..ProductPatch::default()
     }
+}
+
+/// Product `id`, read through `service` (from the cache when it can).
+async fn read_product(service: &ProductService, id: i64) -> product_service::Product {
+    service.find_by_id(product_id(id)).await.expect("read")
 }
 
 fn product_id(id: i64) -> product_service::ProductId {

@@ -48,10 +48,8 @@ async fn a_write_to_one_of_a_customers_orders_invalidates_the_cached_page(env: E
         vec![elsewhere]
     );
 
-    env.service
-        .set_status(order_id(b.id), OrderStatus::Shipped, None)
-        .await
-        .expect("write");
+    env.set_status(order_id(b.id), OrderStatus::Shipped, "write")
+        .await;
     let after = env.service.find_page(&page).await.expect("page");
     assert_eq!(
         summary(&after),
@@ -114,10 +112,8 @@ async fn a_write_to_one_customers_order_leaves_the_other_customers_pages_cached(
         assert!(env.page_is_cached(&first_page(customer)).await);
     }
 
-    env.service
-        .set_status(order_id(mine.id), OrderStatus::Paid, None)
-        .await
-        .expect("write");
+    env.set_status(order_id(mine.id), OrderStatus::Paid, "write")
+        .await;
     assert!(
         !env.page_is_cached(&first_page(7)).await,
         "customer 7's page moved on"

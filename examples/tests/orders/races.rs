@@ -37,19 +37,10 @@ async fn a_read_that_queried_before_a_write_committed_cannot_cache_the_old_order
     assert!(env.is_leased(id), "the reader missed and holds the lease");
 
     let paid = env
-        .service
-        .set_status(id, OrderStatus::Paid, None)
-        .await
-        .expect("the write commits and invalidates");
-    let fence = env
-        .service
-        .cache()
-        .backend()
-        .fence(&env.service.order_key(id))
-        .await
-        .expect("the fence can be read");
+        .set_status(id, OrderStatus::Paid, "the write commits and invalidates")
+        .await;
     assert_eq!(
-        fence,
+        env.fence(id).await,
         Some(2),
         "when the write returns, its invalidation is applied: the key is fenced at v2"
     );

@@ -4,12 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use cache_service::{CoherenceConfig, RelayHandle};
+use cache_service::{CacheBackend, CacheKey, CoherenceConfig, RelayHandle};
 use integration_tests::{
     RedisServer, TestDatabase, postgres_url_or_skip, redis_server_or_skip, unique_prefix,
 };
 use orders_example::{
-    CustomerId, CustomerPage, NewOrder, ORDER_PAGE, Order, OrderId, OrderService, TotalCents,
+    CustomerId, CustomerPage, NewOrder, ORDER_PAGE, Order, OrderId, OrderService, OrderStatus,
+    TotalCents,
 };
 
 /// Runs each `async fn scenario(env: Env)` as `sqlite::scenario` and
@@ -116,6 +117,13 @@ impl Env {
         self.service.place(new).await.expect("the order is placed")
     }
 
+    /// Moves order `id` to `status` through the service, without a version check;
+    /// `what` says why the write must succeed.
+    pub async fn set_status(&self, id: OrderId, status: OrderStatus, what: &str) -> Order {
+        let written = self.service.set_status(id, status, None).await;
+        written.unwrap_or_else(|error| panic!("{what}: {error}"))
+    }
+
     /// Places an order, reads it, and checks that the read cached it: the state every
     /// test of a stale read starts from. Returns the order and its id.
     pub async fn place_cached(&self, customer: i64, cents: i64) -> (Order, OrderId) {
@@ -126,16 +134,26 @@ impl Env {
         (placed, id)
     }
 
+    /// The backend of the order service's cache, and order `id`'s key in it: what a test
+    /// looks at directly.
+    fn stored(&self, id: OrderId) -> (&dyn CacheBackend, CacheKey) {
+        (
+            &**self.service.cache().backend(),
+            self.service.order_key(id),
+        )
+    }
+
     /// Whether Redis holds an entry for order `id` (in the cache's current epoch).
     pub async fn is_cached(&self, id: OrderId) -> bool {
-        let entry = self
-            .service
-            .cache()
-            .backend()
-            .get(&self.service.order_key(id))
-            .await
-            .expect("GET of the order's key");
+        let (backend, key) = self.stored(id);
+        let entry = backend.get(&key).await.expect("GET of the order's key");
         entry.is_some()
+    }
+
+    /// The version fenced on order `id`'s key, if any.
+    pub async fn fence(&self, id: OrderId) -> Option<u64> {
+        let (backend, key) = self.stored(id);
+        backend.fence(&key).await.expect("the fence can be read")
     }
 
     /// Whether Redis holds a lease on order `id`'s key: a read is loading it and will

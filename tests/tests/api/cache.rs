@@ -34,6 +34,32 @@ fn hits(metrics: &str, namespace: &str) -> f64 {
     )
 }
 
+/// Asserts that the reads since `before` (the metrics then) made at least `at_least`
+/// hits in `namespace`, and that `read_name` still shows `cached_name` once product `id`
+/// was renamed behind the server's back: it is served from Redis, not the database.
+async fn assert_served_from_redis(
+    app: &TestApp,
+    namespace: &str,
+    before: &str,
+    at_least: f64,
+    id: i64,
+    cached_name: &Value,
+    read_name: impl AsyncFn() -> Value,
+) {
+    let after = app.metrics().await;
+    let (hits_before, hits_after) = (hits(before, namespace), hits(&after, namespace));
+    assert!(
+        hits_after - hits_before >= at_least,
+        "at least {at_least} of the reads were {namespace} hits: {hits_before} → {hits_after}"
+    );
+    rename_behind_the_servers_back(app, id, "Changed behind the cache").await;
+    assert_eq!(
+        &read_name().await,
+        cached_name,
+        "the {namespace} read is served from Redis, not the database"
+    );
+}
+
 #[tokio::test]
 async fn a_product_read_twice_is_served_from_redis_under_the_prefix() {
     let Some(app) = spawn_app_with_redis().await else {
@@ -55,19 +81,16 @@ async fn a_product_read_twice_is_served_from_redis_under_the_prefix() {
         "a key for product {id} under {}:product: in {keys:?}",
         app.prefix
     );
-    let after = app.metrics().await;
-    assert!(
-        hits(&after, "product") - hits(&before, "product") >= 5.0,
-        "5 of the 6 reads were hits: {} → {}",
-        hits(&before, "product"),
-        hits(&after, "product")
-    );
-    rename_behind_the_servers_back(&app, id, "Changed behind the cache").await;
-    assert_eq!(
-        app.fetch(id).await["name"],
-        product["name"],
-        "the read is served from Redis, not the database"
-    );
+    assert_served_from_redis(
+        &app,
+        "product",
+        &before,
+        5.0,
+        id,
+        &product["name"],
+        async || app.fetch(id).await["name"].clone(),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -89,17 +112,17 @@ async fn a_list_page_read_twice_is_served_from_redis_under_the_prefix() {
         "list pages are stored under {}:product_list:",
         app.prefix
     );
-    let after = app.metrics().await;
-    assert!(
-        hits(&after, "product_list") - hits(&before, "product_list") >= 1.0,
-        "the second list read was a hit"
-    );
-    rename_behind_the_servers_back(&app, id_of(&product), "Changed behind the cache").await;
-    assert_eq!(
-        app.fetch_page("per_page=5").await["items"][0]["name"],
-        product["name"],
-        "the page is served from Redis, not the database"
-    );
+    let id = id_of(&product);
+    assert_served_from_redis(
+        &app,
+        "product_list",
+        &before,
+        1.0,
+        id,
+        &product["name"],
+        async || app.fetch_page("per_page=5").await["items"][0]["name"].clone(),
+    )
+    .await;
 }
 
 #[tokio::test]

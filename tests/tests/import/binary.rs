@@ -119,10 +119,7 @@ async fn the_import_binary_changes_what_a_running_server_serves_at_once() {
         assert_eq!(get(list_url.clone()).await["total"], 1);
     }
     let files = Files::new();
-    let path = files.write(
-        "products.csv",
-        &format!("{HEADER}\nKB-1,,,250,,\nKB-2,Mouse,,300,2,mice\n"),
-    );
+    let path = files.csv("products.csv", "KB-1,,,250,,\nKB-2,Mouse,,300,2,mice\n");
 
     let output = run_import(&binary, &env, &path).await;
 
@@ -144,7 +141,7 @@ async fn the_import_binary_changes_what_a_running_server_serves_at_once() {
     assert_eq!(page["items"][1]["sku"], "KB-2", "{page}");
 
     // A bad row: reported, the rest applied, a non-zero exit.
-    let bad = files.write("bad.csv", &format!("{HEADER}\nKB-2,,,x,,\nKB-1,,,260,,\n"));
+    let bad = files.csv("bad.csv", "KB-2,,,x,,\nKB-1,,,260,,\n");
     let output = run_import(&binary, &env, &bad).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

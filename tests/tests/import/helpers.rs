@@ -24,6 +24,11 @@ impl Files {
         std::fs::write(&path, content).expect("the file is written");
         path
     }
+
+    /// A CSV file `name`: the product columns' [`HEADER`] line, then `rows`.
+    pub(crate) fn csv(&self, name: &str, rows: &str) -> PathBuf {
+        self.write(name, &format!("{HEADER}\n{rows}"))
+    }
 }
 
 /// Options as `api-server import` sets them with Redis, without progress output.

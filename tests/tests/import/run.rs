@@ -29,11 +29,8 @@ async fn run_applies_the_file_drains_what_it_owes_and_fails_when_a_row_failed() 
     let files = Files::new();
     let db = database(&f).await;
     let settings = settings(&f.database_url, Some(&f.redis_url), &f.prefix);
-    let good = files.write("good.csv", &format!("{HEADER}\nR-1,One,,100,1,\n"));
-    let bad = files.write(
-        "bad.csv",
-        &format!("{HEADER}\nR-1,,,150,,\nR-2,Two,,x,1,\n"),
-    );
+    let good = files.csv("good.csv", "R-1,One,,100,1,\n");
+    let bad = files.csv("bad.csv", "R-1,,,150,,\nR-2,Two,,x,1,\n");
 
     run(&settings, &good, false).await.expect("succeeds");
     assert_eq!(
@@ -71,10 +68,7 @@ async fn run_imports_without_a_reachable_redis_and_the_outbox_keeps_the_invalida
         &integration_tests::unique_prefix("import_no_redis"),
     );
     let files = Files::new();
-    let path = files.write(
-        "products.csv",
-        &format!("{HEADER}\nN-1,One,,100,1,\nN-2,Two,,200,2,\n"),
-    );
+    let path = files.csv("products.csv", "N-1,One,,100,1,\nN-2,Two,,200,2,\n");
 
     run(&settings, &path, false)
         .await

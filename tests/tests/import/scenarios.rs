@@ -51,14 +51,11 @@ async fn a_csv_import_creates_updates_and_counts_unchanged_rows(f: Fixture) {
     );
 
     // A changed price with empty cells, an identical row, a new product.
-    let second = files.write(
+    let second = files.csv(
         "second.csv",
-        &format!(
-            "{HEADER}\n\
-             KB-1,,,7999,,\n\
-             MS-1,Mouse,,1999,5,mice\n\
-             PD-1,Pad,,999,3,\n"
-        ),
+        "KB-1,,,7999,,\n\
+         MS-1,Mouse,,1999,5,mice\n\
+         PD-1,Pad,,999,3,\n",
     );
 
     let report = import(&f.service, &second).await;
@@ -130,20 +127,17 @@ async fn bad_csv_rows_are_reported_by_line_and_field_and_valid_rows_are_applied(
     let files = Files::new();
     let db = database(&f).await;
     // Line numbers are physical: the quoted cell of the first row spans lines 2-3.
-    let path = files.write(
+    let path = files.csv(
         "bad.csv",
-        &format!(
-            "{HEADER}\n\
-             KB-1,Keyboard,\"two\nlines\",8999,12,keyboards\n\
-             bad sku,Thing,,1,1,\n\
-             NN-1,,,100,1,\n\
-             NEG-1,Cable,,-5,1,\n\
-             TXT-1,Pad,,12.50,1,\n\
-             MS-1,Mouse,,1999,5,mice\n\
-             BIG-1,Big,,1,1000000001,\n\
-             SHORT-1,Short,,1\n\
-             KB-1,,,7999,,\n"
-        ),
+        "KB-1,Keyboard,\"two\nlines\",8999,12,keyboards\n\
+         bad sku,Thing,,1,1,\n\
+         NN-1,,,100,1,\n\
+         NEG-1,Cable,,-5,1,\n\
+         TXT-1,Pad,,12.50,1,\n\
+         MS-1,Mouse,,1999,5,mice\n\
+         BIG-1,Big,,1,1000000001,\n\
+         SHORT-1,Short,,1\n\
+         KB-1,,,7999,,\n",
     );
 
     let report = import(&f.service, &path).await;
@@ -292,16 +286,13 @@ async fn a_dry_run_reports_what_the_import_would_do_and_writes_nothing(f: Fixtur
 async fn repeated_skus_in_one_batch_apply_in_file_order(f: Fixture) {
     let files = Files::new();
     let db = database(&f).await;
-    let path = files.write(
+    let path = files.csv(
         "repeated.csv",
-        &format!(
-            "{HEADER}\n\
-             A-1,,,100,1,\n\
-             A-1,First,,100,1,\n\
-             A-1,,,200,,\n\
-             A-1,,,200,,\n\
-             A-1,Renamed,,,,\n"
-        ),
+        "A-1,,,100,1,\n\
+         A-1,First,,100,1,\n\
+         A-1,,,200,,\n\
+         A-1,,,200,,\n\
+         A-1,Renamed,,,,\n",
     );
 
     let report = import(&f.service, &path).await;
@@ -363,10 +354,7 @@ async fn a_cached_product_and_list_page_show_the_import_at_once(f: Fixture) {
     let generation = f.list_generation().await;
     // The import runs in "another process": its own cache handle, same Redis.
     let importer = f.peer(&f.redis_url).await;
-    let path = files.write(
-        "update.csv",
-        &format!("{HEADER}\nKB-1,,,250,,\nKB-2,Second,,300,1,cat\n"),
-    );
+    let path = files.csv("update.csv", "KB-1,,,250,,\nKB-2,Second,,300,1,cat\n");
 
     let report = import(&importer, &path).await;
 
