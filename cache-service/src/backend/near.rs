@@ -1,5 +1,6 @@
 //! The near cache (invariant 12): an in-process copy (L1) of what this process read from
-//! Redis, kept coherent by Redis itself and served only past a barrier.
+//! Redis, kept coherent by Redis itself and served only past a barrier (or, in bounded
+//! mode, within a stated bound of one).
 //!
 //! - **Invalidated by Redis.** A dedicated RESP3 connection runs
 //!   `CLIENT TRACKING on BCAST PREFIX {prefix}:`: Redis pushes the name of every key under
@@ -66,7 +67,7 @@ pub struct NearCache {
 /// What the near cache has done so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NearCacheStats {
-    /// Reads served from L1, past a barrier.
+    /// Reads served from L1 (past a barrier, or in bounded mode within the bound).
     pub hits: u64,
     /// Reads that went to Redis.
     pub misses: u64,
@@ -438,7 +439,7 @@ impl Shared {
     /// Stores what a Redis read returned, unless an invalidation of `key` (or a flush)
     /// was applied since `token` was taken. One applied after this check makes readers
     /// reject the entry (its token is old); it is removed at once all the same.
-    async fn fill(&self, key: &str, value: Bytes, token: FillToken) {
+    async fn fill(&self, key: &str, value: &[u8], token: FillToken) {
         if !self.is_ready() || self.fill_token(key) != token {
             return;
         }
@@ -448,7 +449,7 @@ impl Shared {
         // A reply's bytes are a slice of the Redis client's read buffer; kept as they are,
         // each entry would keep its whole buffer alive (measured: +86 MiB with 100 000
         // entries, BENCHMARKS section 8).
-        let value = Bytes::copy_from_slice(&value);
+        let value = Bytes::copy_from_slice(value);
         self.l1.insert(key.to_owned(), Entry { value, token });
         if let Some(hook) = self.inserted_hook.get() {
             hook().await;
@@ -555,7 +556,7 @@ impl Shared {
             .unwrap_or(false)
     }
 
-    /// Reads `key` from L1, past a barrier (see [`Self::may_serve`]).
+    /// Reads `key` from L1 when it may be served (see [`Self::may_serve`]).
     async fn get_past_barrier(&self, key: &str) -> Option<Bytes> {
         if !self.is_ready() {
             return None;

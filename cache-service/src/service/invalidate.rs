@@ -96,17 +96,11 @@ impl CacheService {
             // Retired whatever the outcome: a load that began before the write must not
             // be joined by readers that start after it.
             self.inner.flights.retire(inv.key.as_str());
-            let namespace = inv.key.namespace().name();
-            match result {
-                Ok(()) => metrics::counter!("cache_invalidations_total", "namespace" => namespace)
-                    .increment(1),
-                Err(error) => {
-                    self.trip(inv.key.as_str());
-                    metrics::counter!("cache_invalidation_errors_total", "namespace" => namespace)
-                        .increment(1);
-                    tracing::warn!(key = %inv.key, %error, "cache invalidation failed");
-                    first_error.get_or_insert(error);
-                }
+            count_invalidation(inv.key.namespace().name(), result.is_ok());
+            if let Err(error) = result {
+                self.trip(inv.key.as_str());
+                tracing::warn!(key = %inv.key, %error, "cache invalidation failed");
+                first_error.get_or_insert(error);
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -150,23 +144,8 @@ impl CacheService {
     /// # }
     /// ```
     pub async fn invalidate_group(&self, group: impl Into<Scope>) -> Result<()> {
-        let group = group.into();
-        let namespace = group.group().namespace().name();
-        let key = generation_key(&self.prefix(), &group);
-        match self.inner.backend.bump_generation(&key).await {
-            Ok(_) => {
-                metrics::counter!("cache_invalidations_total", "namespace" => namespace)
-                    .increment(1);
-                Ok(())
-            }
-            Err(error) => {
-                self.trip(&key);
-                metrics::counter!("cache_invalidation_errors_total", "namespace" => namespace)
-                    .increment(1);
-                tracing::warn!(group = namespace, %error, "cache group invalidation failed");
-                Err(error)
-            }
-        }
+        // A write that moves one group and stales no item.
+        self.invalidate_scopes(&[], &[group.into()]).await
     }
 
     /// Invalidates what one committed write made stale: first the `groups` (whole groups
@@ -232,28 +211,19 @@ impl CacheService {
             .iter()
             .map(|group| group.group().namespace().name())
             .chain(items.iter().map(|inv| inv.key.namespace().name()));
-        match &result {
-            Ok(()) => {
-                for namespace in namespaces {
-                    metrics::counter!("cache_invalidations_total", "namespace" => namespace)
-                        .increment(1);
-                }
+        for namespace in namespaces {
+            count_invalidation(namespace, result.is_ok());
+        }
+        if let Err(error) = &result {
+            // Which step failed is not known: every shard the write touches waits for
+            // the replay.
+            for key in items.iter().map(|inv| inv.key.as_str()) {
+                self.trip(key);
             }
-            Err(error) => {
-                // Which step failed is not known: every shard the write touches waits
-                // for the replay.
-                for key in items.iter().map(|inv| inv.key.as_str()) {
-                    self.trip(key);
-                }
-                for key in &generation_keys {
-                    self.trip(key);
-                }
-                for namespace in namespaces {
-                    metrics::counter!("cache_invalidation_errors_total", "namespace" => namespace)
-                        .increment(1);
-                }
-                tracing::warn!(%error, "cache invalidation of a write failed");
+            for key in &generation_keys {
+                self.trip(key);
             }
+            tracing::warn!(%error, "cache invalidation of a write failed");
         }
         result
     }
@@ -364,6 +334,15 @@ impl CacheService {
             }
         }
         self.invalidate_scopes(&pending, &groups).await
+    }
+}
+
+/// Counts one invalidation of an entry or a group of `namespace`, applied or failed.
+fn count_invalidation(namespace: &'static str, applied: bool) {
+    if applied {
+        metrics::counter!("cache_invalidations_total", "namespace" => namespace).increment(1);
+    } else {
+        metrics::counter!("cache_invalidation_errors_total", "namespace" => namespace).increment(1);
     }
 }
 

@@ -33,7 +33,7 @@ impl CacheBackend for NearCache {
         let token = shared.fill_token(key.as_str());
         let value = self.redis.get(key).await?;
         if let Some(value) = &value {
-            shared.fill(key.as_str(), value.clone(), token).await;
+            shared.fill(key.as_str(), value, token).await;
         }
         Ok(value)
     }
@@ -67,7 +67,7 @@ impl CacheBackend for NearCache {
         let flushes = shared.flushes.load(Ordering::Acquire);
         let (generation, entry) = self.redis.get_member(generation_key, member).await?;
         shared
-            .fill(generation_key, Bytes::from(generation.to_string()), token)
+            .fill(generation_key, generation.to_string().as_bytes(), token)
             .await;
         if let Some(entry) = &entry {
             let key = member.at(generation);
@@ -75,7 +75,7 @@ impl CacheBackend for NearCache {
                 flushes,
                 stripe: shared.stripe(key.as_str()).load(Ordering::Acquire),
             };
-            shared.fill(key.as_str(), entry.clone(), token).await;
+            shared.fill(key.as_str(), entry, token).await;
         }
         Ok((generation, entry))
     }
